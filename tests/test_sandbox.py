@@ -430,3 +430,10 @@ def test_result_is_frozen(sb: Sandbox) -> None:
     with pytest.raises(AttributeError):
         r.ok = False  # type: ignore[misc]
     assert str(Status.OK) == "ok"
+
+
+def test_random_is_deterministic_across_programs(sb: Sandbox) -> None:
+    src = "import random\n" + WALKER.replace("3 * math.cos(i)", "3 * math.cos(i) + random.random()")
+    res = sb.execute([src] * 6)
+    assert all(r.ok for r in res)
+    assert len({str(r.walker) for r in res}) == 1

@@ -1222,6 +1222,11 @@ class _Zygote:
                 for fd in (*self.close_in_child, job_w, res_r):
                     os.close(fd)
                 signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+                # os.fork reseeded random: give every program the same state (deterministic
+                # phenotypes); children are forked without CPython's at-fork reseed.
+                rnd = self.runner.modules.get("random")
+                if rnd is not None:
+                    rnd.seed(0)
                 gc.freeze()  # keep the collector from touching (and copying) inherited objects
                 self.runner.zygote_loop(job_r, res_w)
             finally:

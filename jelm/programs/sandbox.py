@@ -55,7 +55,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from jelm.programs._sandbox_worker import (
@@ -804,7 +804,3 @@ def shutdown_default_sandbox() -> None:
 
 
 atexit.register(shutdown_default_sandbox)
-
-
-def _unused(_: Iterable[Any]) -> None:  # keep re-exports referenced for linters
-    return None
