@@ -18,6 +18,7 @@ import warnings
 import pytest
 
 from jelm.programs.sandbox import (
+    DEFAULT_ALLOWED_IMPORTS,
     Result,
     Sandbox,
     SandboxIsolationWarning,
@@ -27,9 +28,9 @@ from jelm.programs.sandbox import (
     execute,
     shutdown_default_sandbox,
 )
+from jelm.programs.seeds import SEED_NAMES, seed_source, seed_walker
 
-API = os.environ.get("JELM_TEST_WALKER_MODULE", "jelm.programs.walker_api")
-pytest.importorskip(API)
+API = "jelm.programs.walker_api"
 IMPORTS = ("math", "random", API)
 
 WALKER = f"""
@@ -130,6 +131,26 @@ def test_guard_accepts_walker_program() -> None:
 
 def test_guard_reports_syntax_error() -> None:
     assert "syntax error" in (check_source("def (", IMPORTS) or "")
+
+
+# -- the real seed programs -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", SEED_NAMES)
+def test_seed_passes_default_guard(name: str) -> None:
+    assert check_source(seed_source(name), DEFAULT_ALLOWED_IMPORTS) is None
+
+
+def test_seeds_in_sandbox_match_in_process(sb: Sandbox) -> None:
+    """Every seed, under the default limits, gives exactly the walker it gives in-process."""
+    with Sandbox(workers=2, limits=SandboxLimits()) as default_sb:
+        res = default_sb.execute([seed_source(n) for n in SEED_NAMES] * 2)
+    for name, r in zip(SEED_NAMES * 2, res, strict=True):
+        assert r.ok and r.status is Status.OK, (name, r)
+        assert r.walker == seed_walker(name).to_dict(), name
+    # and the same through the module's shared test pool (explicit limits)
+    for name, r in zip(SEED_NAMES, sb.execute([seed_source(n) for n in SEED_NAMES]), strict=True):
+        assert r.ok and r.walker == seed_walker(name).to_dict(), (name, r)
 
 
 # -- classification -------------------------------------------------------------------------
