@@ -1,9 +1,63 @@
 """jelm.sim: Sodarace physics in JAX (ELM paper, Lehman et al. 2022, §4 and appendix).
 
 Importable alone: nothing here imports the rest of jelm, transformers or QDax.
+
+Determinism: on x86-64, XLA's CPU compiler contracts ``a * b + c`` into fused multiply-adds
+where its fusion decisions allow, and those depend on array shapes, so the same walker
+could round differently alone and inside a larger padded batch (and chaotic walkers then
+diverge visibly). Importing ``jelm.sim`` before JAX has started its backend therefore adds
+``--xla_cpu_max_isa=AVX`` (no FMA instructions) to ``XLA_FLAGS``, which makes results
+bit-identical across batch shapes at no measurable cost to the simulator. Set
+``JELM_SIM_ALLOW_FMA=1`` to opt out, or set ``xla_cpu_max_isa`` yourself.
 """
 
-from jelm.sim.terrain import (
+import os as _os
+import platform as _platform
+import warnings as _warnings
+
+
+def _pin_cpu_isa() -> None:
+    """Disable FMA contraction in XLA:CPU for shape-independent rounding (see above)."""
+    flags = _os.environ.get("XLA_FLAGS", "")
+    if (
+        _os.environ.get("JELM_SIM_ALLOW_FMA") == "1"
+        or "xla_cpu_max_isa" in flags
+        or _platform.machine().lower() not in ("x86_64", "amd64")
+    ):
+        return
+    try:
+        from jax._src import xla_bridge
+
+        started = bool(getattr(xla_bridge, "_backends", {}))
+    except Exception:  # a JAX without this private attribute: assume not started
+        started = False
+    if started:
+        _warnings.warn(
+            "jelm.sim was imported after JAX started its CPU backend, so it could not "
+            "disable FMA contraction: results may differ in the last bits between batch "
+            "shapes. Import jelm.sim first or set XLA_FLAGS=--xla_cpu_max_isa=AVX.",
+            stacklevel=3,
+        )
+        return
+    _os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_max_isa=AVX").strip()
+
+
+_pin_cpu_isa()
+
+from jelm.sim.physics import (  # noqa: E402
+    ACCURATE_PARAMS,
+    DEFAULT_PARAMS,
+    DEFAULT_STEPS,
+    Evaluation,
+    PhysicsParams,
+    SimState,
+    evaluate,
+    evaluate_walkers,
+    init_state,
+    rollout,
+    simulate,
+)
+from jelm.sim.terrain import (  # noqa: E402
     TERRAINS,
     Terrain,
     bumpy,
@@ -17,7 +71,7 @@ from jelm.sim.terrain import (
     stack,
     tunnel,
 )
-from jelm.sim.walker import (
+from jelm.sim.walker import (  # noqa: E402
     BucketShape,
     WalkerBatch,
     WalkerDoesNotFit,
@@ -29,23 +83,34 @@ from jelm.sim.walker import (
 )
 
 __all__ = [
+    "ACCURATE_PARAMS",
+    "DEFAULT_PARAMS",
+    "DEFAULT_STEPS",
     "TERRAINS",
     "BucketShape",
+    "Evaluation",
+    "PhysicsParams",
+    "SimState",
     "Terrain",
     "WalkerBatch",
     "WalkerDoesNotFit",
     "bucket_of",
     "bumpy",
     "default_ladder",
+    "evaluate",
+    "evaluate_walkers",
     "flat",
     "heightfield",
     "hills",
+    "init_state",
     "left_wall",
     "make_terrain",
     "pack",
     "pack_buckets",
     "resample",
     "right_wall",
+    "rollout",
+    "simulate",
     "stack",
     "tunnel",
     "unpack",

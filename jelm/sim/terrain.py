@@ -43,6 +43,9 @@ class Terrain:
       spawn_align: ``()`` 0 puts the walker's leftmost joint at ``spawn_x``, 1 its rightmost
         (and anything between interpolates), so a walker can start beside a wall whatever
         its width.
+      direction: ``()`` +1 if progress is rightwards, -1 if leftwards; fitness is the
+        centre-of-mass x displacement times this (so on ``right_wall`` walking away from the
+        wall, leftwards, scores positive).
     """
 
     x0: jax.Array
@@ -53,6 +56,7 @@ class Terrain:
     right_wall: jax.Array
     spawn_x: jax.Array
     spawn_align: jax.Array
+    direction: jax.Array
 
     @property
     def is_batched(self) -> bool:
@@ -98,6 +102,7 @@ def heightfield(
     right_wall: float | None = None,
     spawn_x: float = 0.0,
     spawn_align: float = 0.0,
+    direction: float = 1.0,
 ) -> Terrain:
     """A terrain from user heightfields sampled at ``x0 + k * dx``.
 
@@ -123,6 +128,8 @@ def heightfield(
         raise ValueError(f"dx must be positive, got {dx}")
     lw = -NO_SURFACE if left_wall is None else float(left_wall)
     rw = NO_SURFACE if right_wall is None else float(right_wall)
+    if direction not in (1.0, -1.0):
+        raise ValueError(f"direction must be +1 or -1, got {direction}")
     if lw >= rw:
         raise ValueError(f"left wall ({lw}) must lie left of the right wall ({rw})")
     f32 = lambda v: jnp.asarray(v, dtype=jnp.float32)
@@ -135,6 +142,7 @@ def heightfield(
         right_wall=f32(rw),
         spawn_x=f32(spawn_x),
         spawn_align=f32(spawn_align),
+        direction=f32(direction),
     )
 
 
@@ -192,7 +200,9 @@ def left_wall(gap: float = 0.5) -> Terrain:
 
 def right_wall(gap: float = 0.5) -> Terrain:
     """Flat ground with a wall just right of the walker: it can only make progress leftwards."""
-    return heightfield(np.zeros(GRID_POINTS), right_wall=0.0, spawn_x=-gap, spawn_align=1.0)
+    return heightfield(
+        np.zeros(GRID_POINTS), right_wall=0.0, spawn_x=-gap, spawn_align=1.0, direction=-1.0
+    )
 
 
 #: Built-in terrains by name.
