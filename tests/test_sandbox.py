@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 import threading
 import time
 import uuid
@@ -458,3 +459,142 @@ def test_random_is_deterministic_across_programs(sb: Sandbox) -> None:
     res = sb.execute([src] * 6)
     assert all(r.ok for r in res)
     assert len({str(r.walker) for r in res}) == 1
+
+
+# -- the pieces behind the throughput work (no processes) -----------------------------------
+
+
+def _run_bpf(prog: bytes, nr: int, arch: int, arg0: int) -> int:
+    """Classic-BPF interpreter for the instructions the sandbox's filters use."""
+    data = struct.pack("=iI", nr, arch) + b"\0" * 8 + struct.pack("=Q", arg0 % (1 << 64))
+    data += b"\0" * (64 - len(data))
+    insns = [struct.unpack_from("=HBBI", prog, 8 * k) for k in range(len(prog) // 8)]
+    a, pc = 0, 0
+    while True:
+        code, jt, jf, k = insns[pc]
+        pc += 1
+        if code == 0x20:
+            a = struct.unpack_from("=I", data, k)[0]
+        elif code in (0x15, 0x35, 0x25):
+            hit = {0x15: a == k, 0x35: a >= k, 0x25: a > k}[code]
+            pc += jt if hit else jf
+        elif code == 0x04:
+            a = (a + k) & 0xFFFFFFFF
+        elif code == 0x06:
+            return k
+        elif code == 0x16:
+            return a
+        else:
+            raise AssertionError(f"unexpected BPF opcode {code:#x}")
+
+
+def _strictest(first: int, second: int) -> int:
+    """What the kernel returns for stacked filters: the highest-precedence action (KILL_PROCESS
+    0x80000000 first, ALLOW last: the lowest as a signed 32-bit number); on a tie the most
+    recently installed filter's value (``first``)."""
+
+    def signed(v: int) -> int:
+        action = v & 0xFFFF0000
+        return action - (1 << 32) if action & 0x80000000 else action
+
+    return first if signed(first) <= signed(second) else second
+
+
+def test_stacked_seccomp_filters_equal_the_reference_policy() -> None:
+    """Zygote filter (installed once) + child filter (per child) == the single child policy."""
+    from jelm.programs import _sandbox_worker as sw
+
+    pid = 4242
+    ref, offsets = sw.build_seccomp_filter()
+    ref = bytearray(ref)
+    for off in offsets:
+        struct.pack_into("=I", ref, off, pid)
+    zygote = sw.build_zygote_filter()
+    child, off = sw.build_child_filter()
+    child = bytearray(child)
+    struct.pack_into("=I", child, off, pid)
+    arches = (sw.AUDIT_ARCH_X86_64, 0x40000003)
+    nrs = [*range(0, 460), 0x40000000 + 1, -1]
+    args = (pid, pid + 1, 0, -1, pid + (1 << 32), 1)
+    for arch in arches:
+        for nr in nrs:
+            for arg0 in args:
+                want = _run_bpf(bytes(ref), nr, arch, arg0)
+                got = _strictest(
+                    _run_bpf(bytes(child), nr, arch, arg0), _run_bpf(zygote, nr, arch, arg0)
+                )
+                assert got == want, (sw.syscall_name(nr), hex(arch), arg0, hex(got), hex(want))
+    # and the policy itself: fork kills, socket is refused by name, kill only on oneself
+    assert _run_bpf(bytes(ref), 57, arches[0], 0) == sw.SECCOMP_RET_KILL_PROCESS
+    assert _run_bpf(bytes(ref), 41, arches[0], 0) == sw.SECCOMP_RET_ERRNO | (sw.ERRNO_BASE + 41)
+    assert _run_bpf(bytes(ref), 62, arches[0], pid) == sw.SECCOMP_RET_ALLOW
+    assert _run_bpf(bytes(ref), 62, arches[0], 1) != sw.SECCOMP_RET_ALLOW
+
+
+def _mutated_walker_dicts() -> list[object]:
+    out: list[object] = []
+    for name in SEED_NAMES:
+        d = seed_walker(name).to_dict()
+        j0, m0 = d["joints"][0], d["muscles"][0]
+        variants = [
+            {"joints": [*d["joints"], list(j0)], "muscles": d["muscles"]},
+            {"joints": [[float("nan"), 1.0], *d["joints"][1:]], "muscles": d["muscles"]},
+            {"joints": ["x", *d["joints"][1:]], "muscles": d["muscles"]},
+            {"joints": [[1e9, 0.0], *d["joints"][1:]], "muscles": d["muscles"]},
+            {"joints": d["joints"], "muscles": [[0, 0, {"type": "muscle"}], *d["muscles"]]},
+            {"joints": d["joints"], "muscles": [[0, 999, m0[2]], *d["muscles"][1:]]},
+            {"joints": d["joints"], "muscles": [[0, 1, {"type": "bogus"}], *d["muscles"]]},
+            {"joints": d["joints"], "muscles": [[0, 1, {"type": "muscle", "amplitude": 50}]]},
+            {"joints": d["joints"], "muscles": [[0, 1, {"type": "muscle", "x": 1}]]},
+            {"joints": d["joints"], "muscles": [[True, 1, {"type": "muscle"}]]},
+            {"joints": d["joints"], "muscles": [[0, 1]]},
+            {"joints": d["joints"], "muscles": []},
+            {"joints": [], "muscles": d["muscles"]},
+            {"joints": d["joints"], "muscles": d["muscles"] * 30},
+            {"joints": d["joints"], "muscles": d["muscles"], "extra": 1},
+            {"joints": tuple(d["joints"]), "muscles": d["muscles"]},
+            {"joints": d["joints"]},
+            [d["joints"], d["muscles"]],
+        ]
+        out += [d, *variants]
+    return out
+
+
+def test_parent_validation_fast_path_matches_from_dict(sb: Sandbox) -> None:
+    from jelm.programs import walker_api
+
+    def outcome(fn, d):
+        try:
+            return ("ok", fn(d))
+        except walker_api.WalkerValidationError as exc:
+            return (type(exc).__name__, str(exc))
+
+    for d in _mutated_walker_dicts():
+        want = outcome(lambda x: walker_api.Walker.from_dict(x).to_dict(), d)
+        assert outcome(sb._validated_walker, d) == want, d
+
+
+@pytest.mark.parametrize(
+    "src",
+    [
+        "match x:\n    case object(__class__=c):\n        pass",
+        "match x:\n    case object(_private=c):\n        pass",
+        "try:\n    pass\nexcept Exception as __builtins__:\n    pass",
+        "match x:\n    case __builtins__:\n        pass",
+        "match x:\n    case {**__builtins__}:\n        pass",
+    ],
+)
+def test_guard_refuses_match_and_binding_escapes(src: str) -> None:
+    assert check_source(src, IMPORTS) is not None
+
+
+def test_match_class_escape_refused_in_sandbox(sb: Sandbox) -> None:
+    """``case object(__subclasses__=s)`` reads dunders without an Attribute node."""
+    src = (
+        "def make_walker():\n    match ():\n        case object(__class__=c):\n            pass\n"
+        "    match c:\n        case object(__base__=b):\n            pass\n"
+        "    match b:\n        case object(__subclasses__=s):\n            pass\n"
+        "    return len(s())\n"
+    )
+    (r,) = sb.execute([src])
+    assert r.status is Status.FORBIDDEN and "__class__" in r.error, r

@@ -59,6 +59,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from jelm.programs._sandbox_worker import (
+    _FORK_FAILED,
+    _KIND_RESULT,
+    _OUT,
+    _RES,
     DEFAULT_ALLOWED_IMPORTS,
     GuardViolation,
     check_source,
@@ -267,8 +271,11 @@ class _Worker:
                 return
             del self.out[:n]
 
-    def frames(self) -> list[tuple[dict[str, Any], bytes]]:
-        """Read what is available and return the complete frames; mark EOF as death."""
+    def frames(self) -> list[tuple[int, bytes]]:
+        """Read what is available and return the complete ``(kind, body)`` frames.
+
+        EOF marks the worker dead (its zygote and manager are gone).
+        """
         try:
             data = os.read(self.rfd, 1 << 20)
         except (BlockingIOError, InterruptedError):
@@ -280,14 +287,16 @@ class _Worker:
         elif data:
             self.buf += data
         out = []
-        while len(self.buf) >= 8:
-            hl, pl = _HEADER.unpack_from(self.buf)
-            if len(self.buf) < 8 + hl + pl:
+        buf, hs = self.buf, _OUT.size
+        pos, n = 0, len(buf)
+        while n - pos >= hs:
+            kind, size = _OUT.unpack_from(buf, pos)
+            if n - pos - hs < size:
                 break
-            header = json.loads(bytes(self.buf[8 : 8 + hl]))
-            payload = bytes(self.buf[8 + hl : 8 + hl + pl])
-            del self.buf[: 8 + hl + pl]
-            out.append((header, payload))
+            out.append((kind, bytes(buf[pos + hs : pos + hs + size])))
+            pos += hs + size
+        if pos:
+            del buf[:pos]
         return out
 
     def kill(self) -> None:
@@ -393,8 +402,9 @@ class Sandbox:
                     sel.register(w.rfd, selectors.EVENT_READ, w)
                 for key, _ in sel.select(left):
                     w = key.data
-                    for header, _payload in w.frames():
-                        self._handle_control(w, header)
+                    for kind, body in w.frames():
+                        if kind != _KIND_RESULT:
+                            self._handle_control(w, json.loads(body))
             for w in pending:
                 w.flush()
                 if w.dead and not w.ready:
@@ -545,19 +555,32 @@ class Sandbox:
                     if mask & selectors.EVENT_WRITE:
                         w.flush()
                         continue
-                    for header, payload in w.frames():
-                        kind = header.get("kind")
-                        if kind != "result":
-                            self._handle_control(w, header)
+                    for kind, body in w.frames():
+                        if kind != _KIND_RESULT:
+                            self._handle_control(w, json.loads(body))
                             continue
-                        if not w.inflight or header.get("id") != w.inflight[0]:
+                        if len(body) < _RES.size:
+                            self.stats["protocol_errors"] += 1
+                            w.dead = True
+                            break
+                        jid, el, to, ov, how, ex, sg, cpu = _RES.unpack_from(body)
+                        if not w.inflight or jid != w.inflight[0]:
                             self.stats["protocol_errors"] += 1
                             w.dead = True
                             break
                         i = w.inflight.popleft()
                         w.head_since = time.monotonic()
                         if results[i] is None:
-                            results[i] = self._classify(header, payload)
+                            header = {
+                                "elapsed": el,
+                                "timed_out": to,
+                                "overflow": ov,
+                                "how": how,
+                                "exit": None if ex < 0 else ex,
+                                "signal": sg or None,
+                                "cpu": cpu,
+                            }
+                            results[i] = self._classify(header, body[_RES.size :])
                             done += 1
                     if w.dead:
                         if w.inflight:
@@ -578,6 +601,26 @@ class Sandbox:
         self.stats["programs"] += n
         return [r for r in results if r is not None]
 
+    def _validated_walker(self, d: Any) -> dict[str, Any]:
+        """Validate a walker dict from a child (untrusted) and return its canonical form.
+
+        Same checks and errors as ``Walker.from_dict(d, limits).to_dict()``. For the usual
+        shape (a dict of exactly two lists) it skips ``from_dict``'s first pass over the
+        entries: ``validate`` parses every entry (raising ``MalformedWalker`` for a bad
+        one) before it checks the rules, so the result is the same at half the cost.
+        """
+        api = self._walker_api
+        if (
+            type(d) is dict
+            and len(d) == 2
+            and type(d.get("joints")) is list
+            and type(d.get("muscles")) is list
+        ):
+            walker = api.Walker.__new__(api.Walker)
+            walker.joints, walker.muscles = d["joints"], d["muscles"]
+            return walker.validate(self._walker_limits).to_dict()
+        return api.Walker.from_dict(d, self._walker_limits).to_dict()
+
     def _classify(self, h: dict[str, Any], payload: bytes) -> Result:
         """Turn the worker's report and the child's untrusted bytes into a Result."""
         elapsed = float(h.get("elapsed", 0.0))
@@ -589,6 +632,16 @@ class Sandbox:
                 None,
                 f"exceeded the wall-clock limit of {self.limits.timeout_s:g} s",
                 "wall",
+                elapsed,
+            )
+        if h.get("how") == _FORK_FAILED:
+            self.stats["fork_failures"] += 1
+            return Result(
+                False,
+                Status.INTERNAL_ERROR,
+                None,
+                "the sandbox could not fork a process for the program",
+                "fork_failed",
                 elapsed,
             )
         if h.get("overflow"):
@@ -619,7 +672,7 @@ class Sandbox:
             if status is not Status.OK:
                 return Result(False, status, None, error, detail, elapsed)
             try:
-                walker = self._walker_api.Walker.from_dict(rec["walker"], self._walker_limits)
+                walker = self._validated_walker(rec["walker"])
             except self._walker_api.WalkerValidationError as exc:
                 return Result(
                     False,
@@ -638,7 +691,7 @@ class Sandbox:
                     "malformed",
                     elapsed,
                 )
-            return Result(True, Status.OK, walker.to_dict(), "", "", elapsed)
+            return Result(True, Status.OK, walker, "", "", elapsed)
         cpu = float(h.get("cpu", 0.0))
         cpu_limit = self.limits.to_worker()["cpu_s"]
         if sig == signal.SIGSYS:
