@@ -20,8 +20,8 @@ Integration: every step of ``dt`` runs ``substeps`` substeps of ``h = dt / subst
    semi-iteration after Wang 2015), each followed by projection out of the ground,
    ceiling and walls and by Coulomb friction on the substep's displacement tangent to the
    contact, bounded by ``friction * |contact correction|`` of that sweep;
-4. a last clamp keeps every node out of the terrain;
-5. ``v = (p - p_prev) / h`` (contacts are perfectly inelastic).
+4. ``v = (p - p_prev) / h`` (contacts are perfectly inelastic);
+5. a last clamp keeps every node out of the terrain (positions only: it adds no speed).
 
 Device layout: every walker is turned once, inside ``jit``, into per-joint slot tables
 ``(J, D)`` (neighbour index, rest length, bone / muscle flags, amplitude, phase), so the
@@ -63,6 +63,7 @@ INVALID_FITNESS = -jnp.inf
         "relaxation",
         "clearance",
         "spectral_radius",
+        "max_depth",
     ],
     meta_fields=["iterations", "substeps", "chebyshev"],
 )
@@ -85,6 +86,7 @@ class PhysicsParams:
     relaxation: float = 1.0
     clearance: float = 0.05
     spectral_radius: float = 0.9
+    max_depth: float = 0.5
     iterations: int = 4
     substeps: int = 2
     chebyshev: bool = True
@@ -281,6 +283,27 @@ class _Ground:
         )
 
 
+def _side_entry(
+    x: jax.Array,
+    y: jax.Array,
+    x_prev: jax.Array,
+    prev_heights: tuple[jax.Array, jax.Array],
+    g: _Ground,
+    max_depth: jax.Array,
+) -> jax.Array:
+    """Where a node is deeper than ``max_depth`` in the ground or ceiling but would be
+    shallower at its previous x, it entered through a steep face (a cliff, a tunnel mouth)
+    that a heightfield cannot hold: such nodes go back to their previous x instead of being
+    shoved vertically by the whole overlap. ``prev_heights``: ground and ceiling heights
+    at ``x_prev``. Returns the corrected x."""
+    h, _ = _heights(g.x0, g.dx, g.ground, x)
+    c, _ = _heights(g.x0, g.dx, g.ceiling, x)
+    hp, cp = prev_heights
+    deep = jnp.maximum(h - y, y - c)
+    deep_prev = jnp.maximum(hp - y, y - cp)
+    return jnp.where((deep > max_depth) & (deep_prev < deep), x_prev, x)
+
+
 def _contact(x: jax.Array, y: jax.Array, g: _Ground) -> tuple[jax.Array, jax.Array]:
     """Correction moving each node out of ground and ceiling (along the surface normal)
     and walls."""
@@ -357,6 +380,10 @@ def _substep(topo: Topology, g: _Ground, params: PhysicsParams, s: _Dev, sub: ja
     vy = jnp.where(live, (s.vy + dt * (fy - params.gravity)) * damp, 0.0)
     x0, y0 = s.x, s.y
     x, y = x0 + dt * vx, y0 + dt * vy
+    prev_heights = (
+        _heights(g.x0, g.dx, g.ground, x0)[0],
+        _heights(g.x0, g.dx, g.ceiling, x0)[0],
+    )
 
     # 3. bones, contacts and friction by position-based projection: Jacobi sweeps with
     #    bone corrections averaged per joint, Chebyshev-accelerated (Wang 2015). Each
@@ -373,6 +400,7 @@ def _substep(topo: Topology, g: _Ground, params: PhysicsParams, s: _Dev, sub: ja
         ny = y + topo.bone_weight * _slot_sum(err * dy)
         omega = omegas[k]
         nx, ny = omega * (nx - ox) + ox, omega * (ny - oy) + oy
+        nx = _side_entry(nx, ny, x0, prev_heights, g, params.max_depth)
         push_x, push_y = _contact(nx, ny, g)
         push_x, push_y = jnp.where(live, push_x, 0.0), jnp.where(live, push_y, 0.0)
         fx, fy = _friction(nx + push_x, ny + push_y, x0, y0, push_x, push_y, params.friction)
@@ -380,13 +408,15 @@ def _substep(topo: Topology, g: _Ground, params: PhysicsParams, s: _Dev, sub: ja
 
     x, y, _, _ = jax.lax.fori_loop(0, params.iterations, sweep, (x, y, x, y))
 
-    # 4. a last clamp keeps every node out of the terrain whatever the sweeps left.
-    cx, cy = _clamp(x, y, g)
-    x, y = jnp.where(live, cx, x0), jnp.where(live, cy, y0)
-
-    # 5. velocities from positions (inelastic contacts).
+    # 4. velocities from positions (inelastic contacts), taken before the last clamp: the
+    #    clamp only repairs positions a squeeze left inside the terrain and must not turn
+    #    that repair into a launch speed (a "split impulse").
     vx = jnp.where(live, (x - x0) / dt, 0.0)
     vy = jnp.where(live, (y - y0) / dt, 0.0)
+
+    # 5. a last clamp keeps every node out of the terrain whatever the sweeps left.
+    cx, cy = _clamp(_side_entry(x, y, x0, prev_heights, g, params.max_depth), y, g)
+    x, y = jnp.where(live, cx, x0), jnp.where(live, cy, y0)
     return _Dev(x=x, y=y, vx=vx, vy=vy, step=s.step)
 
 
@@ -532,7 +562,13 @@ def simulate(
     return jax.tree_util.tree_map(merge, jax.lax.map(run, parts))
 
 
-@functools.partial(jax.jit, static_argnames=("steps",))
+def as_arrays(params: PhysicsParams) -> PhysicsParams:
+    """``params`` with every float field a float32 array, so a jitted function traces them
+    (instead of folding Python floats into constants, which rounds differently): the
+    default and an explicitly passed equal ``PhysicsParams`` then give identical results."""
+    return jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), params)
+
+
 def evaluate(
     batch: WalkerBatch,
     terrain: Terrain,
@@ -543,8 +579,17 @@ def evaluate(
 
     ``terrain`` is one terrain for the whole batch or a per-row stack
     (:func:`jelm.sim.terrain.stack`). Compiles once per batch shape, horizon and terrain
-    batching; everything runs in one XLA call.
+    batching (see :func:`evaluate_jit`); everything runs in one XLA call.
     """
+    return evaluate_jit(batch, terrain, as_arrays(params), steps=steps)
+
+
+@functools.partial(jax.jit, static_argnames=("steps",))
+def evaluate_jit(
+    batch: WalkerBatch, terrain: Terrain, params: PhysicsParams, steps: int
+) -> Evaluation:
+    """The jitted body of :func:`evaluate` (pass ``as_arrays(params)`` for results equal
+    to :func:`evaluate`'s). Traceable: use it inside a larger jitted loop."""
     start = init_state(batch, terrain, params)
     final = simulate(batch, terrain, start, steps, params)
     displacement = _centre(final.pos, batch.joint_mask) - _centre(start.pos, batch.joint_mask)
@@ -561,7 +606,6 @@ def evaluate(
     )
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "record_every"))
 def rollout(
     batch: WalkerBatch,
     terrain: Terrain,
@@ -573,6 +617,14 @@ def rollout(
     (frame 0 is the placed start); the same dynamics as :func:`evaluate`."""
     if record_every < 1 or steps % record_every:
         raise ValueError(f"record_every ({record_every}) must divide steps ({steps})")
+    return rollout_jit(batch, terrain, as_arrays(params), steps=steps, record_every=record_every)
+
+
+@functools.partial(jax.jit, static_argnames=("steps", "record_every"))
+def rollout_jit(
+    batch: WalkerBatch, terrain: Terrain, params: PhysicsParams, steps: int, record_every: int
+) -> jax.Array:
+    """The jitted body of :func:`rollout`."""
     start = init_state(batch, terrain, params)
 
     def frame(state: SimState, _: None) -> tuple[SimState, jax.Array]:

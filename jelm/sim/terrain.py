@@ -182,15 +182,24 @@ def bumpy(height: float = 0.6, feature: float = 2.0, seed: int = 0) -> Terrain:
     return heightfield(g)
 
 
-def tunnel(clearance: float = 6.0, start: float = 0.0) -> Terrain:
+def tunnel(
+    clearance: float = 6.0, start: float = 0.0, mouth: float = 4.0, mouth_top: float = 250.0
+) -> Terrain:
     """Flat ground with a ceiling ``clearance`` units high from x = ``start`` onwards.
 
-    The walker spawns with its right edge just before the tunnel mouth, so only walkers
-    lower than the clearance (or able to squeeze) get far to the right.
+    The mouth is a steep ramp from ``mouth_top`` down to ``clearance`` over ``mouth``
+    units before ``start``: a heightfield cannot hold a vertical face, and a node pushed
+    out along a steep ramp's normal is pushed back horizontally, as by a wall (an abrupt
+    jump would instead shove it down by the whole overlap in one step). The walker spawns
+    with its right edge one unit before the mouth, so only walkers lower than the
+    clearance (or able to squeeze) get far to the right.
     """
     x = grid_x()
-    ceiling = np.where(x >= start, clearance, NO_SURFACE)
-    return heightfield(np.zeros(GRID_POINTS), ceiling, spawn_x=start - 1.0, spawn_align=1.0)
+    ramp = clearance + (mouth_top - clearance) * (start - x) / mouth
+    ceiling = np.where(x >= start, clearance, np.where(x >= start - mouth, ramp, NO_SURFACE))
+    return heightfield(
+        np.zeros(GRID_POINTS), ceiling, spawn_x=start - mouth - 1.0, spawn_align=1.0
+    )
 
 
 def left_wall(gap: float = 0.5) -> Terrain:

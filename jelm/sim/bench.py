@@ -1,0 +1,139 @@
+"""Throughput benchmark of the Sodarace simulator: ``python -m jelm.sim.bench``.
+
+Prints exactly one JSON line on stdout (progress goes to stderr)::
+
+    {"device": str,
+     "results": [{"walkers": "seed_mix" | "max_padded", "batch": int, "steps": int,
+                  "walker_steps_per_s": float, "spring_steps_per_s": float,
+                  "compile_s": float, "run_s": float}, ...],
+     "numpy_reference": {"walker_steps_per_s": float},
+     "peak_rss_mb": float}
+
+``seed_mix``: the paper's seed walkers (jelm.programs.seeds) repeated to the batch size
+and packed into size buckets, as an ELM run evaluates them. ``max_padded``: the same
+walkers all padded to the largest bucket (64 joints, 256 links, 10 links per joint), what
+evaluation costs without bucketing. ``spring_steps_per_s`` counts the walkers' real links
+(bones and muscles), not padding. ``compile_s`` is XLA compilation (lowering included)
+summed over the buckets; ``run_s`` the simulation alone, best of ``--repeats``.
+``numpy_reference``: the plain NumPy oracle step (jelm.sim.oracle), one walker at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+import jelm.sim  # noqa: F401  (pins XLA flags before JAX starts)
+from jelm.sim.physics import DEFAULT_PARAMS, as_arrays, evaluate_jit, init_state
+from jelm.sim.terrain import flat
+from jelm.sim.walker import BucketShape, WalkerBatch, pack, pack_buckets
+
+BATCHES = (1, 64, 1024, 4096)
+MAX_SHAPE = BucketShape(64, 256, 10)
+
+
+def _seed_walkers() -> list[dict[str, Any]]:
+    from jelm.programs.seeds import SEED_NAMES, seed_walker
+
+    return [seed_walker(name).to_dict() for name in SEED_NAMES]
+
+
+def _time_batches(batches: Sequence[WalkerBatch], steps: int, repeats: int) -> tuple[float, float]:
+    """Compile every batch's evaluation, then time running them all; (compile_s, run_s)."""
+    terrain = flat()
+    compile_s = 0.0
+    compiled = []
+    params = as_arrays(DEFAULT_PARAMS)
+    for batch in batches:
+        t0 = time.perf_counter()
+        exe = evaluate_jit.lower(batch, terrain, params, steps=steps).compile()
+        compile_s += time.perf_counter() - t0
+        compiled.append(exe)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        outs = [
+            exe(batch, terrain, params)
+            for exe, batch in zip(compiled, batches, strict=True)
+        ]
+        jax.block_until_ready([o.fitness for o in outs])
+        best = min(best, time.perf_counter() - t0)
+    return compile_s, best
+
+
+def _row(kind: str, walkers: list[dict[str, Any]], steps: int, repeats: int) -> dict[str, Any]:
+    if kind == "seed_mix":
+        batches = [b for _, b in pack_buckets(walkers)]
+    else:
+        batches = [pack(walkers, shape=MAX_SHAPE)]
+    compile_s, run_s = _time_batches(batches, steps, repeats)
+    links = sum(len(w["muscles"]) for w in walkers)
+    return {
+        "walkers": kind,
+        "batch": len(walkers),
+        "steps": steps,
+        "walker_steps_per_s": len(walkers) * steps / run_s,
+        "spring_steps_per_s": links * steps / run_s,
+        "compile_s": compile_s,
+        "run_s": run_s,
+    }
+
+
+def _numpy_reference(walkers: list[dict[str, Any]], steps: int) -> dict[str, float]:
+    """Walker-steps/s of the NumPy oracle, stepping each seed walker in turn."""
+    from jelm.sim.oracle import oracle_step
+
+    terrain = flat()
+    done = 0
+    t0 = time.perf_counter()
+    for w in walkers:
+        state = init_state(pack([w]), terrain)
+        n = len(w["joints"])
+        pos = np.asarray(state.pos[0, :n], dtype=np.float64)
+        vel = np.zeros_like(pos)
+        for k in range(steps):
+            pos, vel = oracle_step(w, pos, vel, k, terrain, DEFAULT_PARAMS)
+            done += 1
+    return {"walker_steps_per_s": done / (time.perf_counter() - t0)}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the benchmark and print one JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=120, help="simulated steps per run")
+    parser.add_argument("--batches", type=int, nargs="+", default=list(BATCHES))
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs; the best counts")
+    parser.add_argument("--numpy-steps", type=int, default=20, help="oracle steps per seed")
+    args = parser.parse_args(argv)
+
+    seeds = _seed_walkers()
+    results = []
+    for kind in ("seed_mix", "max_padded"):
+        for batch in args.batches:
+            walkers = [seeds[k % len(seeds)] for k in range(batch)]
+            row = _row(kind, walkers, args.steps, args.repeats)
+            print(
+                f"[bench] {kind} batch {batch}: {row['walker_steps_per_s']:,.0f} walker-steps/s",
+                file=sys.stderr,
+            )
+            results.append(row)
+    device = jax.devices()[0]
+    out = {
+        "device": f"{device.platform}:{device.device_kind}",
+        "results": results,
+        "numpy_reference": _numpy_reference(seeds, args.numpy_steps),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+    }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
