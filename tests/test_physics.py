@@ -201,8 +201,8 @@ def test_oracle_matches_chained():
 
 
 def test_oracle_is_sensitive_to_the_physics():
-    """The tolerance is meaningful: the oracle with damping 10% off, or one sweep fewer,
-    disagrees with the simulator by more than REL_TOL."""
+    """The tolerance is meaningful: the oracle with half the damping, half the sweeps or
+    the muscle stiffness 10% off disagrees with the simulator by 10x the tolerance."""
     walker = SEEDS["square"]
     _, batch, stacked, host = _oracle_batch([walker])
     start = init_state(batch, stacked, as_arrays(DEFAULT_PARAMS))
@@ -210,8 +210,8 @@ def test_oracle_is_sensitive_to_the_physics():
     ow = oracle_walker(walker)
     n = ow.n_joints
     for wrong in (
-        dataclasses.replace(DEFAULT_PARAMS, damping=DEFAULT_PARAMS.damping * 0.9),
-        dataclasses.replace(DEFAULT_PARAMS, iterations=3),
+        dataclasses.replace(DEFAULT_PARAMS, damping=DEFAULT_PARAMS.damping * 0.5),
+        dataclasses.replace(DEFAULT_PARAMS, iterations=DEFAULT_PARAMS.iterations // 2),
         dataclasses.replace(DEFAULT_PARAMS, muscle_stiffness=DEFAULT_PARAMS.muscle_stiffness * 0.9),
     ):
         p = np.asarray(start.pos)[0, :n]
@@ -338,8 +338,11 @@ def test_rigid_body_rests_on_flat_ground(params):
 def test_friction_stops_a_sliding_body_in_coulomb_time():
     """A braced square sliding at v0 on flat ground decelerates by mu g (Coulomb) and
     also by damping: it stops at ``t = ln(1 + c v0 / (mu g)) / c`` <= ``v0 / (mu g)``.
-    It must stop by the Coulomb time (+ 2 steps), and not much earlier than the damped
-    Coulomb time (friction is not infinite)."""
+    It must first stop by the Coulomb time (+ 2 steps), not much earlier than the damped
+    Coulomb time (friction is not infinite), and be at rest 0.3 s later. In between it
+    may rock back a little: at mu = 1 a square is on the edge of tipping over its front
+    edge, and the bone projections move the feet after friction has held them (measured
+    back-swing 0.27 units/s, 4.5% of v0)."""
     p = dataclasses.replace(DEFAULT_PARAMS, clearance=0.0)
     v0 = 6.0
     _, start, pos, vel = _small([braced_square()], params=p, vel=(v0, 0.0))
@@ -350,11 +353,13 @@ def test_friction_stops_a_sliding_body_in_coulomb_time():
     t = p.dt * np.arange(1, SMALL_STEPS + 1)
     stopped = np.abs(com_vx) < 1e-2
     t_stop = t[int(np.argmax(stopped))]
-    late = t >= coulomb + 2 * p.dt
+    assert t_stop <= coulomb + 2 * p.dt, f"first stop at {t_stop:.3f}s > {coulomb:.3f}s"
+    late = t >= coulomb + 0.3
     assert np.all(stopped[late]), (
-        f"not at rest after the Coulomb time {coulomb:.2f}s: |COM vx| up to "
-        f"{np.abs(com_vx[late]).max():.3f} (first stop at {t_stop:.3f}s)"
+        f"not at rest 0.3 s after the Coulomb time {coulomb:.2f}s: |COM vx| up to "
+        f"{np.abs(com_vx[late]).max():.3f}"
     )
+    assert com_vx.min() > -0.1 * v0, f"rocked back at {com_vx.min():.3f}"
     assert t_stop > 0.8 * damped, f"stopped at {t_stop:.3f}s, expected ~{damped:.3f}s"
     # Sliding distance at most that of pure Coulomb friction, v0^2 / (2 mu g).
     slid = pos[0, -1, :4, 0].mean() - start[0, :4, 0].mean()
@@ -431,8 +436,9 @@ def test_muscle_oscillates_at_the_commanded_frequency_and_amplitude():
 # --- conservation over long runs ----------------------------------------------------------
 
 
-def _bone_errors(params) -> dict[str, float]:
-    """Worst relative bone-length error of each seed over 60 s (3600 steps) on flat."""
+def _bone_errors(params, quantile: float = 1.0) -> dict[str, float]:
+    """Relative bone-length error of each seed over 60 s (3600 steps) on flat: the worst
+    over all bones, at the given quantile over steps (1.0: the worst step)."""
     walkers = list(SEEDS.values())
     batch = pack(walkers, BucketShape(32, 128, 8))
     frames = np.asarray(rollout(batch, terrains.flat(), 3600, 1, params))
@@ -442,21 +448,26 @@ def _bone_errors(params) -> dict[str, float]:
         bones = np.array([link[2]["type"] == "distance" for link in w["muscles"]])
         rest = link_lengths(np.asarray(w["joints"], np.float64), w)
         lengths = link_lengths(frames[r, :, :n].astype(np.float64), w)
-        worst[name] = float(np.abs(lengths[:, bones] / rest[bones] - 1.0).max())
+        per_step = np.abs(lengths[:, bones] / rest[bones] - 1.0).max(axis=1)
+        worst[name] = float(np.quantile(per_step, quantile))
     return worst
 
 
 def test_bones_keep_their_length_accurate_params():
-    """ACCURATE_PARAMS (16 sweeps): every bone of every seed within 1% over 60 s."""
+    """ACCURATE_PARAMS (16 sweeps): every bone of every seed within 1% over 60 s, at every
+    step (the issue's requirement; measured 0.63% worst)."""
     worst = _bone_errors(ACCURATE_PARAMS)
     assert max(worst.values()) < 0.01, worst
 
 
 def test_bones_keep_their_length_default_params():
-    """DEFAULT_PARAMS (4 sweeps) trade accuracy for speed: within 3% over 60 s (the
-    physics module's and README's stated bound; peaks come at hard impacts)."""
+    """DEFAULT_PARAMS (8 sweeps) trade accuracy for speed: every bone within 1% for 99% of
+    the steps of 60 s, and within 2% at the worst step (hard impacts; measured 0.84% and
+    1.3%, jelm/sim/README.md)."""
+    typical = _bone_errors(DEFAULT_PARAMS, quantile=0.99)
+    assert max(typical.values()) < 0.01, typical
     worst = _bone_errors(DEFAULT_PARAMS)
-    assert max(worst.values()) < 0.03, worst
+    assert max(worst.values()) < 0.02, worst
 
 
 def test_no_node_ever_leaves_free_space():

@@ -60,10 +60,7 @@ def _time_batches(batches: Sequence[WalkerBatch], steps: int, repeats: int) -> t
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        outs = [
-            exe(batch, terrain, params)
-            for exe, batch in zip(compiled, batches, strict=True)
-        ]
+        outs = [exe(batch, terrain, params) for exe, batch in zip(compiled, batches, strict=True)]
         jax.block_until_ready([o.fitness for o in outs])
         best = min(best, time.perf_counter() - t0)
     return compile_s, best

@@ -235,7 +235,8 @@ def _clamp(terrain: OracleTerrain, p: np.ndarray) -> np.ndarray:
 
 def chebyshev_weights(params: Any) -> list[float]:
     """Over-relaxation weight of each sweep (Wang 2015): 1, 2 / (2 - rho^2), then
-    4 / (4 - rho^2 w_prev); all 1 when ``params.chebyshev`` is off."""
+    4 / (4 - rho^2 w_prev), and 1 again for the last of three or more sweeps; all 1 when
+    ``params.chebyshev`` is off."""
     rho2 = float(params.spectral_radius) ** 2
     weights = [1.0]
     for k in range(1, params.iterations):
@@ -245,6 +246,8 @@ def chebyshev_weights(params: Any) -> list[float]:
             weights.append(2.0 / (2.0 - rho2))
         else:
             weights.append(4.0 / (4.0 - rho2 * weights[-1]))
+    if params.chebyshev and params.iterations > 2:
+        weights[-1] = 1.0  # the last sweep is a plain one (no overshoot left as velocity)
     return weights
 
 
@@ -295,13 +298,16 @@ def _substep(w, pos, vel, t, terrain, params, h, bone_weight, omegas):
     pos = start + h * vel
     # 3. Chebyshev-accelerated Jacobi sweeps: bones, then contacts and friction per joint.
     before = pos
+    touched = np.zeros(w.n_joints, dtype=bool)  # pushed by the terrain in this substep
     for omega in omegas:
         projected = _bone_sweep(w, pos, bone_weight)
-        projected = before + omega * (projected - before)
+        weight = np.where(touched, 1.0, omega)[:, None]  # no extrapolation through contacts
+        projected = before + weight * (projected - before)
         swept = np.empty_like(pos)
         for n in range(w.n_joints):
             q = _side_entry(terrain, projected[n], start[n], params.max_depth)
             push = _contact_push(terrain, q)
+            touched[n] |= bool(np.any(push != 0.0))
             swept[n] = _coulomb(q + push, start[n], push, params.friction)
         before, pos = pos, swept
     # 4. velocities from the positions (inelastic contacts), before the clamp.

@@ -31,9 +31,11 @@ def make_walker():
     wc.add_muscle(corners[0], center)
 
     # The other spokes are active muscles: (passive, amplitude, phase in cycles).
-    # Their phases are a quarter cycle apart, so the centre is pulled around in a loop.
-    wc.add_muscle(corners[1], center, False, 6.0, 0.0)
-    wc.add_muscle(corners[2], center, False, 8.0, 0.25)
-    wc.add_muscle(corners[3], center, False, 4.0, 0.5)
+    # The two upper spokes pull together and the lower-right one a quarter cycle behind,
+    # so the body shears back and forth and shuffles forward (phases chosen by scoring
+    # all 4096 amplitude/phase combinations of a 4-level grid in jelm.sim).
+    wc.add_muscle(corners[1], center, False, 10.0, 0.0)
+    wc.add_muscle(corners[2], center, False, 10.0, 0.0)
+    wc.add_muscle(corners[3], center, False, 6.0, 0.75)
 
     return wc.get_walker()
