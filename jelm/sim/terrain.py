@@ -197,9 +197,7 @@ def tunnel(
     x = grid_x()
     ramp = clearance + (mouth_top - clearance) * (start - x) / mouth
     ceiling = np.where(x >= start, clearance, np.where(x >= start - mouth, ramp, NO_SURFACE))
-    return heightfield(
-        np.zeros(GRID_POINTS), ceiling, spawn_x=start - mouth - 1.0, spawn_align=1.0
-    )
+    return heightfield(np.zeros(GRID_POINTS), ceiling, spawn_x=start - mouth - 1.0, spawn_align=1.0)
 
 
 def left_wall(gap: float = 0.5) -> Terrain:
