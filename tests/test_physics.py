@@ -41,7 +41,7 @@ from jelm.sim import (
 )
 from jelm.sim import terrain as terrains
 from jelm.sim.oracle import oracle_place, oracle_step, oracle_terrain, oracle_walker
-from jelm.sim.physics import DEFAULT_CHUNK, as_arrays
+from jelm.sim.physics import as_arrays, chunk_rows
 
 SEEDS = {name: seed_walker(name).to_dict() for name in SEED_NAMES}
 BONE = {"type": "distance", "amplitude": 0.0, "phase": 0.0}
@@ -559,11 +559,13 @@ def test_determinism_in_every_bucket_slow(name):
 
 
 def test_determinism_chunked_batch():
-    """A batch of more than DEFAULT_CHUNK rows runs in chunks; the square seed gives the
-    same bits in the first chunk, at a chunk boundary and in the last (padded) chunk."""
-    rows = DEFAULT_CHUNK + 9
+    """A batch of more rows than one chunk holds runs in equal chunks; the square seed
+    gives the same bits in the first chunk, at the chunk boundary and in the last chunk."""
+    per_chunk = chunk_rows(SMALL.joints, SMALL.degree)
+    rows = per_chunk + 9  # two chunks of (per_chunk + 9) / 2, rounded up
+    half = -(-rows // 2)
     fillers = [braced_square(), one_muscle(), lone_mass()]
-    at = {0, DEFAULT_CHUNK - 1, DEFAULT_CHUNK, rows - 1}
+    at = {0, half - 1, half, rows - 1}
     walkers = [SEEDS["square"] if r in at else fillers[r % 3] for r in range(rows)]
     got = _eval_rows(walkers, SMALL)
     ref = _alone()["square"]
