@@ -32,7 +32,7 @@ import jax
 import numpy as np
 
 import jelm.sim  # noqa: F401  (pins XLA flags before JAX starts)
-from jelm.sim.physics import DEFAULT_PARAMS, as_arrays, evaluate_jit, init_state
+from jelm.sim.physics import DEFAULT_PARAMS, SurfaceSpec, as_arrays, evaluate_jit, init_state
 from jelm.sim.terrain import flat
 from jelm.sim.walker import BucketShape, WalkerBatch, pack, pack_buckets
 
@@ -52,9 +52,10 @@ def _time_batches(batches: Sequence[WalkerBatch], steps: int, repeats: int) -> t
     compile_s = 0.0
     compiled = []
     params = as_arrays(DEFAULT_PARAMS)
+    surfaces = SurfaceSpec.of(terrain)  # what evaluate() passes: flat ground, no ceiling
     for batch in batches:
         t0 = time.perf_counter()
-        exe = evaluate_jit.lower(batch, terrain, params, steps=steps).compile()
+        exe = evaluate_jit.lower(batch, terrain, params, steps=steps, surfaces=surfaces).compile()
         compile_s += time.perf_counter() - t0
         compiled.append(exe)
     best = float("inf")

@@ -17,9 +17,11 @@ Integration: every step of ``dt`` runs ``substeps`` substeps of ``h = dt / subst
    ``v *= 1 / (1 + h * c)``; predicted positions ``p = p_prev + h * v``;
 3. position-based dynamics (Müller et al. 2007): ``iterations`` Jacobi sweeps projecting
    every bone back to its rest length (corrections averaged per node, Chebyshev
-   semi-iteration after Wang 2015), each followed by projection out of the ground,
-   ceiling and walls and by Coulomb friction on the substep's displacement tangent to the
-   contact, bounded by ``friction * |contact correction|`` of that sweep;
+   semi-iteration after Wang 2015, except for nodes the terrain pushed in this substep
+   and on the last sweep), each followed by projection out of the ground, ceiling and
+   walls and by Coulomb friction on the substep's displacement tangent to the contact,
+   bounded by ``friction * |contact correction|`` of that sweep; a node that entered a
+   steep face sideways goes back to its previous x;
 4. ``v = (p - p_prev) / h`` (contacts are perfectly inelastic);
 5. a last clamp keeps every node out of the terrain (positions only: it adds no speed).
 
@@ -28,7 +30,7 @@ Device layout: every walker is turned once, inside ``jit``, into per-joint slot 
 step only gathers and never scatters, and every per-joint sum runs over the slots in a
 fixed order. Padding (joints, links, slots, rows) only ever adds exact zeros at the end of
 those sums: a walker gives bit-identical results alone, in a padded batch or in any
-bucket.
+bucket (with FMA contraction off, which importing ``jelm.sim`` arranges).
 """
 
 from __future__ import annotations
