@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jelm.sim.terrain import NO_SURFACE, Terrain, ground_height
+from jelm.sim.terrain import NO_SURFACE, Terrain, ground_height, interp_heights
 from jelm.sim.walker import WalkerBatch, pack_buckets
 
 #: Fitness reported for rows that hold no walker or whose simulation went non-finite.
@@ -245,22 +245,6 @@ def _gather(column: jax.Array, flat_neighbour: jax.Array) -> jax.Array:
     return column.reshape(-1)[flat_neighbour]
 
 
-def _heights(x0: jax.Array, dx: jax.Array, table: jax.Array, x: jax.Array):
-    """Piecewise-linear height and slope at ``x (J, B)``; ``table`` is ``(K,)`` (one
-    terrain) or ``(K, B)`` (a terrain per walker)."""
-    k = table.shape[0]
-    s = (x - x0) / dx
-    i = jnp.clip(jnp.floor(s), 0, k - 2).astype(jnp.int32)
-    frac = jnp.clip(s - i, 0.0, 1.0)
-    if table.ndim == 1:
-        h0, h1 = table[i], table[i + 1]
-    else:
-        h0 = jnp.take_along_axis(table, i, axis=0)
-        h1 = jnp.take_along_axis(table, i + 1, axis=0)
-    inside = (s >= 0.0) & (s <= k - 1)
-    return h0 + frac * (h1 - h0), jnp.where(inside, (h1 - h0) / dx, 0.0)
-
-
 @dataclasses.dataclass(frozen=True)
 class SurfaceSpec:
     """What a terrain (or stack) needs looked up, known on the host before tracing.
@@ -319,9 +303,9 @@ class _Ground:
         if self.spec.flat_ground:
             h, hs = zero + self.ground[0], zero
         else:
-            h, hs = _heights(self.x0, self.dx, self.ground, x)
+            h, hs = interp_heights(self.x0, self.dx, self.ground, x)
         if self.spec.ceiling:
-            c, cs = _heights(self.x0, self.dx, self.ceiling, x)
+            c, cs = interp_heights(self.x0, self.dx, self.ceiling, x)
         else:
             c, cs = zero + jnp.asarray(NO_SURFACE, x.dtype), zero
         return h, hs, c, cs

@@ -64,14 +64,21 @@ class Terrain:
         return self.ground.ndim == 2
 
 
-def _interp(x0: jax.Array, dx: jax.Array, heights: jax.Array, x: jax.Array):
-    """Height and slope of a piecewise-linear heightfield at ``x`` (any shape)."""
-    k = heights.shape[-1]
+def interp_heights(x0: jax.Array, dx: jax.Array, heights: jax.Array, x: jax.Array):
+    """Height and slope of a piecewise-linear heightfield at ``x``.
+
+    ``heights`` is ``(K,)`` (one terrain, ``x`` any shape) or ``(K, B)`` (a terrain per
+    column, ``x`` of shape ``(..., B)``: the simulator's batch-minor layout).
+    """
+    k = heights.shape[0]
     s = (x - x0) / dx
     i = jnp.clip(jnp.floor(s), 0, k - 2).astype(jnp.int32)
     frac = jnp.clip(s - i, 0.0, 1.0)
-    h0 = heights[i]
-    h1 = heights[i + 1]
+    if heights.ndim == 1:
+        h0, h1 = heights[i], heights[i + 1]
+    else:
+        h0 = jnp.take_along_axis(heights, i, axis=0)
+        h1 = jnp.take_along_axis(heights, i + 1, axis=0)
     inside = (s >= 0.0) & (s <= k - 1)
     slope = jnp.where(inside, (h1 - h0) / dx, 0.0)
     return h0 + frac * (h1 - h0), slope
@@ -79,12 +86,12 @@ def _interp(x0: jax.Array, dx: jax.Array, heights: jax.Array, x: jax.Array):
 
 def ground_height(terrain: Terrain, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Ground height and slope dh/dx at ``x`` for an unbatched terrain."""
-    return _interp(terrain.x0, terrain.dx, terrain.ground, x)
+    return interp_heights(terrain.x0, terrain.dx, terrain.ground, x)
 
 
 def ceiling_height(terrain: Terrain, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Ceiling height and slope at ``x`` for an unbatched terrain."""
-    return _interp(terrain.x0, terrain.dx, terrain.ceiling, x)
+    return interp_heights(terrain.x0, terrain.dx, terrain.ceiling, x)
 
 
 def grid_x(points: int = GRID_POINTS, x0: float = GRID_X0, dx: float = GRID_DX) -> np.ndarray:
