@@ -1,0 +1,1 @@
+"""Run machinery: run directories, checkpoints, metrics and plots (DESIGN.md "Runs")."""
