@@ -573,3 +573,21 @@ def test_throughput_10k_candidates_one_generation(tmp_path):
         f"programs() of 1,000 ids: {read * 1e3:.1f} ms"
     )
     assert dt < 5.0
+
+
+def test_set_outcome_records_the_archive_verdict_before_commit(tmp_path):
+    """Ids come first (the archive stores them), the archive's verdict after; both land in
+    the same transaction, and ids of another generation are refused."""
+    from jelm.qd.ledger import CandidateRecord, Ledger, LedgerError
+
+    with Ledger(tmp_path / "l.sqlite") as led:
+        with led.generation(0) as gen:
+            ids = gen.add_many([CandidateRecord(status="ok", fitness=1.0) for _ in range(3)])
+            gen.set_outcome(ids, [True, False, True], [5, None, 7])
+        got = [led.get(i) for i in ids]
+        assert [r.accepted for r in got] == [True, False, True]
+        assert [r.niche for r in got] == [5, None, 7]
+        with led.generation(1) as gen:
+            gen.add(CandidateRecord(status="ok"))
+            with pytest.raises(LedgerError, match="were not added"):
+                gen.set_outcome([ids[0]], [True], [1])

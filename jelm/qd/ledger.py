@@ -655,6 +655,31 @@ class GenerationWriter:
         self.ids.extend(ids)
         return ids
 
+    def set_outcome(
+        self, ids: Iterable[int], accepted: Iterable[bool], niche: Iterable[Any]
+    ) -> None:
+        """Record the archive's verdict on candidates added in this generation.
+
+        The archive stores a candidate's ledger id, so ids are assigned (``add_many``)
+        before the archive decides; this writes its decision before the commit.
+        """
+        if not self._active:
+            raise LedgerError("set_outcome outside the `with ledger.generation(g) as gen:` block")
+        rows = [
+            (1 if bool(a) else 0, _int(n), int(i))
+            for i, a, n in zip(ids, accepted, niche, strict=True)
+        ]
+        mine = set(self.ids)
+        stray = [i for _, _, i in rows if i not in mine]
+        if stray:
+            raise LedgerError(f"ids {stray[:5]} were not added in generation {self.generation}")
+        try:
+            self.ledger._conn().executemany(
+                "UPDATE candidates SET accepted = ?, niche = ? WHERE id = ?", rows
+            )
+        except sqlite3.Error as e:
+            raise LedgerError(f"cannot write to ledger {self.ledger.path}: {e}") from e
+
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self._finish(commit=exc_type is None)
 
