@@ -201,7 +201,7 @@ def test_oracle_matches_chained():
 
 
 def test_oracle_is_sensitive_to_the_physics():
-    """The tolerance is meaningful: the oracle with half the damping, half the sweeps or
+    """The tolerance is meaningful: the oracle with half the damping, a single sweep or
     the muscle stiffness 10% off disagrees with the simulator by 10x the tolerance."""
     walker = SEEDS["square"]
     _, batch, stacked, host = _oracle_batch([walker])
@@ -211,7 +211,7 @@ def test_oracle_is_sensitive_to_the_physics():
     n = ow.n_joints
     for wrong in (
         dataclasses.replace(DEFAULT_PARAMS, damping=DEFAULT_PARAMS.damping * 0.5),
-        dataclasses.replace(DEFAULT_PARAMS, iterations=DEFAULT_PARAMS.iterations // 2),
+        dataclasses.replace(DEFAULT_PARAMS, iterations=1),
         dataclasses.replace(DEFAULT_PARAMS, muscle_stiffness=DEFAULT_PARAMS.muscle_stiffness * 0.9),
     ):
         p = np.asarray(start.pos)[0, :n]
@@ -455,15 +455,15 @@ def _bone_errors(params, quantile: float = 1.0) -> dict[str, float]:
 
 def test_bones_keep_their_length_accurate_params():
     """ACCURATE_PARAMS (16 sweeps): every bone of every seed within 1% over 60 s, at every
-    step (the issue's requirement; measured 0.63% worst)."""
+    step (the issue's requirement; measured 0.87% worst)."""
     worst = _bone_errors(ACCURATE_PARAMS)
     assert max(worst.values()) < 0.01, worst
 
 
 def test_bones_keep_their_length_default_params():
     """DEFAULT_PARAMS (8 sweeps) trade accuracy for speed: every bone within 1% for 99% of
-    the steps of 60 s, and within 2% at the worst step (hard impacts; measured 0.84% and
-    1.3%, jelm/sim/README.md)."""
+    the steps of 60 s, and within 2% at the worst step (hard impacts; measured 0.83% and
+    1.45%, jelm/sim/README.md)."""
     typical = _bone_errors(DEFAULT_PARAMS, quantile=0.99)
     assert max(typical.values()) < 0.01, typical
     worst = _bone_errors(DEFAULT_PARAMS)

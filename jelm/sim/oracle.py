@@ -13,8 +13,8 @@ docstring (which is the specification):
   ``L0 * (1 + amplitude_scale * amplitude * sin(phase_speed * t + 2 pi phase))``), under
   gravity and linear damping, on a terrain with ground, ceiling and walls;
 * position-based dynamics (Müller et al. 2007, "Position based dynamics") for the bones
-  and contacts, with Jacobi sweeps whose per-joint corrections are averaged
-  (``bone_weight = relaxation / bones at the joint``) and accelerated by Chebyshev
+  and contacts, with Jacobi sweeps in which every bone moves both ends equally (weight:
+  relaxation / the larger bone count of its two ends), accelerated by Chebyshev
   semi-iteration (Wang 2015, "A Chebyshev semi-iterative approach for accelerating
   projective and position-based dynamics");
 * substepping (Macklin et al. 2019, "Small steps in physics simulation").
@@ -273,19 +273,19 @@ def _muscle_forces(w: OracleWalker, pos: np.ndarray, vel: np.ndarray, t: float, 
 
 
 def _bone_sweep(w: OracleWalker, pos: np.ndarray, bone_weight: np.ndarray) -> np.ndarray:
-    """One Jacobi sweep over the bones: every bone asks each end to move half its length
-    error towards the rest length; each joint moves by the sum of its requests times
-    ``bone_weight`` (relaxation / its number of bones), all from the same ``pos``."""
+    """One Jacobi sweep over the bones: every bone moves each end by half its length error
+    towards the rest length, scaled by ``bone_weight[k]`` (relaxation / the larger bone
+    count of its two ends): equal and opposite moves, all from the same ``pos``."""
     correction = np.zeros_like(pos)
     for k, (i, j) in enumerate(w.links):
         if w.muscle[k]:
             continue
         d = pos[j] - pos[i]
         length = math.hypot(d[0], d[1])
-        half_error = 0.5 * (length - w.rest[k]) / max(length, 1e-6)
+        half_error = 0.5 * bone_weight[k] * (length - w.rest[k]) / max(length, 1e-6)
         correction[i] += half_error * d  # towards j if the bone is too long
         correction[j] -= half_error * d
-    return pos + bone_weight[:, None] * correction
+    return pos + correction
 
 
 def _substep(w, pos, vel, t, terrain, params, h, bone_weight, omegas):
@@ -345,7 +345,9 @@ def oracle_step(
         if not w.muscle[k]:
             bones[i] += 1
             bones[j] += 1
-    bone_weight = params.relaxation / np.maximum(bones, 1.0)
+    bone_weight = np.array(
+        [params.relaxation / max(bones[i], bones[j], 1.0) for i, j in w.links]
+    )
     omegas = chebyshev_weights(params)
     for sub in range(params.substeps):
         t = (step_index + sub / params.substeps) * params.dt
