@@ -345,9 +345,7 @@ def oracle_step(
         if not w.muscle[k]:
             bones[i] += 1
             bones[j] += 1
-    bone_weight = np.array(
-        [params.relaxation / max(bones[i], bones[j], 1.0) for i, j in w.links]
-    )
+    bone_weight = np.array([params.relaxation / max(bones[i], bones[j], 1.0) for i, j in w.links])
     omegas = chebyshev_weights(params)
     for sub in range(params.substeps):
         t = (step_index + sub / params.substeps) * params.dt
