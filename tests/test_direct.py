@@ -10,10 +10,11 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from strategies import valid_walker_dicts
 
-from jelm.mutation.direct import DirectParams, direct_map_elites, mutate
+from jelm.mutation.direct import DirectParams, mutate
 from jelm.programs.seeds import SEED_NAMES, seed_walker
 from jelm.programs.walker_api import Walker, WalkerLimits, WalkerValidationError
 from jelm.qd.archive import Archive, ArchiveConfig
+from jelm.qd.direct_loop import direct_map_elites
 from jelm.sim.walker import BucketShape, pack, unpack
 
 SEEDS = {name: seed_walker(name).to_dict() for name in SEED_NAMES}

@@ -1,141 +1,157 @@
-"""``python -m jelm.experiments.sodarace``: the Sodarace job.
+"""``python -m jelm.experiments.sodarace``: ELM on Sodarace (Lehman et al. 2022, §4).
 
-Until the ELM loop lands (issue "The ELM loop on QDax"), this job scores the paper's seed
-walkers (ELM paper, Lehman et al. 2022, §4: square, radial, wheel, galloper, CPPN seeds,
-plus jelm's runner) on every built-in terrain with the JAX simulator and writes, in a new
-run directory:
+The main job: a MAP-Elites archive over (height, width, mass) grown by mutating walker
+programs, with the run machinery of ``jelm.qd`` and ``jelm.io`` (ledger, checkpoints,
+resume, metrics, plots, renders). Configuration is Hydra's (``configs/sodarace.yaml``)::
 
-- ``results.json``: fitness (centre-of-mass x displacement times the terrain's direction),
-  displacement, descriptors (height, width, mass) and validity per seed and terrain;
-- ``results.md``: the same as a table;
-- ``walkers/<seed>.png``: each seed as built by its program;
-- ``rollouts/<seed>_<terrain>.gif``: each seed's best terrain and every seed on flat.
+    python -m jelm.experiments.sodarace                      # the default run
+    python -m jelm.experiments.sodarace preset=quick         # a smoke run
+    python -m jelm.experiments.sodarace mutation=gp seeds=[radial] generations=100
+    python -m jelm.experiments.sodarace hydra.run.dir=runs/x # resume runs/x if it exists
+    python -m jelm.experiments.sodarace -m seed=0,1,2        # a sweep
 
-It says what it runs and where it writes, and finishes in about a minute on a 2-core CPU.
+A run writes into its directory (printed at the start): ``config.json``,
+``metrics.jsonl``, ``ledger.sqlite``, ``checkpoints/``, ``plots/`` (archive heatmaps,
+QD-score and coverage curves), ``renders/`` (GIFs of the best walkers) and Hydra's
+``.hydra/`` (the resolved configuration and the overrides).
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import json
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import hydra
 import numpy as np
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
 
 import jelm.sim  # noqa: F401  (pins XLA flags before JAX starts)
-from jelm.programs.seeds import SEED_NAMES, seed_walker
-from jelm.sim.physics import DEFAULT_STEPS, evaluate_walkers, rollout
-from jelm.sim.render import render_rollout, render_walker
-from jelm.sim.terrain import TERRAINS, make_terrain
-from jelm.sim.walker import pack
+from jelm.experiments.config import ConfigError, RunConfig, from_mapping
 
-FRAME_EVERY = 4  # record every 4th step for GIFs (15 frames per simulated second)
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
-def _default_out() -> Path:
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"sodarace-seeds-{stamp}"
-
-
-def _table(rows: list[dict[str, Any]], terrains: Sequence[str]) -> str:
-    head = "| seed | " + " | ".join(terrains) + " | height | width | mass |"
-    rule = "|" + "---|" * (len(terrains) + 4)
-    lines = [head, rule]
-    for name in SEED_NAMES:
-        cells = [r for r in rows if r["seed"] == name]
-        fit = {r["terrain"]: r for r in cells}
-        h, w, m = cells[0]["descriptors"]
-        vals = " | ".join(
-            f"{fit[t]['fitness']:.2f}" if fit[t]["valid"] else "invalid" for t in terrains
-        )
-        lines.append(f"| {name} | {vals} | {h:.1f} | {w:.1f} | {m:.1f} |")
-    return "\n".join(lines)
-
-
-def run(out: Path, steps: int, terrains: Sequence[str], gifs: bool) -> list[dict[str, Any]]:
-    """Evaluate every seed on every terrain; write results and renders under ``out``."""
-    walkers = [seed_walker(name).to_dict() for name in SEED_NAMES]
-    (out / "walkers").mkdir(parents=True, exist_ok=True)
-    (out / "rollouts").mkdir(parents=True, exist_ok=True)
-    for name, walker in zip(SEED_NAMES, walkers, strict=True):
-        render_walker(walker, out / "walkers" / f"{name}.png", label=name)
-
-    rows = []
-    for terrain_name in terrains:
-        t0 = time.perf_counter()
-        result = evaluate_walkers(walkers, make_terrain(terrain_name), steps)
-        print(
-            f"  {terrain_name:<10} {len(walkers)} walkers x {steps} steps in "
-            f"{time.perf_counter() - t0:.1f} s",
+def _progress(config: RunConfig, first_line: str) -> Any:
+    """A tqdm bar over generations showing live QD-score and coverage (or plain lines)."""
+    if not config.progress:
+        return lambda m: print(
+            f"gen {int(m['generation'])}: qd_score {m['qd_score']:.1f} "
+            f"coverage {100 * m['coverage']:.1f}% max {m['max_fitness']:.2f}",
             flush=True,
         )
-        for k, name in enumerate(SEED_NAMES):
-            rows.append(
-                {
-                    "seed": name,
-                    "terrain": terrain_name,
-                    "fitness": float(result["fitness"][k]),
-                    "displacement": float(result["displacement"][k]),
-                    "descriptors": [float(v) for v in result["descriptors"][k]],
-                    "valid": bool(result["valid"][k]),
-                }
+    from tqdm import tqdm
+
+    bar = tqdm(total=config.generations + 1, desc=first_line, unit="gen", dynamic_ncols=True)
+
+    def update(m: dict) -> None:
+        bar.n = int(m["generation"]) + 1
+        bar.set_postfix(
+            qd=f"{m['qd_score']:.0f}",
+            cov=f"{100 * m['coverage']:.1f}%",
+            best=f"{m['max_fitness']:.1f}",
+            valid=f"{100 * m['valid_rate']:.0f}%",
+        )
+
+    update.close = bar.close  # type: ignore[attr-defined]
+    return update
+
+
+def write_outputs(
+    archive: Any, state: Any, terrain: Any, config: RunConfig, out: Path
+) -> dict[str, Any]:
+    """Plots (archive heatmaps, metric curves) and GIFs of the best walkers of a finished
+    run; returns a summary."""
+    from jelm.io import plots
+    from jelm.sim.physics import rollout
+    from jelm.sim.render import render_rollout
+    from jelm.sim.walker import unpack
+
+    fitness = np.asarray(state.repertoire.fitnesses[:, 0])
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
+    if config.qd.kind == "grid":
+        plots.archive_heatmaps(
+            fitness,
+            config.qd.grid,
+            config.qd.lower,
+            config.qd.upper,
+            out / "plots" / "archive.png",
+            title=f"{config.mutation} from {', '.join(config.seeds)}",
+        )
+    else:
+        plots.cvt_scatter(fitness, archive.centroids, out / "plots" / "archive.png")
+    plots.curves({config.mutation: rows}, out / "plots" / "curves.png")
+
+    filled = np.flatnonzero(np.isfinite(fitness))
+    best = filled[np.argsort(-fitness[filled])][: config.renders]
+    genotypes = {k: np.asarray(v) for k, v in state.repertoire.genotypes.items()}
+    renders = []
+    if len(best):
+        batch = archive.walkers({k: v[best] for k, v in genotypes.items()})
+        frames = np.asarray(rollout(batch, terrain, config.steps, 4))
+        for rank, cell in enumerate(best):
+            pid = int(genotypes["program_id"][cell])
+            path = out / "renders" / f"best{rank + 1}_id{pid}.gif"
+            render_rollout(
+                unpack(batch, rank), frames[rank], path, terrain=terrain, frame_dt=4 / 60
             )
-
-    if gifs:
-        for k, (name, walker) in enumerate(zip(SEED_NAMES, walkers, strict=True)):
-            mine = [r for r in rows if r["seed"] == name and r["valid"]]
-            best = max(mine, key=lambda r: r["fitness"])["terrain"] if mine else "flat"
-            for terrain_name in sorted({"flat", best}):
-                terrain = make_terrain(terrain_name)
-                frames = rollout(pack([walker]), terrain, steps, FRAME_EVERY)
-                render_rollout(
-                    walker,
-                    np.asarray(frames[0]),
-                    out / "rollouts" / f"{name}_{terrain_name}.gif",
-                    terrain=terrain,
-                    frame_dt=FRAME_EVERY / 60.0,
-                    fps=15,
-                )
-            print(f"  rendered {name} ({k + 1}/{len(walkers)})", flush=True)
-
-    (out / "results.json").write_text(json.dumps({"steps": steps, "results": rows}, indent=1))
-    (out / "results.md").write_text(_table(rows, terrains) + "\n")
-    return rows
+            renders.append(str(path))
+    return {
+        "best_fitness": float(fitness[best[0]]) if len(best) else None,
+        "best_program_id": int(genotypes["program_id"][best[0]]) if len(best) else None,
+        "renders": renders,
+    }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point."""
-    parser = argparse.ArgumentParser(
-        prog="python -m jelm.experiments.sodarace", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--out", type=Path, default=None, help="run directory (new)")
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="horizon in steps")
-    parser.add_argument("--terrains", nargs="+", default=list(TERRAINS), choices=sorted(TERRAINS))
-    parser.add_argument("--no-gifs", action="store_true", help="skip rollout GIFs")
-    args = parser.parse_args(argv)
-    if args.steps < 1:
-        parser.error("--steps must be at least 1")
-    out = args.out or _default_out()
-    if out.exists() and any(out.iterdir()):
-        parser.error(f"{out} exists and is not empty; pass a new --out")
+def run(config: RunConfig, out: Path) -> dict[str, Any]:
+    """Run (or resume) the configured job in ``out``; returns the final metrics."""
+    if config.mutation == "direct":
+        from jelm.qd.direct_loop import run_direct
 
-    print(
-        f"jelm sodarace: scoring {len(SEED_NAMES)} seed walkers ({', '.join(SEED_NAMES)}) "
-        f"on {len(args.terrains)} terrains for {args.steps} steps "
-        f"({args.steps / 60:.0f} simulated s); writing to {out}/",
-        flush=True,
-    )
+        metrics, archive, state, terrain = run_direct(config, out)
+        return {**metrics, **write_outputs(archive, state, terrain, config, out)}
+
+    from jelm.qd.loop import SodaraceLoop
+
     t0 = time.perf_counter()
-    rows = run(out, args.steps, args.terrains, not args.no_gifs)
-    print(_table(rows, args.terrains))
-    print(f"done in {time.perf_counter() - t0:.0f} s; results, renders and GIFs in {out}/")
-    return 0
+    with SodaraceLoop(config, out) as loop:
+        what = (
+            f"ELM on Sodarace: {config.mutation} from {', '.join(config.seeds)}, "
+            f"{config.generations} generations x {config.batch} candidates, "
+            f"{config.steps} steps on {config.terrain}, archive {config.qd.kind} "
+            f"{list(config.qd.grid) if config.qd.kind == 'grid' else config.qd.n_centroids}"
+        )
+        print(what, flush=True)
+        print(f"writing to {out}/" + (" (resuming)" if loop.rundir.resumed else ""), flush=True)
+        progress = _progress(config, config.mutation)
+        metrics = loop.run(progress=progress)
+        getattr(progress, "close", lambda: None)()
+        summary = write_outputs(loop.archive, loop.state, loop.terrain, config, out)
+    elapsed = time.perf_counter() - t0
+    evaluations = int(metrics.get("evaluations", 0))
+    print(
+        f"done in {elapsed:.0f} s: {evaluations} candidates, QD-score "
+        f"{metrics['qd_score']:.1f}, coverage {100 * metrics['coverage']:.1f}%, best fitness "
+        f"{metrics['max_fitness']:.2f} (program {summary['best_program_id']})"
+    )
+    print(f"ledger, metrics, checkpoints, plots and renders in {out}/")
+    return {**metrics, **summary, "elapsed_s": elapsed}
+
+
+@hydra.main(version_base=None, config_path=str(CONFIG_DIR), config_name="sodarace")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point: check the configuration, then run."""
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        config = from_mapping(raw)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(2)
+    run(config, Path(HydraConfig.get().runtime.output_dir))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

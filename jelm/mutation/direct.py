@@ -33,56 +33,23 @@ child keeps the parent's joints; the other edits stand). Padding rows stay paddi
 
 Shapes never change: ``mutate(key, batch, params)`` is jittable and vmappable.
 
-:func:`direct_map_elites` runs the operator's whole MAP-Elites loop on
-:class:`jelm.qd.archive.Archive`. DESIGN.md has ``mutation`` know nothing of ``qd``;
-this one function is the exception (asked for here by issue 4), and it imports
-``jelm.qd`` only when called, so ``import jelm.mutation.direct`` loads neither
-``jelm.qd`` nor QDax. It belongs in ``jelm.qd.loop`` once that exists.
-
-``program_id`` of direct children (in :func:`direct_map_elites`): a per-run counter, seed
-``i`` is ``i`` and child ``r`` of generation ``g`` is ``n_seeds + g * batch_size + r``
-(int32: fine for 2^31 candidates, ~30 hours at 20,000/s), so every candidate of a run has
-a unique id a ledger can key on.
-
-Throughput of :func:`direct_map_elites` (candidates = walker evaluations per second,
-after compilation; batch 1024, default physics, flat ground, 12 x 12 x 12 grid; this
-2-core CPU, shared with other jobs at load ~4, so figures are +-20%):
-
-==============================================  =====  ============  =================
-seeds (bucket)                                  steps  candidates/s  walker-steps/s
-==============================================  =====  ============  =================
-square, radial, cppn_fixed, cppn_mutable        120    446           54k
-(32 joints x 128 links x 8 slots)               600    112           67k
-square alone (8 x 16 x 4)                       120    2,690         323k
-                                                600    561           336k
-==============================================  =====  ============  =================
-
-The simulator alone on the same 1024 mixed-bucket walkers at 120 steps ran 457/s in the
-same conditions, and ``mutate`` takes 55 ms of a 2.3 s generation: the loop is bound by
-the simulator (candidates/s ~= walker-steps/s / steps), and issue 4's goal of 20,000
-candidates/s is not met at any horizon that lets a walker move (it would need ~2.4M
-walker-steps/s at 120 steps, 18x the simulator's best figure).
+The operator's whole MAP-Elites loop, jitted, is :func:`jelm.qd.direct_loop.direct_map_elites`
+(``jelm.mutation`` knows nothing of ``jelm.qd``); its throughput is measured there.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from jelm.programs.walker_api import DEFAULT_LIMITS
-from jelm.sim.physics import DEFAULT_PARAMS, PhysicsParams, SurfaceSpec, as_arrays, evaluate_jit
-from jelm.sim.terrain import Terrain, flat
-from jelm.sim.walker import MAX_DEGREE, BucketShape, WalkerBatch, bucket_of, default_ladder, pack
+from jelm.sim.walker import MAX_DEGREE, WalkerBatch
 
-if TYPE_CHECKING:  # jelm.qd is imported by direct_map_elites only (see the docstring)
-    from jelm.qd.archive import Archive, ArchiveConfig, ArchiveState
-
-__all__ = ["DirectParams", "direct_map_elites", "mutate"]
+__all__ = ["DirectParams", "mutate"]
 
 
 @functools.partial(
@@ -248,119 +215,3 @@ def mutate(key: jax.Array, batch: WalkerBatch, params: DirectParams | None = Non
 
     out = jax.tree.map(keep, child, rows)
     return WalkerBatch(**out, max_degree=batch.max_degree)
-
-
-def _seed_shape(seeds: Sequence[Any]) -> BucketShape:
-    """The smallest default-ladder bucket holding every seed."""
-    shapes = [bucket_of(w) for w in seeds]
-    j = max(s.joints for s in shapes)
-    ell = max(s.links for s in shapes)
-    d = max(s.degree for s in shapes)
-    return next(s for s in default_ladder() if s.fits(j, ell, d))
-
-
-def direct_map_elites(
-    config: ArchiveConfig,
-    seeds: Sequence[Any],
-    key: jax.Array,
-    generations: int,
-    batch_size: int,
-    steps: int,
-    terrain: Terrain | None = None,
-    params: DirectParams | None = None,
-    physics: PhysicsParams = DEFAULT_PARAMS,
-    shape: BucketShape | None = None,
-) -> tuple[ArchiveState, dict[str, jax.Array]]:
-    """MAP-Elites with the ``direct`` operator, the whole run in one jitted call.
-
-    The seeds (walker dicts or ``Walker`` objects) are packed into ``shape`` (default:
-    the smallest default-ladder bucket holding them all), evaluated and inserted; then
-    ``generations`` times: select ``batch_size`` parents uniformly over filled cells ->
-    :func:`mutate` -> evaluate (``steps`` steps on ``terrain``, default flat) -> insert.
-
-    Returns the final archive state and a metrics history of ``generations + 1`` entries
-    (entry 0: after the seeds): ``qd_score``, ``coverage`` (fraction), ``max_fitness``,
-    ``mean_fitness``, ``filled``, ``acceptance_rate`` and ``valid_rate`` (over the batch).
-    """
-    if generations < 0 or batch_size < 1 or steps < 1:
-        raise ValueError(
-            f"need generations >= 0, batch_size >= 1, steps >= 1; got {generations}, "
-            f"{batch_size}, {steps}"
-        )
-    if len(seeds) == 0:
-        raise ValueError("direct_map_elites needs at least one seed walker")
-    from jelm.qd.archive import Archive
-
-    params = DirectParams() if params is None else params
-    terrain = flat() if terrain is None else terrain
-    archive = Archive(config, shape or _seed_shape(seeds))
-    seed_batch = pack(list(seeds), shape=archive.shape)
-    return _run(
-        archive,
-        seed_batch,
-        key,
-        terrain,
-        as_arrays(physics),
-        params,
-        generations=generations,
-        batch_size=batch_size,
-        steps=steps,
-        surfaces=SurfaceSpec.of(terrain),
-    )
-
-
-def _record(archive: Archive, state: ArchiveState, accepted, valid) -> dict[str, jax.Array]:
-    m = archive.metrics(state)
-    return {
-        "qd_score": m["qd_score"],
-        "coverage": m["coverage"],
-        "max_fitness": m["max_fitness"],
-        "mean_fitness": m["mean_fitness"],
-        "filled": m["filled"],
-        "acceptance_rate": jnp.mean(accepted.astype(jnp.float32)),
-        "valid_rate": jnp.mean(valid.astype(jnp.float32)),
-    }
-
-
-@functools.partial(
-    jax.jit, static_argnames=("archive", "generations", "batch_size", "steps", "surfaces")
-)
-def _run(
-    archive: Archive,
-    seed_batch: WalkerBatch,
-    key: jax.Array,
-    terrain: Terrain,
-    physics: PhysicsParams,
-    params: DirectParams,
-    generations: int,
-    batch_size: int,
-    steps: int,
-    surfaces: SurfaceSpec,
-) -> tuple[ArchiveState, dict[str, jax.Array]]:
-    from jelm.qd.archive import genotype_of
-
-    n_seeds = seed_batch.batch_size
-    ev = evaluate_jit(seed_batch, terrain, physics, steps=steps, surfaces=surfaces)
-    ids = jnp.arange(n_seeds, dtype=jnp.int32)
-    state, accepted, _ = archive.add(
-        archive.init(), genotype_of(seed_batch, ids), ev.descriptors, ev.fitness, ev.valid
-    )
-    first = _record(archive, state, accepted, ev.valid)
-
-    def generation(carry, g):
-        state, key = carry
-        key, k_select, k_mutate = jax.random.split(key, 3)
-        parents = archive.walkers(archive.select(state, k_select, batch_size))
-        children = mutate(k_mutate, parents, params)
-        ev = evaluate_jit(children, terrain, physics, steps=steps, surfaces=surfaces)
-        ids = n_seeds + g * batch_size + jnp.arange(batch_size, dtype=jnp.int32)
-        state, accepted, _ = archive.add(
-            state, genotype_of(children, ids), ev.descriptors, ev.fitness, ev.valid
-        )
-        return (state, key), _record(archive, state, accepted, ev.valid)
-
-    (state, _), history = jax.lax.scan(
-        generation, (state, key), jnp.arange(generations, dtype=jnp.int32)
-    )
-    history = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), first, history)
-    return state, history

@@ -1,0 +1,185 @@
+"""The ELM loop end to end (jelm.qd.loop): ledger, archive, checkpoints, resume after a
+clean stop and after kill -9, bad configurations and damaged checkpoints."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jelm.experiments.config import ConfigError, from_mapping
+from jelm.io.checkpoint import CheckpointError
+from jelm.qd.loop import SodaraceLoop
+
+TINY = {
+    "seeds": ["square", "radial"],
+    "batch": 8,
+    "steps": 60,
+    "bucket": [16, 64, 8],
+    "qd": {"grid": [4, 4, 4]},
+    "checkpoint_every": 2,
+    "sandbox": {"workers": 2, "timeout_s": 1.0},
+}
+
+
+def _config(**over):
+    return from_mapping({**TINY, **over})
+
+
+def _run(path: Path, generations: int) -> dict:
+    with SodaraceLoop(_config(generations=generations), path, log=lambda s: None) as loop:
+        metrics = loop.run()
+        fitness = np.asarray(loop.state.repertoire.fitnesses[:, 0])
+        ids = np.asarray(loop.state.repertoire.genotypes["program_id"])
+    return {"metrics": metrics, "fitness": fitness, "ids": ids}
+
+
+def _ledger_rows(path: Path) -> list[tuple]:
+    with sqlite3.connect(path / "ledger.sqlite") as db:
+        return db.execute(
+            "SELECT id, generation, parent_ids, operator, program, status, fitness, niche, "
+            "accepted FROM candidates ORDER BY id"
+        ).fetchall()
+
+
+def test_a_run_fills_ledger_archive_metrics_and_checkpoints(tmp_path: Path):
+    out = _run(tmp_path / "run", generations=3)
+    rows = _ledger_rows(tmp_path / "run")
+    assert len(rows) == 2 + 3 * 8  # the seeds, then a batch per generation
+    assert {r[1] for r in rows} == {0, 1, 2, 3}
+    assert [r[3] for r in rows[:2]] == ["seed", "seed"]
+    # Every elite of the archive is an accepted ledger candidate with that fitness.
+    by_id = {r[0]: r for r in rows}
+    filled = np.isfinite(out["fitness"])
+    assert filled.sum() >= 1
+    for cell in np.flatnonzero(filled):
+        row = by_id[int(out["ids"][cell])]
+        assert row[8] == 1 and row[7] == cell
+        assert row[6] == pytest.approx(out["fitness"][cell], rel=1e-6)
+    # Children name parents that exist and were in the archive earlier.
+    for r in rows[2:]:
+        assert all(p in by_id and by_id[p][0] < r[0] for p in json.loads(r[2]))
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert [m["generation"] for m in metrics] == [0, 1, 2, 3]
+    qd = [m["qd_score"] for m in metrics]
+    assert qd == sorted(qd)  # MAP-Elites never loses score
+    checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert checkpoints == ["0", "2", "3"]  # every 2nd generation and the last
+
+
+def test_resume_after_a_clean_stop_equals_an_uninterrupted_run(tmp_path: Path):
+    whole = _run(tmp_path / "whole", generations=5)
+    _run(tmp_path / "parts", generations=2)
+    parts = _run(tmp_path / "parts", generations=5)  # same directory: resumes
+    np.testing.assert_array_equal(whole["fitness"], parts["fitness"])
+    np.testing.assert_array_equal(whole["ids"], parts["ids"])
+    assert _ledger_rows(tmp_path / "whole") == _ledger_rows(tmp_path / "parts")
+
+
+KILLED = textwrap.dedent(
+    """
+    import json, sys
+    import jelm.sim
+    from jelm.experiments.config import from_mapping
+    from jelm.qd.loop import SodaraceLoop
+    config = from_mapping(json.loads(sys.argv[2]))
+    with SodaraceLoop(config, sys.argv[1], log=lambda s: None) as loop:
+        loop.run(progress=lambda m: print(int(m["generation"]), flush=True))
+    """
+)
+
+
+@pytest.mark.parametrize("after", [1, 4])
+def test_kill_9_then_rerun_ends_identical(tmp_path: Path, after: int):
+    """A real run is killed with SIGKILL after some generations (between a ledger commit
+    and a checkpoint, or mid-generation); rerunning it in the same directory finishes
+    with the same archive and ledger as a run never interrupted."""
+    generations = 6
+    whole = _run(tmp_path / "whole", generations=generations)
+    config = json.dumps({**TINY, "generations": generations})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED, str(tmp_path / "killed"), config],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    for line in proc.stdout:
+        if int(line) >= after:
+            break
+    time.sleep(0.05 * after)  # land somewhere inside the next generation
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = _run(tmp_path / "killed", generations=generations)
+    np.testing.assert_array_equal(whole["fitness"], resumed["fitness"])
+    np.testing.assert_array_equal(whole["ids"], resumed["ids"])
+    assert _ledger_rows(tmp_path / "whole") == _ledger_rows(tmp_path / "killed")
+
+
+def test_damaged_checkpoint_is_a_clear_error(tmp_path: Path):
+    _run(tmp_path / "run", generations=2)
+    for path in (tmp_path / "run" / "checkpoints" / "2").rglob("*"):
+        if path.is_file() and path.stat().st_size > 0:
+            path.write_bytes(b"\0garbage")
+    with pytest.raises(CheckpointError, match="damaged"):
+        _run(tmp_path / "run", generations=3)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"mutation": "lm_magic"}, "unknown operator 'lm_magic'"),
+        ({"batch": 0}, "batch must be at least 1"),
+        ({"qd": {"grid": [0, 4, 4]}}, "at least one cell"),
+        ({"seeds": ["nope.py"]}, "neither a seed name"),
+        ({"qd": {"lower": [0, 0, 500], "upper": [30, 30, 400]}}, "mass are inverted"),
+        ({"generation": 3}, "unknown key 'generation'"),
+    ],
+)
+def test_bad_configurations_fail_before_work(override, message):
+    with pytest.raises(ConfigError, match=message):
+        from_mapping({**TINY, **override})
+
+
+def test_cli_reports_a_bad_configuration_and_exits_2(tmp_path: Path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jelm.experiments.sodarace",
+            "batch=0",
+            "mutation=xyz",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "batch must be at least 1" in proc.stderr
+    assert "unknown operator 'xyz'" in proc.stderr
+    assert not (tmp_path / "run" / "ledger.sqlite").exists()
+
+
+def test_direct_run_resumes_identically(tmp_path: Path):
+    """The jitted direct loop with the run machinery: a run stopped after 2 generations
+    and continued to 4 equals a run of 4 (archive and ledger)."""
+    from jelm.qd.direct_loop import run_direct
+
+    def go(path: Path, generations: int):
+        config = _config(mutation="direct", generations=generations, checkpoint_every=1)
+        _, _, state, _ = run_direct(config, path, log=lambda s: None)
+        return np.asarray(state.repertoire.fitnesses[:, 0])
+
+    whole = go(tmp_path / "whole", 4)
+    go(tmp_path / "parts", 2)
+    parts = go(tmp_path / "parts", 4)
+    np.testing.assert_array_equal(whole, parts)
+    assert _ledger_rows(tmp_path / "whole") == _ledger_rows(tmp_path / "parts")
+    assert len(_ledger_rows(tmp_path / "whole")) == 2 + 4 * 8
