@@ -711,3 +711,14 @@ def test_bones_conserve_momentum_a_collapsed_walker_does_not_slide():
     # Measured: ~1 unit in 8 s (0.13 units/s, friction under a flailing muscle); the
     # momentum bug gave 35 units/s.
     assert abs(drift) < 0.25 * seconds, f"drifted {drift:.2f} units in {seconds:.0f} s"
+
+
+def test_contacts_push_out_without_launching():
+    """A mass started 0.3 units inside the ground is pushed out onto the surface but gains
+    no upward speed: contacts are inelastic and only cancel inward motion. (Velocity
+    taken from positions alone would launch it at 0.3 / h = 36 units/s.)"""
+    _, start, pos, vel = _small([lone_mass()], shift=(0.0, -0.35))
+    assert start[0, 0, 1] < -0.25
+    assert pos[0, 0, 0, 1] >= 0.0  # out after the first step
+    assert vel[0, 0, 0, 1] <= 0.0
+    assert pos[0, :, 0, 1].max() < 0.01  # and it stays on the ground

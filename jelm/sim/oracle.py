@@ -299,6 +299,7 @@ def _substep(w, pos, vel, t, terrain, params, h, bone_weight, omegas):
     # 3. Chebyshev-accelerated Jacobi sweeps: bones, then contacts and friction per joint.
     before = pos
     touched = np.zeros(w.n_joints, dtype=bool)  # pushed by the terrain in this substep
+    pushed = np.zeros_like(pos)  # sum of the terrain's pushes in this substep
     for omega in omegas:
         projected = _bone_sweep(w, pos, bone_weight)
         weight = np.where(touched, 1.0, omega)[:, None]  # no extrapolation through contacts
@@ -308,10 +309,21 @@ def _substep(w, pos, vel, t, terrain, params, h, bone_weight, omegas):
             q = _side_entry(terrain, projected[n], start[n], params.max_depth)
             push = _contact_push(terrain, q)
             touched[n] |= bool(np.any(push != 0.0))
+            pushed[n] += push
             swept[n] = _coulomb(q + push, start[n], push, params.friction)
         before, pos = pos, swept
-    # 4. velocities from the positions (inelastic contacts), before the clamp.
+    # 4. velocities from the positions, before the clamp; along the contact normal a
+    #    touched joint keeps at most the outward speed it had before the projections.
+    predicted = vel
     vel = (pos - start) / h
+    for n in range(w.n_joints):
+        length = math.hypot(pushed[n, 0], pushed[n, 1])
+        if touched[n] and length > 0.0:
+            normal = pushed[n] / length
+            v_n = float(vel[n] @ normal)
+            limit = max(float(predicted[n] @ normal), 0.0)
+            if v_n > limit:
+                vel[n] -= (v_n - limit) * normal
     # 5. final clamp out of the terrain (it moves positions only, adding no speed).
     clamped = [
         _clamp(terrain, _side_entry(terrain, p, s, params.max_depth))

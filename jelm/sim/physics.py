@@ -23,7 +23,8 @@ Integration: every step of ``dt`` runs ``substeps`` substeps of ``h = dt / subst
    walls and by Coulomb friction on the substep's displacement tangent to the contact,
    bounded by ``friction * |contact correction|`` of that sweep; a node that entered a
    steep face sideways goes back to its previous x;
-4. ``v = (p - p_prev) / h`` (contacts are perfectly inelastic);
+4. ``v = (p - p_prev) / h``, except that along a contact's normal a node keeps at most the
+   outward speed it had before the projections (contacts are inelastic and only push);
 5. a last clamp keeps every node out of the terrain (positions only: it adds no speed).
 
 Device layout: every walker is turned once, inside ``jit``, into per-joint slot tables
@@ -424,7 +425,7 @@ def _substep(topo: Topology, g: _Ground, params: PhysicsParams, s: _Dev, sub: ja
     omegas = _chebyshev_weights(params)
 
     def sweep(k: jax.Array, carry: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
-        x, y, ox, oy, touched = carry
+        x, y, ox, oy, touched, nx_sum, ny_sum = carry
         dx = _gather(x, nb) - x[:, None]
         dy = _gather(y, nb) - y[:, None]
         dist = jnp.sqrt(dx * dx + dy * dy)
@@ -440,16 +441,30 @@ def _substep(topo: Topology, g: _Ground, params: PhysicsParams, s: _Dev, sub: ja
         push_x, push_y = jnp.where(live, push_x, 0.0), jnp.where(live, push_y, 0.0)
         fx, fy = _friction(nx + push_x, ny + push_y, x0, y0, push_x, push_y, params.friction)
         touched = touched | (push_x != 0.0) | (push_y != 0.0)
-        return fx, fy, x, y, touched
+        return fx, fy, x, y, touched, nx_sum + push_x, ny_sum + push_y
 
+    zero = jnp.zeros_like(x)
     no_contact = jnp.zeros(x.shape, dtype=bool)
-    x, y, _, _, _ = jax.lax.fori_loop(0, params.iterations, sweep, (x, y, x, y, no_contact))
+    x, y, _, _, touched, push_x, push_y = jax.lax.fori_loop(
+        0, params.iterations, sweep, (x, y, x, y, no_contact, zero, zero)
+    )
 
-    # 4. velocities from positions (inelastic contacts), taken before the last clamp: the
-    #    clamp only repairs positions a squeeze left inside the terrain and must not turn
-    #    that repair into a launch speed (a "split impulse").
-    vx = jnp.where(live, (x - x0) / dt, 0.0)
-    vy = jnp.where(live, (y - y0) / dt, 0.0)
+    # 4. velocities from positions, taken before the last clamp: the clamp only repairs
+    #    positions a squeeze left inside the terrain and must not turn that repair into a
+    #    launch speed (a "split impulse"). Contacts are inelastic and only push: along the
+    #    contact normal a touched node keeps at most the outward speed it had before the
+    #    projections (the push cancels inward motion; it must not fling the node out).
+    px_vx = jnp.where(live, (x - x0) / dt, 0.0)
+    px_vy = jnp.where(live, (y - y0) / dt, 0.0)
+    push_len = jnp.sqrt(push_x * push_x + push_y * push_y)
+    inv = 1.0 / jnp.maximum(push_len, 1e-12)
+    n_x, n_y = push_x * inv, push_y * inv
+    v_n = px_vx * n_x + px_vy * n_y
+    v_n_before = vx * n_x + vy * n_y
+    cut = jnp.where(
+        touched & (push_len > 0.0), jnp.maximum(v_n - jnp.maximum(v_n_before, 0.0), 0.0), 0.0
+    )
+    vx, vy = px_vx - cut * n_x, px_vy - cut * n_y
 
     # 5. a last clamp keeps every node out of the terrain whatever the sweeps left.
     cx, _ = _side_entry(x, y, x0, g.surfaces(x), before, params.max_depth)
