@@ -183,3 +183,12 @@ def test_direct_run_resumes_identically(tmp_path: Path):
     np.testing.assert_array_equal(whole, parts)
     assert _ledger_rows(tmp_path / "whole") == _ledger_rows(tmp_path / "parts")
     assert len(_ledger_rows(tmp_path / "whole")) == 2 + 4 * 8
+
+
+def test_seeds_that_fit_no_bucket_stop_the_run_clearly(tmp_path: Path):
+    from jelm.qd.loop import SeedError
+
+    config = _config(seeds=["cppn_fixed"], bucket=[8, 16, 4], generations=1)
+    with pytest.raises(SeedError, match=r"cppn_fixed: too_large .*raise it"):
+        with SodaraceLoop(config, tmp_path / "run", log=lambda s: None) as loop:
+            loop.run()

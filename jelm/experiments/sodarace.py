@@ -31,6 +31,10 @@ from omegaconf import DictConfig, OmegaConf
 
 import jelm.sim  # noqa: F401  (pins XLA flags before JAX starts)
 from jelm.experiments.config import ConfigError, RunConfig, from_mapping
+from jelm.io.checkpoint import CheckpointError
+from jelm.io.rundir import RunDirError
+from jelm.qd.ledger import LedgerError
+from jelm.qd.loop import SeedError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -150,7 +154,11 @@ def main(cfg: DictConfig) -> None:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         sys.exit(2)
-    run(config, Path(HydraConfig.get().runtime.output_dir))
+    try:
+        run(config, Path(HydraConfig.get().runtime.output_dir))
+    except (SeedError, CheckpointError, RunDirError, LedgerError) as exc:
+        print(f"jelm: {exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

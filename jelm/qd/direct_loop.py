@@ -48,7 +48,14 @@ from jelm.mutation.direct import DirectParams, mutate
 from jelm.qd.archive import Archive, ArchiveConfig, ArchiveState, genotype_of
 from jelm.sim.physics import DEFAULT_PARAMS, PhysicsParams, SurfaceSpec, as_arrays, evaluate_jit
 from jelm.sim.terrain import Terrain, flat
-from jelm.sim.walker import BucketShape, WalkerBatch, bucket_of, default_ladder, pack
+from jelm.sim.walker import (
+    BucketShape,
+    WalkerBatch,
+    WalkerDoesNotFit,
+    bucket_of,
+    default_ladder,
+    pack,
+)
 
 
 def _seed_shape(seeds: Sequence[Any]) -> BucketShape:
@@ -237,7 +244,14 @@ def run_direct(
         bad = [(n, r.error) for n, r in zip(config.seeds, results, strict=True) if not r.ok]
         if bad:
             raise RuntimeError(f"seed programs failed: {bad}")
-        seed_batch = pack([r.walker for r in results], shape=archive.shape)
+        try:
+            seed_batch = pack([r.walker for r in results], shape=archive.shape)
+        except WalkerDoesNotFit as exc:
+            name = config.seeds[exc.index] if exc.index is not None else "a seed"
+            raise RuntimeError(
+                f"seed {name} does not fit the bucket {list(config.bucket)} (joints, links, "
+                f"links per joint): {exc.reason}; raise the bucket"
+            ) from None
         n_seeds = len(programs)
         print(
             f"ELM on Sodarace: direct from {', '.join(config.seeds)}, {config.generations} "

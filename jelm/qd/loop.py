@@ -83,6 +83,21 @@ def make_operator(config: RunConfig) -> ProgramOperator:
     raise ValueError(f"{config.mutation!r} is not a program operator")
 
 
+class SeedError(RuntimeError):
+    """No seed program gave a walker the archive could take: the run cannot start."""
+
+    def __init__(self, config: RunConfig, records: Sequence[CandidateRecord]):
+        why = "; ".join(
+            f"{name}: {r.status}" + (f" ({r.error})" if r.error else "")
+            for name, r in zip(config.seeds, records, strict=False)
+        )
+        super().__init__(
+            f"no seed gave a walker the archive could take ({why}); the bucket is "
+            f"{list(config.bucket)} (joints, links, links per joint): raise it, or check "
+            "the seed programs"
+        )
+
+
 @dataclasses.dataclass
 class Evaluated:
     """One generation's candidates after sandbox and simulation (host arrays, n rows)."""
@@ -331,6 +346,8 @@ class SodaraceLoop:
             evaluated = self._run_children(children, generation)
             metrics = self._commit(generation, evaluated)
             self.rundir.append_metrics(metrics)
+            if generation == 0 and metrics["filled"] == 0:
+                raise SeedError(self.config, evaluated.records)
             final = generation == self.config.generations
             if final or generation % self.config.checkpoint_every == 0:
                 self.checkpoints.save(generation, {"archive": self.state})

@@ -98,9 +98,9 @@ class PhysicsParams:
 
 DEFAULT_PARAMS = PhysicsParams()
 #: Twice the sweeps of the default. Measured over 60 s on every seed (tests/test_physics.py):
-#: the default keeps every bone within 1% of its length for 99% of the steps (0.83%) and
+#: the default keeps every bone within 1% of its length for 99% of the steps (0.86%) and
 #: within 1.5% at the worst step (hard impacts); these keep every bone within 1% always
-#: (0.87% worst).
+#: (0.89% worst).
 ACCURATE_PARAMS = PhysicsParams(iterations=16)
 #: Default horizon: 600 steps of 1/60 s = 10 simulated seconds.
 DEFAULT_STEPS = 600
