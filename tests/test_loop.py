@@ -189,6 +189,9 @@ def test_seeds_that_fit_no_bucket_stop_the_run_clearly(tmp_path: Path):
     from jelm.qd.loop import SeedError
 
     config = _config(seeds=["cppn_fixed"], bucket=[8, 16, 4], generations=1)
-    with pytest.raises(SeedError, match=r"cppn_fixed: too_large .*raise it"):
-        with SodaraceLoop(config, tmp_path / "run", log=lambda s: None) as loop:
+    loop = SodaraceLoop(config, tmp_path / "run", log=lambda s: None)
+    try:
+        with pytest.raises(SeedError, match=r"cppn_fixed: too_large .*raise it"):
             loop.run()
+    finally:
+        loop.close()

@@ -55,8 +55,6 @@ ORACLE = BucketShape(32, 160, 10)
 ORACLE_STEPS = 20
 ORACLE_TERRAINS = ("flat", "hills", "tunnel", "left_wall")
 ORACLE_ROWS = len(SEED_NAMES) * len(ORACLE_TERRAINS)
-#: Plain Jacobi (no Chebyshev extrapolation): see test_oracle_matches_chained.
-JACOBI = dataclasses.replace(DEFAULT_PARAMS, chebyshev=False)
 
 
 @functools.partial(jax.jit, static_argnames=("steps",))
@@ -112,14 +110,17 @@ def link_lengths(pos: np.ndarray, walker: dict) -> np.ndarray:
 # --- the oracle ---------------------------------------------------------------------------
 #
 # Tolerance. The oracle runs in float64, the simulator in float32 (eps 6e-8). One step is
-# 2 substeps x (muscles + 4 sweeps of a few dozen flops per joint); the rounding of
+# 4 substeps x (muscles + 4 sweeps of a few dozen flops per joint); the rounding of
 # coordinates of magnitude S is ~6e-8 S per operation and does not grow much inside a
-# step (measured: one step agrees to ~1e-6 S). Over 20 steps of plain Jacobi the
-# difference grows to ~1e-5 S (measured). We assert 1e-4 S for positions: 10-100x above
-# rounding, while a real algorithmic difference (the damping factor alone changes a
+# step (measured: one step agrees to ~1e-6 S). Over 20 steps the difference grows to
+# ~1e-5 S for the seeds, and up to 1.8e-4 S for random walkers of size ~200 pressed
+# against the tunnel's ceiling (measured: contacts amplify rounding), so the chained
+# comparison allows CHAINED_TOL. We assert 1e-4 S for positions after one step: 10-100x
+# above rounding, while a real algorithmic difference (the damping factor alone changes a
 # velocity by h c = 0.9 % per substep, gravity moves a node h^2 g = 1.7e-3 per substep)
 # is 1e-3 S or more. Velocities are (p - p_prev) / h, so their tolerance is 1e-4 S / h.
 REL_TOL = 1e-4
+CHAINED_TOL = 5e-4
 
 
 def _oracle_batch(walkers: list[dict]):
@@ -134,8 +135,8 @@ def _oracle_batch(walkers: list[dict]):
     return rows, batch, stacked, host
 
 
-def _assert_close(name, got, want, scale, h=None):
-    tol = REL_TOL * scale / (h or 1.0)
+def _assert_close(name, got, want, scale, h=None, rel_tol=REL_TOL):
+    tol = rel_tol * scale / (h or 1.0)
     err = np.abs(np.asarray(got, np.float64) - want).max()
     assert err <= tol, f"{name}: max |jax - oracle| = {err:.3g} > {tol:.3g}"
 
@@ -164,7 +165,7 @@ def check_oracle_one_step(walkers: list[dict], params=DEFAULT_PARAMS):
             p, v = pos[r, k, :n], vel[r, k, :n]
 
 
-def check_oracle_chained(walkers: list[dict], params=JACOBI):
+def check_oracle_chained(walkers: list[dict], params=DEFAULT_PARAMS):
     """The oracle iterated 20 steps from its own placement follows the JAX trajectory."""
     rows, batch, stacked, host = _oracle_batch(walkers)
     start = init_state(batch, stacked, as_arrays(params))
@@ -179,8 +180,8 @@ def check_oracle_chained(walkers: list[dict], params=JACOBI):
         for k in range(ORACLE_STEPS):
             p, v = oracle_step(ow, p, v, k, host[t], params)
         where = f"walker {w} on {ORACLE_TERRAINS[t]} after {ORACLE_STEPS} steps"
-        _assert_close(f"{where} pos", pos[r, -1, :n], p, scale)
-        _assert_close(f"{where} vel", vel[r, -1, :n], v, scale, h)
+        _assert_close(f"{where} pos", pos[r, -1, :n], p, scale, rel_tol=CHAINED_TOL)
+        _assert_close(f"{where} vel", vel[r, -1, :n], v, scale, h, rel_tol=CHAINED_TOL)
 
 
 def test_oracle_matches_every_step_for_every_seed():
@@ -188,15 +189,8 @@ def test_oracle_matches_every_step_for_every_seed():
 
 
 def test_oracle_matches_chained():
-    """20 steps of the oracle on its own vs the simulator, with plain Jacobi sweeps.
-
-    With Chebyshev extrapolation (the default) the chained comparison is not meaningful:
-    extrapolating across a contact projection makes resting nodes chatter, and in contact
-    the step map stretches differences by ~3x per step (measured), so float32 and float64
-    trajectories of the same algorithm part by ~1e-2 within 20 steps (while every single
-    step still agrees to ~1e-6 relative, as the test above checks). Plain Jacobi is not
-    expansive and the chained runs agree to ~1e-5 relative.
-    """
+    """20 steps of the oracle on its own vs the simulator (plain Jacobi sweeps are not
+    expansive: float32 and float64 runs of the same algorithm agree to ~1e-5 relative)."""
     check_oracle_chained(list(SEEDS.values()))
 
 
@@ -307,9 +301,12 @@ def test_free_fall_matches_the_discrete_damping_law_then_lands():
     assert 100 < first_contact < SMALL_STEPS - 60, "lands within the run, after ~2 s"
     air = slice(0, first_contact)
     np.testing.assert_allclose(y[air], y_law[air], rtol=0, atol=1e-4 * y0)
-    # v = (y - y_prev) / h: a float32 y near 30 carries ~2e-6 of rounding, ~2e-4 in v.
-    v_tol = 4 * float(np.spacing(np.float32(y0))) / h
-    np.testing.assert_allclose(vy[air], v_law[air], rtol=0, atol=v_tol)
+    # v = (y - y_prev) / h: a float32 y near 30 carries ~2e-6 of rounding per substep,
+    # ~4.6e-4 in v at h = 1/240, and v feeds the next position, so the error walks:
+    # allow 4 ulp / h times sqrt(substeps so far).
+    v_tol = 4 * float(np.spacing(np.float32(y0))) / h * np.sqrt(k)
+    v_err = np.abs(vy[air] - v_law[air])
+    assert np.all(v_err <= v_tol[air]), f"v off by {v_err.max():.2e} (bound {v_tol[air].max():.2e})"
     assert np.all(pos[0, :, 0, 0] == x0), "no sideways motion"
     assert np.all(y >= 0.0), "never below the ground"
     # Contacts are perfectly inelastic (physics.py stage 4): once down, it stays down.
@@ -338,12 +335,12 @@ def test_rigid_body_rests_on_flat_ground(params):
 def test_friction_stops_a_sliding_body_in_coulomb_time():
     """A braced square sliding at v0 on flat ground decelerates by mu g (Coulomb) and
     also by damping: it stops at ``t = ln(1 + c v0 / (mu g)) / c`` <= ``v0 / (mu g)``.
-    It must first stop by the Coulomb time (+ 2 steps), not much earlier than the damped
-    Coulomb time (friction is not infinite), and be at rest 0.3 s later. In between it
-    may rock back a little: at mu = 1 a square is on the edge of tipping over its front
-    edge, and the bone projections move the feet after friction has held them (measured
-    back-swing 0.27 units/s, 4.5% of v0)."""
-    p = dataclasses.replace(DEFAULT_PARAMS, clearance=0.0)
+    It must stop by the Coulomb time (+ 2 steps), not much earlier than the damped
+    Coulomb time (friction is not infinite), stay at rest, and not slide backwards
+    (a momentary back-slip under 1% of v0 as the bones settle is allowed).
+    mu = 0.5 here: at mu >= 1 (width / height of the square) sliding friction tips the
+    square onto its front edge and it rocks back as it stops, a different test."""
+    p = dataclasses.replace(DEFAULT_PARAMS, clearance=0.0, friction=0.5)
     v0 = 6.0
     _, start, pos, vel = _small([braced_square()], params=p, vel=(v0, 0.0))
     mu_g = p.friction * p.gravity
@@ -354,12 +351,12 @@ def test_friction_stops_a_sliding_body_in_coulomb_time():
     stopped = np.abs(com_vx) < 1e-2
     t_stop = t[int(np.argmax(stopped))]
     assert t_stop <= coulomb + 2 * p.dt, f"first stop at {t_stop:.3f}s > {coulomb:.3f}s"
-    late = t >= coulomb + 0.3
+    late = t >= t_stop
     assert np.all(stopped[late]), (
-        f"not at rest 0.3 s after the Coulomb time {coulomb:.2f}s: |COM vx| up to "
+        f"moved again after stopping at {t_stop:.2f}s: |COM vx| up to "
         f"{np.abs(com_vx[late]).max():.3f}"
     )
-    assert com_vx.min() > -0.1 * v0, f"rocked back at {com_vx.min():.3f}"
+    assert com_vx.min() > -0.01 * v0, f"slid backwards at {com_vx.min():.3f}"
     assert t_stop > 0.8 * damped, f"stopped at {t_stop:.3f}s, expected ~{damped:.3f}s"
     # Sliding distance at most that of pure Coulomb friction, v0^2 / (2 mu g).
     slid = pos[0, -1, :4, 0].mean() - start[0, :4, 0].mean()
@@ -454,20 +451,20 @@ def _bone_errors(params, quantile: float = 1.0) -> dict[str, float]:
 
 
 def test_bones_keep_their_length_accurate_params():
-    """ACCURATE_PARAMS (16 sweeps): every bone of every seed within 1% over 60 s, at every
-    step (the issue's requirement; measured 0.89% worst)."""
+    """ACCURATE_PARAMS (4 substeps x 16 sweeps): every bone of every seed within 1% over
+    60 s, at every step (the issue's requirement; measured 0.66% worst)."""
     worst = _bone_errors(ACCURATE_PARAMS)
     assert max(worst.values()) < 0.01, worst
 
 
 def test_bones_keep_their_length_default_params():
-    """DEFAULT_PARAMS (8 sweeps) trade accuracy for speed: every bone within 1% for 99% of
-    the steps of 60 s, and within 2% at the worst step (hard impacts; measured 0.86% and
-    1.5%, jelm/sim/README.md)."""
+    """DEFAULT_PARAMS (4 substeps x 4 sweeps) trade accuracy for speed: every bone within
+    1.2% for 99% of the steps of 60 s, and within 2.5% at the worst step (hard impacts;
+    measured 1.0% and 1.8%, jelm/sim/README.md)."""
     typical = _bone_errors(DEFAULT_PARAMS, quantile=0.99)
-    assert max(typical.values()) < 0.01, typical
+    assert max(typical.values()) < 0.012, typical
     worst = _bone_errors(DEFAULT_PARAMS)
-    assert max(worst.values()) < 0.02, worst
+    assert max(worst.values()) < 0.025, worst
 
 
 def test_no_node_ever_leaves_free_space():

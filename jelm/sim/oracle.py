@@ -14,17 +14,16 @@ docstring (which is the specification):
   gravity and linear damping, on a terrain with ground, ceiling and walls;
 * position-based dynamics (Müller et al. 2007, "Position based dynamics") for the bones
   and contacts, with Jacobi sweeps in which every bone moves both ends equally (weight:
-  relaxation / the larger bone count of its two ends), accelerated by Chebyshev
-  semi-iteration (Wang 2015, "A Chebyshev semi-iterative approach for accelerating
-  projective and position-based dynamics");
+  relaxation / the larger bone count of its two ends);
 * substepping (Macklin et al. 2019, "Small steps in physics simulation").
 
 One substep of ``h = dt / substeps``: (1) muscle forces at the substep's time; (2)
 ``v = (v + h (g + F)) / (1 + h c)`` (Box2D's damping), ``p = p_start + h v``; (3)
-``iterations`` sweeps, each: bone projection, Chebyshev extrapolation from the iterate
-before the last, side-entry check (a node deep in a steep face goes back to its start x),
-contact push along the surface normal and out of the walls, Coulomb friction on the
-displacement since the substep's start; (4) ``v = (p - p_start) / h``; (5) a last clamp
+``iterations`` sweeps, each: bone projection, side-entry check (a node deep in a steep
+face goes back to its start x), contact push along the surface normal and out of the
+walls, Coulomb friction on the
+displacement since the substep's start; (4) ``v = (p - p_start) / h``, keeping along the
+contact normal at most the outward speed from before the projections; (5) a last clamp
 of the positions into free space.
 
 Why float64: the oracle is the reference the float32 simulator is measured against. In
@@ -51,7 +50,6 @@ import numpy as np
 __all__ = [
     "OracleTerrain",
     "OracleWalker",
-    "chebyshev_weights",
     "oracle_place",
     "oracle_step",
     "oracle_terrain",
@@ -233,24 +231,6 @@ def _clamp(terrain: OracleTerrain, p: np.ndarray) -> np.ndarray:
 # --- the step -------------------------------------------------------------------------
 
 
-def chebyshev_weights(params: Any) -> list[float]:
-    """Over-relaxation weight of each sweep (Wang 2015): 1, 2 / (2 - rho^2), then
-    4 / (4 - rho^2 w_prev), and 1 again for the last of three or more sweeps; all 1 when
-    ``params.chebyshev`` is off."""
-    rho2 = float(params.spectral_radius) ** 2
-    weights = [1.0]
-    for k in range(1, params.iterations):
-        if not params.chebyshev:
-            weights.append(1.0)
-        elif k == 1:
-            weights.append(2.0 / (2.0 - rho2))
-        else:
-            weights.append(4.0 / (4.0 - rho2 * weights[-1]))
-    if params.chebyshev and params.iterations > 2:
-        weights[-1] = 1.0  # the last sweep is a plain one (no overshoot left as velocity)
-    return weights
-
-
 def _muscle_forces(w: OracleWalker, pos: np.ndarray, vel: np.ndarray, t: float, params: Any):
     """Force on every joint from the muscles, damped springs pulling each muscle towards
     its target length ``L0 * (1 + amplitude_scale * amplitude * sin(speed t + 2 pi phase))``
@@ -288,7 +268,7 @@ def _bone_sweep(w: OracleWalker, pos: np.ndarray, bone_weight: np.ndarray) -> np
     return pos + correction
 
 
-def _substep(w, pos, vel, t, terrain, params, h, bone_weight, omegas):
+def _substep(w, pos, vel, t, terrain, params, h, bone_weight):
     # 1. muscles.
     force = _muscle_forces(w, pos, vel, t, params)
     # 2. velocities: gravity and muscles (unit masses), then Box2D's damping.
@@ -296,14 +276,11 @@ def _substep(w, pos, vel, t, terrain, params, h, bone_weight, omegas):
     vel = (vel + h * accel) / (1.0 + h * params.damping)
     start = pos
     pos = start + h * vel
-    # 3. Chebyshev-accelerated Jacobi sweeps: bones, then contacts and friction per joint.
-    before = pos
+    # 3. Jacobi sweeps: bones, then contacts and friction per joint.
     touched = np.zeros(w.n_joints, dtype=bool)  # pushed by the terrain in this substep
     pushed = np.zeros_like(pos)  # sum of the terrain's pushes in this substep
-    for omega in omegas:
+    for _ in range(params.iterations):
         projected = _bone_sweep(w, pos, bone_weight)
-        weight = np.where(touched, 1.0, omega)[:, None]  # no extrapolation through contacts
-        projected = before + weight * (projected - before)
         swept = np.empty_like(pos)
         for n in range(w.n_joints):
             q = _side_entry(terrain, projected[n], start[n], params.max_depth)
@@ -311,7 +288,7 @@ def _substep(w, pos, vel, t, terrain, params, h, bone_weight, omegas):
             touched[n] |= bool(np.any(push != 0.0))
             pushed[n] += push
             swept[n] = _coulomb(q + push, start[n], push, params.friction)
-        before, pos = pos, swept
+        pos = swept
     # 4. velocities from the positions, before the clamp; along the contact normal a
     #    touched joint keeps at most the outward speed it had before the projections.
     predicted = vel
@@ -358,10 +335,9 @@ def oracle_step(
             bones[i] += 1
             bones[j] += 1
     bone_weight = np.array([params.relaxation / max(bones[i], bones[j], 1.0) for i, j in w.links])
-    omegas = chebyshev_weights(params)
     for sub in range(params.substeps):
         t = (step_index + sub / params.substeps) * params.dt
-        pos, vel = _substep(w, pos, vel, t, terrain, params, h, bone_weight, omegas)
+        pos, vel = _substep(w, pos, vel, t, terrain, params, h, bone_weight)
     return pos, vel
 
 

@@ -16,11 +16,10 @@ Integration: every step of ``dt`` runs ``substeps`` substeps of ``h = dt / subst
 2. velocities: ``v += h * (g + F / m)`` then Box2D's linear damping
    ``v *= 1 / (1 + h * c)``; predicted positions ``p = p_prev + h * v``;
 3. position-based dynamics (Müller et al. 2007): ``iterations`` Jacobi sweeps projecting
-   every bone back to its rest length (corrections equal and opposite, scaled by 1 / the
-   larger bone count of the bone's two ends; Chebyshev semi-iteration after Wang 2015,
-   except for nodes the terrain pushed in this substep and on the last sweep), each
-   followed by projection out of the ground, ceiling and
-   walls and by Coulomb friction on the substep's displacement tangent to the contact,
+   every bone back to its rest length (corrections equal and opposite, scaled by
+   ``relaxation`` / the larger bone count of the bone's two ends, so bones conserve
+   momentum), each followed by projection out of the ground, ceiling and walls and by
+   Coulomb friction on the substep's displacement tangent to the contact,
    bounded by ``friction * |contact correction|`` of that sweep; a node that entered a
    steep face sideways goes back to its previous x;
 4. ``v = (p - p_prev) / h``, except that along a contact's normal a node keeps at most the
@@ -66,10 +65,9 @@ INVALID_FITNESS = -jnp.inf
         "phase_speed",
         "relaxation",
         "clearance",
-        "spectral_radius",
         "max_depth",
     ],
-    meta_fields=["iterations", "substeps", "chebyshev"],
+    meta_fields=["iterations", "substeps"],
 )
 @dataclasses.dataclass(frozen=True)
 class PhysicsParams:
@@ -89,18 +87,16 @@ class PhysicsParams:
     phase_speed: float = 3.0
     relaxation: float = 1.5
     clearance: float = 0.05
-    spectral_radius: float = 0.95
     max_depth: float = 0.5
-    iterations: int = 8
-    substeps: int = 2
-    chebyshev: bool = True
+    iterations: int = 4
+    substeps: int = 4
 
 
 DEFAULT_PARAMS = PhysicsParams()
-#: Twice the sweeps of the default. Measured over 60 s on every seed (tests/test_physics.py):
-#: the default keeps every bone within 1% of its length for 99% of the steps (0.86%) and
-#: within 1.5% at the worst step (hard impacts); these keep every bone within 1% always
-#: (0.89% worst).
+#: Four times the sweeps of the default. Measured over 60 s on every seed
+#: (tests/test_physics.py): the default keeps every bone within 1% of its length for 99%
+#: of the steps (1.0%) and within 2% at the worst step (hard impacts); these keep every
+#: bone within 1% always (0.66% worst).
 ACCURATE_PARAMS = PhysicsParams(iterations=16)
 #: Default horizon: 600 steps of 1/60 s = 10 simulated seconds.
 DEFAULT_STEPS = 600
@@ -419,34 +415,28 @@ def _substep(topo: Topology, g: _Ground, params: PhysicsParams, s: _Dev, sub: ja
     x, y = x0 + dt * vx, y0 + dt * vy
     before = g.surfaces(x0)
 
-    # 3. bones, contacts and friction by position-based projection: Jacobi sweeps with
-    #    bone corrections averaged per joint, Chebyshev-accelerated (Wang 2015). Each
-    #    sweep's contact push N bounds the tangential slip (Coulomb: |F_t| <= mu |N|).
-    omegas = _chebyshev_weights(params)
-
-    def sweep(k: jax.Array, carry: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
-        x, y, ox, oy, touched, nx_sum, ny_sum = carry
+    # 3. bones, contacts and friction by position-based projection: Jacobi sweeps (each
+    #    bone moves both ends equally, so momentum is conserved). Each sweep's contact
+    #    push N bounds the tangential slip (Coulomb: |F_t| <= mu |N|).
+    def sweep(_: jax.Array, carry: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
+        x, y, touched, push_x_sum, push_y_sum = carry
         dx = _gather(x, nb) - x[:, None]
         dy = _gather(y, nb) - y[:, None]
         dist = jnp.sqrt(dx * dx + dy * dy)
         err = 0.5 * topo.bone_weight * (dist - topo.rest) / jnp.maximum(dist, 1e-6)
         nx = x + _slot_sum(err * dx)
         ny = y + _slot_sum(err * dy)
-        # Chebyshev extrapolation, except for nodes that touched the terrain in this
-        # substep: extrapolating through a contact push would bounce them.
-        omega = jnp.where(touched, 1.0, omegas[k])
-        nx, ny = omega * (nx - ox) + ox, omega * (ny - oy) + oy
         nx, surf = _side_entry(nx, ny, x0, g.surfaces(nx), before, params.max_depth)
         push_x, push_y = _contact(nx, ny, surf, g)
         push_x, push_y = jnp.where(live, push_x, 0.0), jnp.where(live, push_y, 0.0)
         fx, fy = _friction(nx + push_x, ny + push_y, x0, y0, push_x, push_y, params.friction)
         touched = touched | (push_x != 0.0) | (push_y != 0.0)
-        return fx, fy, x, y, touched, nx_sum + push_x, ny_sum + push_y
+        return fx, fy, touched, push_x_sum + push_x, push_y_sum + push_y
 
     zero = jnp.zeros_like(x)
     no_contact = jnp.zeros(x.shape, dtype=bool)
-    x, y, _, _, touched, push_x, push_y = jax.lax.fori_loop(
-        0, params.iterations, sweep, (x, y, x, y, no_contact, zero, zero)
+    x, y, touched, push_x, push_y = jax.lax.fori_loop(
+        0, params.iterations, sweep, (x, y, no_contact, zero, zero)
     )
 
     # 4. velocities from positions, taken before the last clamp: the clamp only repairs
@@ -477,25 +467,6 @@ def _step(topo: Topology, g: _Ground, params: PhysicsParams, s: _Dev) -> _Dev:
     """Advance every walker by one step of ``params.dt``."""
     s = jax.lax.fori_loop(0, params.substeps, lambda sub, s: _substep(topo, g, params, s, sub), s)
     return _Dev(x=s.x, y=s.y, vx=s.vx, vy=s.vy, step=s.step + 1)
-
-
-def _chebyshev_weights(params: PhysicsParams) -> jax.Array:
-    """Per-sweep over-relaxation weights: Chebyshev semi-iteration (Wang 2015) when
-    ``params.chebyshev``, else 1 (plain Jacobi)."""
-    rho2 = jnp.asarray(params.spectral_radius, jnp.float32) ** 2
-    weights = [jnp.ones((), jnp.float32)]
-    for k in range(1, params.iterations):
-        if not params.chebyshev:
-            weights.append(jnp.ones((), jnp.float32))
-        elif k == 1:
-            weights.append(2.0 / (2.0 - rho2))
-        else:
-            weights.append(4.0 / (4.0 - rho2 * weights[-1]))
-    if params.chebyshev and params.iterations > 2:
-        # End on a plain sweep: an over-relaxed last sweep leaves an overshoot that
-        # becomes velocity (measured: 3 sweeps ending at 1.5 blow some seeds up).
-        weights[-1] = jnp.ones((), jnp.float32)
-    return jnp.stack(weights)
 
 
 def _to_dev(state: SimState) -> _Dev:

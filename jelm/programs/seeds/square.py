@@ -31,11 +31,11 @@ def make_walker():
     wc.add_muscle(corners[0], center)
 
     # The other spokes are active muscles: (passive, amplitude, phase in cycles).
-    # The two upper spokes pull together and the lower-right one a quarter cycle behind,
-    # so the body shears back and forth and shuffles forward (phases chosen by scoring
-    # all 4096 amplitude/phase combinations of a 4-level grid in jelm.sim).
+    # The upper-left spoke pulls half a cycle away from the two right-hand spokes, so the
+    # body shears back and forth and shuffles forward (amplitudes and phases chosen by
+    # scoring all 4096 combinations of a 4-level grid in jelm.sim).
     wc.add_muscle(corners[1], center, False, 10.0, 0.0)
-    wc.add_muscle(corners[2], center, False, 10.0, 0.0)
-    wc.add_muscle(corners[3], center, False, 6.0, 0.75)
+    wc.add_muscle(corners[2], center, False, 10.0, 0.5)
+    wc.add_muscle(corners[3], center, False, 10.0, 0.5)
 
     return wc.get_walker()
