@@ -460,7 +460,7 @@ def test_bones_keep_their_length_accurate_params():
 def test_bones_keep_their_length_default_params():
     """DEFAULT_PARAMS (4 substeps x 4 sweeps) trade accuracy for speed: every bone within
     1.2% for 99% of the steps of 60 s, and within 2.5% at the worst step (hard impacts;
-    measured 1.0% and 1.8%, jelm/sim/README.md)."""
+    measured 0.95% and 1.7%, jelm/sim/README.md)."""
     typical = _bone_errors(DEFAULT_PARAMS, quantile=0.99)
     assert max(typical.values()) < 0.012, typical
     worst = _bone_errors(DEFAULT_PARAMS)

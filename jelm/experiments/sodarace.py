@@ -90,7 +90,8 @@ def write_outputs(
     plots.curves({config.mutation: rows}, out / "plots" / "curves.png")
 
     filled = np.flatnonzero(np.isfinite(fitness))
-    best = filled[np.argsort(-fitness[filled])][: config.renders]
+    ranked = filled[np.argsort(-fitness[filled])]
+    best = ranked[: config.renders]
     genotypes = {k: np.asarray(v) for k, v in state.repertoire.genotypes.items()}
     renders = []
     if len(best):
@@ -104,8 +105,8 @@ def write_outputs(
             )
             renders.append(str(path))
     return {
-        "best_fitness": float(fitness[best[0]]) if len(best) else None,
-        "best_program_id": int(genotypes["program_id"][best[0]]) if len(best) else None,
+        "best_fitness": float(fitness[ranked[0]]) if len(ranked) else None,
+        "best_program_id": int(genotypes["program_id"][ranked[0]]) if len(ranked) else None,
         "renders": renders,
     }
 

@@ -95,7 +95,7 @@ class PhysicsParams:
 DEFAULT_PARAMS = PhysicsParams()
 #: Four times the sweeps of the default. Measured over 60 s on every seed
 #: (tests/test_physics.py): the default keeps every bone within 1% of its length for 99%
-#: of the steps (1.0%) and within 2% at the worst step (hard impacts); these keep every
+#: of the steps (0.95%) and within 2% at the worst step (hard impacts); these keep every
 #: bone within 1% always (0.66% worst).
 ACCURATE_PARAMS = PhysicsParams(iterations=16)
 #: Default horizon: 600 steps of 1/60 s = 10 simulated seconds.
