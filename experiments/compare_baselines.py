@@ -67,7 +67,7 @@ def main() -> None:
                     summary = run(config, out)
                     # End to end: sandbox start, compilation and plots included.
                     rate[(seed, op, rs)] = summary["evaluations"] / summary["elapsed_s"]
-                    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().split()]
+                    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
                     runs[(seed, op, rs)] = rows
                     target = HERE / "results" / f"{seed}_{op}_{rs}.jsonl"
                     shutil.copy(out / "metrics.jsonl", target)
