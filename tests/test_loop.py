@@ -195,3 +195,37 @@ def test_seeds_that_fit_no_bucket_stop_the_run_clearly(tmp_path: Path):
             loop.run()
     finally:
         loop.close()
+
+
+def test_cli_quick_run_writes_everything(tmp_path: Path):
+    """The main job through Hydra: exit 0, and the run directory holds the config, the
+    ledger, metrics, checkpoints, the plots and a render."""
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jelm.experiments.sodarace",
+            "preset=quick",
+            "generations=1",
+            "steps=30",
+            "progress=false",
+            f"hydra.run.dir={out}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"writing to {out}/" in proc.stdout
+    for name in (
+        "config.json",
+        "ledger.sqlite",
+        "metrics.jsonl",
+        "plots/archive.png",
+        "plots/curves.png",
+        ".hydra/config.yaml",
+    ):
+        assert (out / name).is_file(), name
+    assert list((out / "checkpoints").iterdir())
+    assert len(list((out / "renders").glob("*.gif"))) == 1

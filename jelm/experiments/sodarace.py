@@ -96,7 +96,8 @@ def write_outputs(
     renders = []
     if len(best):
         batch = archive.walkers({k: v[best] for k, v in genotypes.items()})
-        frames = np.asarray(rollout(batch, terrain, config.steps, 4))
+        every = next(r for r in (4, 3, 2, 1) if config.steps % r == 0)  # frames at <= 15 Hz
+        frames = np.asarray(rollout(batch, terrain, config.steps, every))
         for rank, cell in enumerate(best):
             pid = int(genotypes["program_id"][cell])
             path = out / "renders" / f"best{rank + 1}_id{pid}.gif"

@@ -52,8 +52,13 @@ def archive_heatmaps(
         )
         ax.set_xlabel(DESCRIPTORS[a] if a < 3 else f"d{a}")
         ax.set_ylabel(DESCRIPTORS[b] if b < 3 else f"d{b}")
-    if image is not None:
-        fig.colorbar(image, ax=axes[0].tolist(), label="best fitness (COM x displacement)")
+    return _finish(fig, axes, image, "best fitness (COM x displacement)", title, path)
+
+
+def _finish(fig: Any, axes: Any, mappable: Any, label: str, title: str, path: str | Path) -> Path:
+    """Colour bar, title, save, close."""
+    if mappable is not None:
+        fig.colorbar(mappable, ax=axes[0].tolist(), label=label)
     if title:
         fig.suptitle(title)
     path = Path(path)
@@ -70,6 +75,7 @@ def cvt_scatter(
     filled = np.isfinite(fitness)
     pairs = list(itertools.combinations(range(centroids.shape[1]), 2))
     fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 3.8), squeeze=False)
+    sc = None
     for ax, (a, b) in zip(axes[0], pairs, strict=True):
         ax.scatter(centroids[~filled, a], centroids[~filled, b], s=3, c="0.85")
         sc = ax.scatter(
@@ -77,13 +83,7 @@ def cvt_scatter(
         )
         ax.set_xlabel(DESCRIPTORS[a])
         ax.set_ylabel(DESCRIPTORS[b])
-    fig.colorbar(sc, ax=axes[0].tolist(), label="fitness")
-    if title:
-        fig.suptitle(title)
-    path = Path(path)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _finish(fig, axes, sc, "fitness", title, path)
 
 
 def curves(
