@@ -775,8 +775,11 @@ class Sandbox:
         self.close()
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):
+        # At interpreter exit module globals (contextlib included) may already be None.
+        try:  # noqa: SIM105 (contextlib itself may be gone at interpreter exit)
             self.close()
+        except Exception:
+            pass
 
 
 def _summarize(limits: SandboxLimits, layers: dict[str, Any]) -> dict[str, Any]:
