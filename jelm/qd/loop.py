@@ -340,7 +340,6 @@ class SodaraceLoop:
         metrics."""
         first = self._resume()
         metrics: dict = {}
-        last_saved = self.checkpoints.latest_step()
         for generation in range(first, self.config.generations + 1):
             children = self._seed_children() if generation == 0 else self._children(generation)
             evaluated = self._run_children(children, generation)
@@ -351,15 +350,12 @@ class SodaraceLoop:
             final = generation == self.config.generations
             if final or generation % self.config.checkpoint_every == 0:
                 self.checkpoints.save(generation, {"archive": self.state})
-                last_saved = generation
             if progress is not None:
                 progress(metrics)
-        if not metrics:
+        if not metrics:  # nothing left to run: a finished run was started again
             metrics = {k: float(v) for k, v in self.archive.metrics(self.state).items()}
-            if last_saved != self.config.generations and self.ledger.last_generation() is not None:
-                self.checkpoints.save(self.ledger.last_generation(), {"archive": self.state})
+            metrics["evaluations"] = self.ledger.count()
+            last = self.ledger.last_generation()
+            if last is not None and last != self.checkpoints.latest_step():
+                self.checkpoints.save(last, {"archive": self.state})  # keep what was replayed
         return metrics
-
-    def elites(self) -> ArchiveState:
-        """The archive's current device state."""
-        return self.state
