@@ -91,20 +91,35 @@ def _seed(
     surfaces: SurfaceSpec,
 ) -> tuple[ArchiveState, dict[str, jax.Array]]:
     """Evaluate and insert the seeds (ids 0..n-1)."""
-    ev = evaluate_jit(seed_batch, terrain, physics, steps=steps, surfaces=surfaces)
     ids = jnp.arange(seed_batch.batch_size, dtype=jnp.int32)
+    return _evaluate_insert(archive, state, seed_batch, ids, terrain, physics, steps, surfaces)
+
+
+def _evaluate_insert(
+    archive: Archive,
+    state: ArchiveState,
+    batch: WalkerBatch,
+    ids: jax.Array,
+    terrain: Terrain,
+    physics: PhysicsParams,
+    steps: int,
+    surfaces: SurfaceSpec,
+) -> tuple[ArchiveState, dict[str, jax.Array]]:
+    """Simulate ``batch`` and insert it under ``ids``: the new state and every candidate's
+    id, fitness, descriptors, validity, acceptance and niche, and the archive metrics."""
+    ev = evaluate_jit(batch, terrain, physics, steps=steps, surfaces=surfaces)
     state, accepted, niche = archive.add(
-        state, genotype_of(seed_batch, ids), ev.descriptors, ev.fitness, ev.valid
+        state, genotype_of(batch, ids), ev.descriptors, ev.fitness, ev.valid
     )
-    out = {
+    return state, {
         "ids": ids,
         "fitness": ev.fitness,
         "descriptors": ev.descriptors,
         "valid": ev.valid,
         "accepted": accepted,
         "niche": niche,
+        "metrics": _record(archive, state, accepted, ev.valid),
     }
-    return state, {**out, "metrics": _record(archive, state, accepted, ev.valid)}
 
 
 @functools.partial(
@@ -132,21 +147,11 @@ def _generations(
         k_select, k_mutate = jax.random.split(jax.random.fold_in(key, g))
         parents = archive.select(state, k_select, batch_size)
         children = mutate(k_mutate, archive.walkers(parents), params)
-        ev = evaluate_jit(children, terrain, physics, steps=steps, surfaces=surfaces)
         ids = n_seeds + (g - 1) * batch_size + jnp.arange(batch_size, dtype=jnp.int32)
-        state, accepted, niche = archive.add(
-            state, genotype_of(children, ids), ev.descriptors, ev.fitness, ev.valid
+        state, out = _evaluate_insert(
+            archive, state, children, ids, terrain, physics, steps, surfaces
         )
-        out = {
-            "parents": parents["program_id"],
-            "ids": ids,
-            "fitness": ev.fitness,
-            "descriptors": ev.descriptors,
-            "valid": ev.valid,
-            "accepted": accepted,
-            "niche": niche,
-            "metrics": _record(archive, state, accepted, ev.valid),
-        }
+        out["parents"] = parents["program_id"]
         return state, out
 
     return jax.lax.scan(generation, state, first + jnp.arange(count, dtype=jnp.int32))
