@@ -5,8 +5,13 @@ One generation, for a program operator (``gp``, later the LM operators)::
     device  archive.select (jit)              -> parent ledger ids
     host    ledger -> parent programs -> operator.mutate -> child programs
     host    sandbox (process pool)            -> walker dicts or a failure class
-    host    pack into the run's bucket shape  (fixed batch: no recompiles)
+    host    pack into the run's bucket shape  (fixed slices: no recompiles)
     device  evaluate (jit: vmap + scan)       -> fitness, descriptors, valid
+
+The batch runs in two halves: JAX dispatches the first half's simulation asynchronously
+and the sandbox runs the second half's programs meanwhile (measured on the 2-core CPU,
+where both compete for the same cores: the default run went from 39-41 s to 37 s, with
+identical results).
     host    ledger: one transaction per generation (ids assigned before insertion)
     device  archive.add (jit)                 -> accepted, niche -> written to the ledger
 
@@ -23,7 +28,6 @@ resumed run continues exactly as an uninterrupted one would.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,7 +46,7 @@ from jelm.qd.archive import Archive, ArchiveConfig, ArchiveState, genotype_of
 from jelm.qd.ledger import CandidateRecord, Ledger
 from jelm.sim.physics import DEFAULT_PARAMS, SurfaceSpec, as_arrays, evaluate_jit
 from jelm.sim.terrain import make_terrain
-from jelm.sim.walker import WalkerBatch, WalkerDoesNotFit, pack
+from jelm.sim.walker import BucketShape, WalkerBatch, WalkerDoesNotFit, pack
 
 #: Configuration keys a resumed run may change (budget and presentation).
 RESUMABLE_KEYS = ("generations", "progress", "renders", "checkpoint_every")
@@ -81,6 +85,15 @@ def make_operator(config: RunConfig) -> ProgramOperator:
 
         return GPOperator(**dict(config.gp))
     raise ValueError(f"{config.mutation!r} is not a program operator")
+
+
+def _does_not_fit(walker: dict[str, Any], shape: BucketShape) -> str | None:
+    """Why ``walker`` does not fit the run's padded shape, or None if it does."""
+    try:
+        pack([walker], shape=shape)
+    except WalkerDoesNotFit as exc:
+        return exc.reason
+    return None
 
 
 class SeedError(RuntimeError):
@@ -154,45 +167,38 @@ class SodaraceLoop:
     def _rng(self, generation: int) -> np.random.Generator:
         return np.random.default_rng([self.config.seed, generation])
 
-    def _evaluate(self, walkers: Sequence[dict[str, Any] | None]) -> tuple[WalkerBatch, Any]:
-        """Pack walkers (None = empty row) into the run's shape and simulate them, in
-        slices of ``config.batch`` rows (one compiled shape for the whole run)."""
+    def _slice_rows(self) -> int:
+        """Rows simulated per XLA call: half a batch, so that the host can run the next
+        half's programs in the sandbox while the device simulates this half (JAX
+        dispatches asynchronously); a whole batch if it cannot be halved."""
         rows = self.config.batch
-        n = max(1, math.ceil(len(walkers) / rows)) * rows
-        padded = list(walkers) + [None] * (n - len(walkers))
+        return rows // 2 if rows % 2 == 0 else rows
+
+    def _dispatch(self, walkers: Sequence[dict[str, Any] | None]) -> tuple[WalkerBatch, Any]:
+        """Pack one slice of walkers (None = empty row) and start simulating it; returns
+        the packed slice and the (not yet finished) evaluation."""
+        rows = self._slice_rows()
+        padded = list(walkers) + [None] * (rows - len(walkers))
         present = [w for w in padded if w is not None]
-        dense = pack(present, shape=self.config.shape, batch_size=n)
-        # Row r of the result holds padded[r]: walkers come from their packed row, empty
-        # rows from an all-padding row of `dense` (there is one whenever a row is empty).
-        source = np.full(n, len(present) if len(present) < n else 0)
+        dense = pack(present, shape=self.config.shape, batch_size=rows)
+        # Row r holds padded[r]: walkers from their packed row, empty rows from an
+        # all-padding row of `dense` (there is one whenever a row is empty).
+        source = np.full(rows, len(present) if len(present) < rows else 0)
         source[[i for i, w in enumerate(padded) if w is not None]] = np.arange(len(present))
         batch = jax.tree_util.tree_map(lambda a: a[jnp.asarray(source)], dense)
-        outs = []
-        for start in range(0, n, rows):
-            part = jax.tree_util.tree_map(lambda a, s=start: a[s : s + rows], batch)
-            outs.append(
-                evaluate_jit(
-                    part,
-                    self.terrain,
-                    self._params,
-                    steps=self.config.steps,
-                    surfaces=self._surfaces,
-                )
-            )
-        result = {
-            "fitness": np.concatenate([np.asarray(o.fitness) for o in outs]),
-            "descriptors": np.concatenate([np.asarray(o.descriptors) for o in outs]),
-            "valid": np.concatenate([np.asarray(o.valid) for o in outs]),
-        }
-        return batch, result
+        ev = evaluate_jit(
+            batch, self.terrain, self._params, steps=self.config.steps, surfaces=self._surfaces
+        )
+        return batch, ev
 
-    def _run_children(self, children: Sequence[Child], generation: int) -> Evaluated:
-        """Sandbox, pack and simulate children; the ledger records of all of them."""
+    def _sandbox(self, children: Sequence[Child], generation: int):
+        """Run children's programs; their walkers (None if none fits) and ledger records."""
         runnable = [k for k, c in enumerate(children) if c.ok]
         results: dict[int, Result] = {}
         if runnable:
             out = self.sandbox.execute([children[k].program for k in runnable])
             results = dict(zip(runnable, out, strict=True))
+        shape = self.config.shape
         walkers: list[dict[str, Any] | None] = []
         records = []
         for k, child in enumerate(children):
@@ -201,24 +207,34 @@ class SodaraceLoop:
             walker = None
             if res is not None:
                 fields["elapsed_s"] = res.elapsed_s
-                if res.ok:
-                    try:
-                        pack([res.walker], shape=self.config.shape)
-                        walker = res.walker
-                        fields["status"] = "ok"
-                    except WalkerDoesNotFit as exc:
-                        fields.update(status="too_large", error=exc.reason)
-                else:
+                if not res.ok:
                     fields.update(status=str(res.status), error=res.error)
+                elif (why := _does_not_fit(res.walker, shape)) is not None:
+                    fields.update(status="too_large", error=why)
+                else:
+                    walker = res.walker
+                    fields["status"] = "ok"
             walkers.append(walker)
             records.append(CandidateRecord.from_child(child, **fields))
-        batch, result = self._evaluate(walkers)
+        return walkers, records
+
+    def _run_children(self, children: Sequence[Child], generation: int) -> Evaluated:
+        """Sandbox, pack and simulate children, slice by slice (the sandbox runs a slice
+        while the device simulates the one before); the ledger records of all of them."""
+        rows = self._slice_rows()
+        walkers: list[dict[str, Any] | None] = []
+        records: list[CandidateRecord] = []
+        slices = []
+        for start in range(0, max(1, len(children)), rows):
+            w, r = self._sandbox(children[start : start + rows], generation)
+            walkers += w
+            records += r
+            slices.append(self._dispatch(w))
+        batch = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *[b for b, _ in slices])
         n = len(children)
-        fitness, descriptors, valid = (
-            result["fitness"][:n],
-            result["descriptors"][:n],
-            result["valid"][:n],
-        )
+        fitness = np.concatenate([np.asarray(e.fitness) for _, e in slices])[:n]
+        descriptors = np.concatenate([np.asarray(e.descriptors) for _, e in slices])[:n]
+        valid = np.concatenate([np.asarray(e.valid) for _, e in slices])[:n]
         for k, w in enumerate(walkers):
             if w is None:
                 continue
