@@ -265,9 +265,7 @@ class SodaraceLoop:
             jnp.asarray(fitness),
             jnp.asarray(valid),
         )
-        accepted = np.asarray(accepted)[:n]
-        niche = np.asarray(niche)[:n]
-        return accepted, np.where(accepted | (niche >= 0), niche, -1)
+        return np.asarray(accepted)[:n], np.asarray(niche)[:n]  # niche -1: not inserted
 
     def _metrics(self, generation: int, evaluated: Evaluated, accepted: np.ndarray) -> dict:
         m = {k: float(v) for k, v in self.archive.metrics(self.state).items()}
