@@ -17,8 +17,24 @@ from jelm.programs.seeds import SEED_NAMES, seed_source
 from jelm.sim.terrain import TERRAINS
 from jelm.sim.walker import MAX_DEGREE, MAX_JOINTS, MAX_LINKS, BucketShape
 
-#: Operators the loop knows (the language-model operators join in a later issue).
-OPERATORS = ("gp", "direct")
+#: Operators the loop knows.
+OPERATORS = ("gp", "direct", "lm_diff", "lm_prompt", "lm_crossover")
+LM_OPERATORS = ("lm_diff", "lm_prompt", "lm_crossover")
+
+#: Language-model settings (``lm:`` in configs/sodarace.yaml) and their defaults.
+LM_DEFAULTS: dict[str, Any] = {
+    "backend": {"kind": "jelm", "path": "shipped"},
+    "max_new_tokens": 384,
+    "temperature": 0.8,
+    "top_p": 0.95,
+    "fuzzy": True,
+    "messages": None,  # [[message, probability], ...]; None: the paper's 40/30/30
+    "instruction": None,  # lm_prompt / lm_crossover; None: the operator's default
+    "n_parents": 2,  # lm_crossover
+}
+BACKEND_KINDS = ("jelm", "hf", "openai")
+#: The diff model jelm trains and ships (``python -m jelm.lm.train``).
+SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "lm" / "shipped"
 
 
 class ConfigError(ValueError):
@@ -54,6 +70,7 @@ class RunConfig:
     gp: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     direct: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     sandbox: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    lm: Mapping[str, Any] = dataclasses.field(default_factory=lambda: dict(LM_DEFAULTS))
     checkpoint_every: int = 5
     renders: int = 4
     progress: bool = True
@@ -168,6 +185,8 @@ def from_mapping(raw: Mapping[str, Any]) -> RunConfig:
     if qd.deep < 1:
         problems.append(f"qd.deep must be at least 1, got {qd.deep}")
 
+    lm = _check_lm(raw["lm"], problems, used=mutation in LM_OPERATORS)
+
     if problems:
         raise ConfigError("bad configuration:\n  - " + "\n  - ".join(problems))
     return RunConfig(
@@ -183,7 +202,69 @@ def from_mapping(raw: Mapping[str, Any]) -> RunConfig:
         gp=dict(raw["gp"]),
         direct=dict(raw["direct"]),
         sandbox=dict(raw["sandbox"]),
+        lm=lm,
         checkpoint_every=checkpoint_every,
         renders=renders,
         progress=bool(raw["progress"]),
     )
+
+
+def _check_lm(raw: Any, problems: list[str], used: bool) -> dict[str, Any]:
+    """Check the ``lm`` section; the backend is only checked when an LM operator runs."""
+    if not isinstance(raw, Mapping):
+        problems.append(f"lm must be a mapping, got {raw!r}")
+        return dict(LM_DEFAULTS)
+    unknown = set(raw) - set(LM_DEFAULTS)
+    if unknown:
+        problems.append(f"unknown lm keys {sorted(unknown)} (known: {sorted(LM_DEFAULTS)})")
+    lm = {**LM_DEFAULTS, **{k: v for k, v in raw.items() if k in LM_DEFAULTS}}
+    if isinstance(lm["max_new_tokens"], bool) or not isinstance(lm["max_new_tokens"], int):
+        problems.append(f"lm.max_new_tokens must be an integer, got {lm['max_new_tokens']!r}")
+    elif lm["max_new_tokens"] < 1:
+        problems.append(f"lm.max_new_tokens must be at least 1, got {lm['max_new_tokens']}")
+    temperature, top_p = lm["temperature"], lm["top_p"]
+    if not isinstance(temperature, int | float) or not 0 <= temperature <= 10:
+        problems.append(f"lm.temperature must be in [0, 10], got {temperature!r}")
+    if not isinstance(top_p, int | float) or not 0 < top_p <= 1:
+        problems.append(f"lm.top_p must be in (0, 1], got {top_p!r}")
+    if not isinstance(lm["n_parents"], int) or lm["n_parents"] < 2:
+        problems.append(f"lm.n_parents must be an integer >= 2, got {lm['n_parents']!r}")
+    messages = lm["messages"]
+    if messages is not None:
+        try:
+            pairs = [(str(m), float(p)) for m, p in messages]
+            if not pairs or any(p < 0 for _, p in pairs) or sum(p for _, p in pairs) <= 0:
+                raise ValueError
+        except (TypeError, ValueError):
+            problems.append(
+                "lm.messages must be a non-empty list of [message, probability] with "
+                f"probabilities >= 0 and a positive sum, got {messages!r}"
+            )
+    backend = lm["backend"]
+    if not isinstance(backend, Mapping) or backend.get("kind") not in BACKEND_KINDS:
+        problems.append(
+            f"lm.backend must be a mapping with kind one of {', '.join(BACKEND_KINDS)}, "
+            f"got {backend!r}"
+        )
+    elif used:
+        problems.extend(_backend_problems(backend))
+    return lm
+
+
+def _backend_problems(backend: Mapping[str, Any]) -> list[str]:
+    """What is wrong with a backend specification, found before any work starts."""
+    kind = backend["kind"]
+    if kind == "openai":
+        return [
+            f"lm.backend (openai) needs {key!r}"
+            for key in ("base_url", "model")
+            if not backend.get(key)
+        ]
+    path = backend.get("path")
+    if not path:
+        return [f"lm.backend ({kind}) needs a 'path'"]
+    if kind == "jelm" and path == "shipped":
+        path = SHIPPED_MODEL
+    if not Path(path, "config.json").is_file():
+        return [f"lm.backend ({kind}): {path} is not a model directory (no config.json)"]
+    return []

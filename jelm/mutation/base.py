@@ -32,7 +32,10 @@ class Child:
     ``program`` is the full child text, or ``None`` when the operator failed to produce
     one (``error`` says why: a diff that does not apply, a sampling timeout, no mutation
     site). ``message`` is the commit message (LM operators) or a short description of the
-    edit (GP); ``diff`` the unified diff from the first parent to the child.
+    edit (GP); ``diff`` the unified diff from the first parent to the child (for ``lm_diff``
+    the diff the model wrote). ``failure`` classifies an operator failure for the ledger's
+    status column (``diff_context_mismatch``, ``backend_error``, ...); None gives the
+    generic ``mutation_failed``.
     """
 
     parent_ids: tuple[int, ...]
@@ -41,6 +44,7 @@ class Child:
     message: str = ""
     diff: str = ""
     error: str | None = None
+    failure: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -74,7 +74,15 @@ SYNCHRONOUS = "FULL"  # see the module docstring: durable commits, one fsync per
 STATUSES = (
     "ok",  # executed, valid walker, simulated: fitness and descriptors set
     "not_evaluated",  # produced but not (yet) run, e.g. a batch cut short
-    "mutation_failed",  # the operator produced no program (diff did not apply, ...)
+    "mutation_failed",  # the operator produced no program (no failure class given)
+    # lm_diff: the model's diff did not give a program (jelm.programs.diff.DiffError kinds)
+    "diff_empty",
+    "diff_malformed_header",
+    "diff_no_hunk",
+    "diff_context_mismatch",
+    "diff_unchanged",  # the diff applied but changed nothing
+    "backend_error",  # the language-model backend failed (HTTP error, timeout, ...)
+    "lm_empty",  # lm_prompt / lm_crossover: the model wrote no function body
     "syntax_error",  # the program did not parse
     "runtime_error",  # the program raised
     "timeout",  # the sandbox killed it
@@ -175,8 +183,10 @@ class CandidateRecord:
     def from_child(cls, child: Any, **fields: Any) -> CandidateRecord:
         """A record from a ``jelm.mutation.base.Child`` (duck-typed: no import of mutation).
 
-        A child without a program gets status ``mutation_failed`` and the operator's error;
-        ``fields`` (status, fitness, descriptors, ...) override.
+        A child without a program gets the operator's failure class as its status
+        (``child.failure``, e.g. ``diff_context_mismatch``; ``mutation_failed`` when the
+        operator gave none) and the operator's error; ``fields`` (status, fitness,
+        descriptors, ...) override.
         """
         ok = child.program is not None and child.error is None
         base: dict[str, Any] = {
@@ -185,7 +195,9 @@ class CandidateRecord:
             "message": child.message,
             "diff": child.diff,
             "program": child.program,
-            "status": "not_evaluated" if ok else "mutation_failed",
+            "status": "not_evaluated"
+            if ok
+            else (getattr(child, "failure", None) or "mutation_failed"),
             "error": child.error,
         }
         base.update(fields)

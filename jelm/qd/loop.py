@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jelm.experiments.config import RunConfig, seed_program
+from jelm.experiments.config import LM_OPERATORS, RunConfig, seed_program
 from jelm.io.checkpoint import Checkpoints
 from jelm.io.rundir import RunDir
 from jelm.mutation.base import Child, Parent, ProgramOperator
@@ -84,7 +84,34 @@ def make_operator(config: RunConfig) -> ProgramOperator:
         from jelm.mutation.gp import GPOperator
 
         return GPOperator(**dict(config.gp))
+    if config.mutation in LM_OPERATORS:
+        return make_lm_operator(config)
     raise ValueError(f"{config.mutation!r} is not a program operator")
+
+
+def make_lm_operator(config: RunConfig) -> ProgramOperator:
+    """An LM operator (lm_diff, lm_prompt, lm_crossover) on the configured backend."""
+    from jelm.lm.backends import make_backend
+    from jelm.mutation import lm as ops
+
+    lm = config.lm
+    sampling = ops.Sampling(
+        max_new_tokens=int(lm["max_new_tokens"]),
+        temperature=float(lm["temperature"]),
+        top_p=float(lm["top_p"]),
+    )
+    backend = make_backend(dict(lm["backend"]))
+    if config.mutation == "lm_diff":
+        messages = lm["messages"] or ops.COMMIT_MESSAGES
+        return ops.LMDiffOperator(backend, sampling, messages, fuzzy=bool(lm["fuzzy"]))
+    if config.mutation == "lm_prompt":
+        return ops.LMPromptOperator(backend, sampling, lm["instruction"] or ops.INSTRUCTION)
+    return ops.LMCrossoverOperator(
+        backend,
+        sampling,
+        lm["instruction"] or ops.CROSSOVER_INSTRUCTION,
+        n_parents=int(lm["n_parents"]),
+    )
 
 
 def _does_not_fit(walker: dict[str, Any], shape: BucketShape) -> str | None:
