@@ -1,0 +1,115 @@
+"""The ``jelm`` command line (``jelm <subcommand> ...``).
+
+Subcommands:
+
+- ``jelm serve --model shipped|<dir>|hf:<dir>``: serve a diff model (ELM, Lehman et al.
+  2022, §3.1) behind an OpenAI-compatible HTTP API (``jelm.lm.serve``), so ELM runs on
+  other processes or machines, and any OpenAI client, can sample from it.
+
+Each subcommand registers itself in :func:`build_parser` with a ``run(args) -> int``
+function; :func:`main` parses and dispatches. Heavy imports (JAX, the model) happen inside
+the subcommand, so ``jelm --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+
+def _model_spec(model: str, max_batch: int) -> dict[str, Any]:
+    """``--model`` as a ``make_backend`` spec: ``shipped``, ``hf:<dir>`` or a jelm dir."""
+    if model.startswith("hf:"):
+        return {"kind": "hf", "path": model[3:], "max_batch": max_batch}
+    return {"kind": "jelm", "path": model, "max_batch": max_batch}
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from jelm.lm.backends import make_backend
+    from jelm.lm.serve import serve
+
+    try:
+        backend = make_backend(_model_spec(args.model, args.max_batch))
+    except Exception as exc:  # missing dir, bad checkpoint, no shipped model, ...
+        print(f"jelm serve: cannot load model {args.model!r}: {exc}", file=sys.stderr)
+        return 2
+
+    def _stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)  # `kill` shuts down cleanly, like Ctrl-C
+    try:
+        serve(
+            backend,
+            args.host,
+            args.port,
+            max_batch=args.max_batch,
+            batch_window_s=args.batch_window_ms / 1000.0,
+            model_id=args.model_id,
+            verbose=args.verbose,
+        )
+    except OSError as exc:  # e.g. the port is taken
+        print(f"jelm serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``jelm`` argument parser with one subparser per subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="jelm", description="jelm: Evolution through Large Models on JAX."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+
+    p = sub.add_parser(
+        "serve",
+        help="serve a diff model behind an OpenAI-compatible HTTP API",
+        description=(
+            "Serve a model on /v1/models, /v1/completions and /v1/chat/completions. "
+            "Concurrent requests are micro-batched into one sampling call."
+        ),
+    )
+    p.add_argument(
+        "--model",
+        default="shipped",
+        help="'shipped' (jelm's diff model), a jelm model directory, or hf:<dir> "
+        "(a local Hugging Face checkpoint); default: shipped",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (0 picks a free one; default 8000)")
+    p.add_argument(
+        "--max-batch",
+        type=_positive_int,
+        default=32,
+        help="most prompts sampled together (default 32)",
+    )
+    p.add_argument(
+        "--batch-window-ms",
+        type=float,
+        default=10.0,
+        help="how long to wait for more requests to batch with the first (default 10)",
+    )
+    p.add_argument("--model-id", default=None, help="model name to report (default: derived)")
+    p.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    p.set_defaults(run=_run_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand, return its exit code."""
+    args = build_parser().parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
