@@ -353,3 +353,43 @@ def test_openai_backend_unreachable_server_is_an_error_completion():
         out = b.complete(["a", "b"])
     assert [c.finish_reason for c in out] == ["error", "error"]
     assert all(c.error.startswith("ConnectError") for c in out)
+
+
+def test_hf_backend_uses_the_chat_template(tmp_path):
+    """A tiny random GPT-2 saved by transformers, loaded through make_backend("hf"): greedy
+    completions match torch's, and chat renders with the tokenizer's chat template."""
+    torch = pytest.importorskip("torch")
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    tok = Tokenizer.train(TEXTS, vocab_size=300)
+    tok.save(tmp_path / "tokenizer.json")
+    hf_tok = PreTrainedTokenizerFast(
+        tokenizer_file=str(tmp_path / "tokenizer.json"), eos_token="<|endoftext|>"
+    )
+    hf_tok.chat_template = (
+        "{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
+    hf_tok.save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=tok.vocab_size, n_positions=64, n_embd=32, n_layer=2, n_head=2)
+    model = GPT2LMHeadModel(cfg).eval()
+    model.save_pretrained(tmp_path)
+    b = make_backend({"kind": "hf", "path": str(tmp_path)})
+    assert b.name == f"hf:{tmp_path.name}"
+    prompt = "the quick brown"
+    (c,) = b.complete([prompt], max_new_tokens=8, temperature=0.0)
+    ids = torch.tensor([tok.encode(prompt)])
+    with torch.no_grad():
+        ref = model.generate(
+            ids, max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0
+        )
+    ref_ids = ref[0, ids.shape[1] :].tolist()
+    if tok.eos_id in ref_ids:
+        ref_ids = ref_ids[: ref_ids.index(tok.eos_id)]
+    assert c.text == tok.decode(ref_ids)
+    msgs = [{"role": "user", "content": "fox"}]
+    rendered, extra = b.render_chat(msgs)
+    assert rendered == "<user>fox\n<assistant>" and extra == ()
+    (chat,) = b.chat([msgs], max_new_tokens=8, temperature=0.0)
+    assert chat == b.complete([rendered], max_new_tokens=8, temperature=0.0)[0]
