@@ -412,6 +412,27 @@ def bucket_batch(n: int) -> int:
     return 1 << (max(n, 1) - 1).bit_length()
 
 
+def _nucleus_threshold(probs: jax.Array, top_p: jax.Array, iters: int = 32) -> jax.Array:
+    """Per row, the largest ``t`` with ``sum(probs[probs >= t]) >= top_p`` ([B, 1]).
+
+    Keeping the tokens with ``probs >= t`` is nucleus (top-p) sampling: the smallest set of
+    most likely tokens whose mass reaches ``top_p``. Found by bisection on ``t`` (32 halvings
+    of [0, max p]: exact up to ties within ``max_p * 2**-32``), which on CPU is ~25x faster
+    than sorting the vocabulary at every decode step (0.7 vs 20 ms for 32 x 4096).
+    """
+    lo = jnp.zeros((probs.shape[0], 1), probs.dtype)  # mass(lo) >= top_p always
+    hi = jnp.max(probs, axis=-1, keepdims=True) * (1 + 1e-6) + 1e-30  # mass(hi) == 0
+
+    def halve(_, bounds):
+        lo, hi = bounds
+        mid = 0.5 * (lo + hi)
+        ok = jnp.sum(jnp.where(probs >= mid, probs, 0.0), axis=-1, keepdims=True) >= top_p
+        return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+
+    lo, _ = jax.lax.fori_loop(0, iters, halve, (lo, hi))
+    return lo
+
+
 def _sample(
     logits: jax.Array,
     row_keys: jax.Array,
@@ -431,11 +452,7 @@ def _sample(
     logits = logits.astype(jnp.float32) / temperature
     if use_top_p:
         probs = jax.nn.softmax(logits, axis=-1)
-        sorted_p = jnp.sort(probs, axis=-1)[:, ::-1]
-        cum = jnp.cumsum(sorted_p, axis=-1)
-        keep = (cum - sorted_p) < top_p  # the smallest prefix whose mass reaches top_p
-        keep = keep.at[:, 0].set(True)
-        threshold = jnp.min(jnp.where(keep, sorted_p, jnp.inf), axis=-1, keepdims=True)
+        threshold = _nucleus_threshold(probs, top_p)
         logits = jnp.where(probs >= threshold, logits, -jnp.inf)
     keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys, step)
     return jax.vmap(jax.random.categorical)(keys, logits).astype(jnp.int32)
