@@ -33,8 +33,6 @@ LM_DEFAULTS: dict[str, Any] = {
     "n_parents": 2,  # lm_crossover
 }
 BACKEND_KINDS = ("jelm", "hf", "openai")
-#: The diff model jelm trains and ships (``python -m jelm.lm.train``).
-SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "lm" / "shipped"
 
 
 class ConfigError(ValueError):
@@ -264,7 +262,9 @@ def _backend_problems(backend: Mapping[str, Any]) -> list[str]:
     if not path:
         return [f"lm.backend ({kind}) needs a 'path'"]
     if kind == "jelm" and path == "shipped":
-        path = SHIPPED_MODEL
+        from jelm.lm.backends import SHIPPED_DIR  # standard library only: cheap
+
+        path = SHIPPED_DIR
     if not Path(path, "config.json").is_file():
         return [f"lm.backend ({kind}): {path} is not a model directory (no config.json)"]
     return []

@@ -89,9 +89,16 @@ def _seed(rng: np.random.Generator) -> int:
     return int(rng.integers(0, 2**31 - 1))
 
 
-def _backend_failure(parents: tuple[int, ...], operator: str, error: str) -> Child:
+def _backend_failure(
+    parents: tuple[int, ...], operator: str, error: str, message: str = ""
+) -> Child:
     return Child(
-        parent_ids=parents, operator=operator, program=None, error=error, failure="backend_error"
+        parent_ids=parents,
+        operator=operator,
+        program=None,
+        message=message,
+        error=error,
+        failure="backend_error",
     )
 
 
@@ -127,7 +134,7 @@ class LMDiffOperator:
     def _child(self, parent: Parent, message: str, completion: Any) -> Child:
         ids = (parent.id,)
         if completion.error:
-            return _backend_failure(ids, self.name, completion.error)
+            return _backend_failure(ids, self.name, completion.error, message)
         diff = extract_diff(completion.text)
         fields = {"parent_ids": ids, "operator": self.name, "message": message, "diff": diff}
         try:

@@ -1,0 +1,145 @@
+"""The shipped diff model (``lm_diff``) against GP from the square and CPPN seeds.
+
+    python experiments/compare_lm.py [--generations 10] [--batch 32] [--random-seeds 0 1]
+
+For every seed (square, cppn_fixed, cppn_mutable), operator (lm_diff with the model jelm
+ships, gp) and random seed, one Sodarace run (12 x 12 x 12 grid, flat ground, 600 steps)
+at the same number of evaluations. From each run's ledger: the share of children whose
+diff applied, whose program ran, and that gave a valid walker; from its metrics: QD-score
+and coverage against evaluations. Writes, next to this file:
+
+- ``results/lm_<seed>_<operator>_<rs>.jsonl``: each run's per-generation metrics;
+- ``lm_vs_gp.md``: the table;
+- ``lm_vs_gp_<seed>.png``: QD-score, coverage and max fitness against evaluations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+import jelm.sim  # noqa: F401  (pins XLA flags before JAX starts)
+from jelm.experiments.config import from_mapping
+from jelm.experiments.sodarace import run
+from jelm.io import plots
+from jelm.qd.ledger import Ledger
+
+HERE = Path(__file__).resolve().parent
+SEEDS = ("square", "cppn_fixed", "cppn_mutable")
+OPERATORS = ("lm_diff", "gp")
+#: Statuses of children whose program did not run to a walker-or-not verdict.
+DID_NOT_RUN = {"syntax_error", "runtime_error", "timeout", "sandbox_error", "forbidden"}
+
+
+def ledger_rates(path: Path) -> dict[str, float]:
+    """Shares of mutated children (generation >= 1) that got a program from their diff,
+    whose program ran, and that gave a valid walker; plus the failure classes."""
+    with Ledger(path) as ledger:
+        statuses = [r.status for r in ledger.iter_candidates() if r.generation >= 1]
+    n = max(1, len(statuses))
+    produced = [s for s in statuses if not s.startswith("diff_") and s != "backend_error"]
+    ran = [s for s in produced if s not in DID_NOT_RUN]
+    return {
+        "children": len(statuses),
+        "applied": len(produced) / n,
+        "ran": len(ran) / n,
+        "valid": sum(s == "ok" for s in statuses) / n,
+        "statuses": dict(collections.Counter(statuses).most_common()),
+    }
+
+
+def main() -> None:
+    """Run the comparison and write its table and plots."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--generations", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--random-seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", nargs="+", default=list(SEEDS))
+    args = parser.parse_args()
+    (HERE / "results").mkdir(exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="jelm-lm-"))
+    runs: dict[tuple[str, str, int], list[dict]] = {}
+    rates: dict[tuple[str, str, int], dict] = {}
+    speed: dict[tuple[str, str, int], float] = {}
+    try:
+        for seed in args.seeds:
+            for op in OPERATORS:
+                for rs in args.random_seeds:
+                    config = from_mapping(
+                        {
+                            "seed": rs,
+                            "mutation": op,
+                            "seeds": [seed],
+                            "generations": args.generations,
+                            "batch": args.batch,
+                            "steps": args.steps,
+                            "renders": 0,
+                            "progress": False,
+                            "checkpoint_every": args.generations,
+                        }
+                    )
+                    out = scratch / f"{seed}_{op}_{rs}"
+                    summary = run(config, out)
+                    speed[(seed, op, rs)] = summary["evaluations"] / summary["elapsed_s"]
+                    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+                    runs[(seed, op, rs)] = rows
+                    rates[(seed, op, rs)] = ledger_rates(out / "ledger.sqlite")
+                    shutil.copy(
+                        out / "metrics.jsonl", HERE / "results" / f"lm_{seed}_{op}_{rs}.jsonl"
+                    )
+                    shutil.rmtree(out)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    budget = args.generations * args.batch + 1
+    lines = [
+        f"Budget per run: {args.generations} generations x {args.batch} candidates + the seed "
+        f"= {budget} evaluations of {args.steps} steps, 12 x 12 x 12 grid, flat ground; mean "
+        f"+- std over random seeds {', '.join(map(str, args.random_seeds))}. Shares are of "
+        "mutated children.",
+        "",
+        "| seed | operator | diff applies % | program runs % | valid walker % | QD-score "
+        "| coverage % | max fitness | candidates/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def cell(values: list[float], fmt: str = "{:.1f}") -> str:
+        return f"{fmt.format(np.mean(values))} +- {fmt.format(np.std(values))}"
+
+    for seed in args.seeds:
+        for op in OPERATORS:
+            keys = [(seed, op, rs) for rs in args.random_seeds]
+            finals = [runs[k][-1] for k in keys]
+            lines.append(
+                f"| {seed} | {op} | {cell([100 * rates[k]['applied'] for k in keys], '{:.0f}')} "
+                f"| {cell([100 * rates[k]['ran'] for k in keys], '{:.0f}')} "
+                f"| {cell([100 * rates[k]['valid'] for k in keys], '{:.0f}')} "
+                f"| {cell([f['qd_score'] for f in finals], '{:.0f}')} "
+                f"| {cell([100 * f['coverage'] for f in finals])} "
+                f"| {cell([f['max_fitness'] for f in finals], '{:.2f}')} "
+                f"| {cell([speed[k] for k in keys])} |"
+            )
+        curves = {
+            f"{op} rs{rs}": runs[(seed, op, rs)] for op in OPERATORS for rs in args.random_seeds
+        }
+        plots.curves(curves, HERE / f"lm_vs_gp_{seed}.png")
+    lines += ["", "Failure classes (all runs of each operator, summed):", ""]
+    for op in OPERATORS:
+        total: collections.Counter = collections.Counter()
+        for key, r in rates.items():
+            if key[1] == op:
+                total.update(r["statuses"])
+        lines.append(f"- {op}: " + ", ".join(f"{k} {v}" for k, v in total.most_common()))
+    (HERE / "lm_vs_gp.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

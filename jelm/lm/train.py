@@ -1,0 +1,343 @@
+"""Train jelm's diff model from scratch: ``python -m jelm.lm.train`` (ELM §3.1, Appendix A).
+
+The paper fine-tunes code models on GitHub commits written in its diff format; jelm cannot
+download either, so it trains a small model on a corpus it makes itself
+(:mod:`jelm.lm.corpus`, recipe in ``jelm/lm/CORPUS.md``):
+
+1. corpus: parent/child program pairs from the seeds and their transformations, each an
+   ELM-format prompt (``<NME> walker.py / <BEF> parent / <MSG> message / <DFF>``) and the
+   unified diff as the target;
+2. tokenizer: byte-level BPE trained on that corpus (``tokenizers``);
+3. model: a GPT-2-style decoder (:mod:`jelm.lm.model`) trained with optax AdamW
+   (warm-up then cosine decay, gradient clipping), the loss on the diff tokens only (the
+   paper's choice: the model is not taught to write parents);
+4. evaluation: held-out loss, and greedy diffs for held-out parents: how many apply
+   and give the intended child.
+
+Sequences are grouped by length into a few buckets, each with its own static batch shape
+(tokens per batch constant), so the training step compiles once per bucket, before the
+loop. The output directory holds the model (``model/``: config.json, tokenizer.json,
+params), ``train.jsonl`` (loss per step), ``loss.png`` and ``summary.json``;
+``--ship`` also copies the model to ``jelm/lm/shipped`` (the checkpoint the package
+ships, at most 30 MB). Everything derives from ``--seed``: the same command rebuilds the
+same checkpoint (up to floating-point reduction order).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jelm.lm.backends import SHIPPED_DIR as SHIPPED
+from jelm.lm.corpus import Example, make_corpus, training_text
+from jelm.lm.model import ModelConfig, forward, generate, init_params, masked_xent, save_model
+from jelm.lm.tokenizer import Tokenizer, train_tokenizer
+from jelm.programs.diff import DiffError, apply_diff, extract_diff
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (written to summary.json)."""
+
+    seed: int = 0
+    examples: int = 12_000
+    held_out: int = 128
+    vocab_size: int = 4096
+    d_model: int = 256
+    n_layer: int = 4
+    n_head: int = 4
+    n_ctx: int = 2048
+    buckets: tuple[int, ...] = (512, 768, 1024, 1536, 2048)
+    tokens_per_batch: int = 4096
+    steps: int = 1600
+    lr: float = 1e-3
+    warmup: int = 100
+    weight_decay: float = 0.01
+    clip: float = 1.0
+    eval_every: int = 400
+    eval_diffs: int = 32
+    max_minutes: float = 55.0
+
+
+@dataclasses.dataclass
+class Encoded:
+    """One tokenized example: tokens and the loss mask (1 on diff tokens and the EOS)."""
+
+    tokens: np.ndarray
+    mask: np.ndarray
+
+
+def encode(examples: Sequence[Example], tokenizer: Tokenizer, n_ctx: int) -> list[Encoded]:
+    """Tokenize ELM-format examples; examples longer than ``n_ctx`` are dropped."""
+    out = []
+    for example in examples:
+        prompt, target = training_text(example)
+        p = tokenizer.encode(prompt)
+        t = [*tokenizer.encode(target), tokenizer.eos_id]
+        if len(p) + len(t) > n_ctx:
+            continue
+        tokens = np.asarray(p + t, np.int32)
+        mask = np.zeros(len(tokens), np.float32)
+        mask[len(p) :] = 1.0
+        out.append(Encoded(tokens, mask))
+    return out
+
+
+def bucket_of(length: int, buckets: Sequence[int]) -> int:
+    """The smallest bucket holding ``length`` tokens."""
+    for b in buckets:
+        if length <= b:
+            return b
+    raise ValueError(f"{length} tokens exceed the largest bucket {buckets[-1]}")
+
+
+def make_batches(
+    data: Sequence[Encoded], cfg: TrainConfig, pad_id: int, rng: np.random.Generator
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Shuffle, group by bucket and cut into static-shape batches (tokens, mask)."""
+    by_bucket: dict[int, list[Encoded]] = {}
+    for k in rng.permutation(len(data)):
+        item = data[int(k)]
+        by_bucket.setdefault(bucket_of(len(item.tokens), cfg.buckets), []).append(item)
+    batches = []
+    for length, items in by_bucket.items():
+        rows = max(1, cfg.tokens_per_batch // length)
+        for start in range(0, len(items) - rows + 1, rows):
+            tokens = np.full((rows, length), pad_id, np.int32)
+            mask = np.zeros((rows, length), np.float32)
+            for r, item in enumerate(items[start : start + rows]):
+                tokens[r, : len(item.tokens)] = item.tokens
+                mask[r, : len(item.mask)] = item.mask
+            batches.append((tokens, mask))
+    order = rng.permutation(len(batches))
+    return [batches[int(k)] for k in order]
+
+
+def loss_fn(params: Any, config: ModelConfig, tokens: jax.Array, mask: jax.Array) -> jax.Array:
+    """Next-token cross-entropy on the diff tokens (ELM §3.1: loss on the diff only)."""
+    inputs, targets, weights = tokens[:, :-1], tokens[:, 1:], mask[:, 1:]
+    positions = jnp.broadcast_to(jnp.arange(inputs.shape[1]), inputs.shape)
+    attention = jnp.ones(inputs.shape, bool)  # right padding: causal masking suffices
+    logits = forward(params, config, inputs, positions, attention)
+    return masked_xent(logits, targets, weights)
+
+
+def make_step(config: ModelConfig, optimizer: optax.GradientTransformation):
+    """The jitted training step: loss, gradients, optimizer update."""
+
+    @jax.jit
+    def step(params, opt_state, tokens, mask):
+        loss, grads = jax.value_and_grad(loss_fn)(params, config, tokens, mask)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return step
+
+
+def evaluate_diffs(
+    params: Any,
+    config: ModelConfig,
+    tokenizer: Tokenizer,
+    examples: Sequence[Example],
+    key: jax.Array,
+) -> dict[str, float]:
+    """Greedy diffs for held-out parents: the share that applies, and that gives a
+    program different from the parent."""
+    prompts = [tokenizer.encode(training_text(e)[0]) for e in examples]
+    out = generate(
+        params,
+        config,
+        prompts,
+        key,
+        max_new_tokens=384,
+        temperature=0.0,
+        stop_token_ids=[tokenizer.eos_id],
+        pad_id=tokenizer.pad_id,
+    )
+    applied = changed = exact_child = 0
+    for example, gen in zip(examples, out, strict=True):
+        diff = extract_diff(tokenizer.decode(gen.tokens))
+        try:
+            program = apply_diff(example.parent, diff).program
+        except DiffError:
+            continue
+        applied += 1
+        changed += program != example.parent
+        exact_child += program == example.child
+    n = max(1, len(examples))
+    return {
+        "diff_apply_rate": applied / n,
+        "diff_changed_rate": changed / n,
+        "diff_exact_child_rate": exact_child / n,
+    }
+
+
+def plot_loss(rows: Sequence[dict], path: Path) -> None:
+    """The loss curve (training and held-out) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    held = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
+    if train:
+        steps, losses = zip(*train, strict=True)
+        window = max(1, len(losses) // 50)
+        smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1 :], smooth, label="train (smoothed)")
+    if held:
+        ax.plot(*zip(*held, strict=True), "o-", label="held-out")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss on diff tokens (nats)")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title("jelm diff model")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def train(cfg: TrainConfig, out: Path, progress: bool = True) -> dict[str, Any]:
+    """Build the corpus and tokenizer, train the model, write everything to ``out``."""
+    from tqdm import tqdm
+
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    rng = np.random.default_rng(cfg.seed)
+    corpus = make_corpus(cfg.examples + cfg.held_out, seed=cfg.seed)
+    held, train_examples = corpus[: cfg.held_out], corpus[cfg.held_out :]
+    tokenizer = train_tokenizer(train_examples, vocab_size=cfg.vocab_size)
+    config = ModelConfig(
+        vocab_size=tokenizer.vocab_size,
+        n_ctx=cfg.n_ctx,
+        d_model=cfg.d_model,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+    )
+    data = encode(train_examples, tokenizer, cfg.buckets[-1])
+    held_data = encode(held, tokenizer, cfg.buckets[-1])
+    corpus_s = time.time() - t0
+
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, cfg.lr, cfg.warmup, max(cfg.steps, cfg.warmup + 1), cfg.lr * 0.05
+    )
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(cfg.clip),
+        optax.adamw(schedule, b1=0.9, b2=0.98, weight_decay=cfg.weight_decay),
+    )
+    key = jax.random.PRNGKey(cfg.seed)
+    params = init_params(config, key)
+    opt_state = optimizer.init(params)
+    step_fn = make_step(config, optimizer)
+    eval_fn = jax.jit(loss_fn, static_argnums=1)
+    held_batches = make_batches(held_data, cfg, tokenizer.pad_id, np.random.default_rng(1))
+
+    rows: list[dict] = []
+    log = (out / "train.jsonl").open("w")
+    batches: list = []
+    tokens_seen = 0
+    bar = tqdm(total=cfg.steps, desc="train", disable=not progress, file=sys.stderr)
+    deadline = t0 + cfg.max_minutes * 60
+    step = 0
+    for step in range(1, cfg.steps + 1):
+        if not batches:
+            batches = make_batches(data, cfg, tokenizer.pad_id, rng)
+        tokens, mask = batches.pop()
+        params, opt_state, loss = step_fn(params, opt_state, tokens, mask)
+        tokens_seen += tokens.size
+        row: dict[str, Any] = {"step": step, "loss": float(loss), "tokens": tokens_seen}
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            losses = [float(eval_fn(params, config, t, m)) for t, m in held_batches]
+            row["eval_loss"] = float(np.mean(losses))
+        row["time_s"] = time.time() - t0
+        rows.append(row)
+        log.write(json.dumps(row) + "\n")
+        log.flush()
+        bar.set_postfix(loss=f"{row['loss']:.3f}")
+        bar.update()
+        if time.time() > deadline:
+            print(f"time budget of {cfg.max_minutes} min reached at step {step}", file=sys.stderr)
+            break
+    bar.close()
+    log.close()
+    train_s = time.time() - t0 - corpus_s
+
+    save_model(out / "model", params, config, tokenizer)
+    plot_loss(rows, out / "loss.png")
+    diff_stats = evaluate_diffs(
+        params, config, tokenizer, held[: cfg.eval_diffs], jax.random.PRNGKey(cfg.seed + 1)
+    )
+    held_losses = [r["eval_loss"] for r in rows if "eval_loss" in r]
+    summary = {
+        "config": dataclasses.asdict(cfg),
+        "model": config.to_dict(),
+        "parameters": int(sum(np.size(x) for x in jax.tree_util.tree_leaves(params))),
+        "train_examples": len(data),
+        "held_out_examples": len(held_data),
+        "steps": step,
+        "tokens": tokens_seen,
+        "corpus_and_tokenizer_s": corpus_s,
+        "train_s": train_s,
+        "tokens_per_s": tokens_seen / max(train_s, 1e-9),
+        "final_loss": float(np.mean([r["loss"] for r in rows[-50:]])),
+        "held_out_loss": held_losses[-1] if held_losses else math.nan,
+        **diff_stats,
+        "total_s": time.time() - t0,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m jelm.lm.train [--out DIR] [--ship] [--steps N] ...``."""
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=None, help="output directory")
+    parser.add_argument(
+        "--ship", action="store_true", help="copy the model to jelm/lm/shipped when done"
+    )
+    for field in dataclasses.fields(TrainConfig):
+        if field.name == "buckets":
+            continue
+        value = getattr(defaults, field.name)
+        parser.add_argument("--" + field.name.replace("_", "-"), type=type(value), default=value)
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    cfg = TrainConfig(
+        **{
+            f.name: getattr(args, f.name)
+            for f in dataclasses.fields(TrainConfig)
+            if f.name != "buckets"
+        }
+    )
+    out = args.out or Path("runs") / time.strftime("lm-train-%Y%m%d-%H%M%S")
+    print(f"training jelm's diff model into {out} ({cfg})", file=sys.stderr)
+    summary = train(cfg, out, progress=not args.no_progress)
+    if args.ship:
+        if SHIPPED.exists():
+            shutil.rmtree(SHIPPED)
+        shutil.copytree(out / "model", SHIPPED)
+        shutil.copy(out / "summary.json", SHIPPED / "summary.json")
+        shutil.copy(out / "loss.png", SHIPPED / "loss.png")
+        print(f"shipped the model to {SHIPPED}", file=sys.stderr)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
