@@ -9,6 +9,7 @@ generation token for token.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -238,3 +239,131 @@ def test_load_errors(checkpoints, tmp_path):
     )
     with pytest.raises(M.ModelLoadError, match="unexpected tensors"):
         hf.load_hf(bad)
+
+
+# --------------------------------------------------------------------------- save_hf
+
+
+def _jelm_gpt2(vocab: int) -> tuple[M.Params, M.ModelConfig]:
+    """A tiny random jelm GPT-2, weights scaled up like ``_hf_model`` (non-trivial greedy)."""
+    config = M.ModelConfig(vocab_size=vocab, n_ctx=128, d_model=64, n_layer=2, n_head=4)
+    params = M.init_params(config, jax.random.key(5))
+    noise = iter(jax.random.split(jax.random.key(6), 64))
+
+    def scale(path, a):
+        name = jax.tree_util.keystr(path)
+        if a.ndim == 2:
+            return a * (4.0 if "wte" in name or "wpe" in name else 8.0)
+        return a + 0.1 * jax.random.normal(next(noise), a.shape)
+
+    return jax.tree_util.tree_map_with_path(scale, params), config
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(directory, params, config, tokenizer) of a jelm GPT-2 written by save_hf."""
+    tok = Tokenizer.train(TEXTS, vocab_size=300)
+    params, config = _jelm_gpt2(tok.vocab_size)
+    d = tmp_path_factory.mktemp("exported")
+    hf.save_hf(d, params, config, tok)
+    return d, params, config, tok
+
+
+def test_save_hf_round_trip(exported):
+    d, params, config, tok = exported
+    assert {p.name for p in d.iterdir()} >= {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    }
+    loaded, cfg, tokenizer = hf.load_hf(d)
+    assert cfg == config
+    flat = jax.tree_util.tree_leaves_with_path(params)
+    flat_loaded = jax.tree_util.tree_leaves_with_path(loaded)
+    assert [k for k, _ in flat] == [k for k, _ in flat_loaded]
+    for (k, a), (_, b) in zip(flat, flat_loaded, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=str(k))
+    text = "def make_walker():\n    wc.add_muscle(j0, j1, 3.0, 0.5)<|endoftext|>"
+    assert tokenizer.encode(text) == tok.encode(text)
+    assert tokenizer.eos_id == tok.eos_id == 0
+    raw = json.loads((d / "config.json").read_text())
+    assert raw["model_type"] == "gpt2" and raw["activation_function"] == "gelu_new"
+    assert raw["bos_token_id"] == raw["eos_token_id"] == tok.eos_id
+    assert (raw["n_positions"], raw["n_embd"], raw["n_layer"], raw["n_head"]) == (128, 64, 2, 4)
+    # transformers' own tokenizer loader reads it, with EOS and padding set.
+    auto = transformers.AutoTokenizer.from_pretrained(d, local_files_only=True)
+    assert auto.eos_token == "<|endoftext|>" and auto.eos_token_id == tok.eos_id
+    assert auto.pad_token_id == tok.pad_id
+    assert auto.encode(text, add_special_tokens=False) == tok.encode(text)
+
+
+def test_save_hf_runs_in_transformers(exported):
+    """GPT2LMHeadModel.from_pretrained on the export: logits within 1e-4 of jelm's forward
+    (left padding included) and the same greedy continuation as jelm's generate."""
+    d, params, config, tok = exported
+    model = transformers.GPT2LMHeadModel.from_pretrained(d, local_files_only=True).eval()
+    rng = np.random.default_rng(5)
+    tokens = rng.integers(0, tok.vocab_size, (3, 24)).astype(np.int32)
+    mask = np.ones((3, 24), bool)
+    mask[1, :7] = False
+    mask[2, :19] = False
+    ref = _torch_logits(model, tokens, mask)
+    ours = M.forward(
+        params,
+        config,
+        jnp.asarray(tokens),
+        M.positions_from_mask(jnp.asarray(mask)),
+        jnp.asarray(mask),
+    )
+    diff = np.abs(np.asarray(ours) - ref)[mask]
+    assert diff.max() < 1e-4, diff.max()
+    assert np.abs(ref).max() > 1.0
+
+    prompts = [tok.encode(t) for t in ("def make_walker():", "    j0 = wc.add_joint(0", "the")]
+    n = 16
+    gens = M.generate(params, config, prompts, jax.random.key(0), max_new_tokens=n, temperature=0)
+    width = max(map(len, prompts))
+    ids = torch.tensor([[tok.pad_id] * (width - len(p)) + p for p in prompts])
+    am = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    with torch.no_grad():
+        out = model.generate(
+            ids,
+            attention_mask=am,
+            max_new_tokens=n,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=tok.pad_id,
+        )
+    refs = out[:, width:].tolist()
+    assert [g.tokens for g in gens] == refs
+    assert all(len(set(r)) >= 3 for r in refs), refs
+
+
+def test_save_hf_refuses_other_architectures(tmp_path):
+    tok = Tokenizer.train(TEXTS, vocab_size=300)
+    codegen = M.ModelConfig(
+        vocab_size=tok.vocab_size,
+        n_ctx=64,
+        d_model=32,
+        n_layer=1,
+        n_head=4,
+        rotary_dim=8,
+        parallel_residual=True,
+        tie_embeddings=False,
+        lm_head_bias=True,
+        qkv_bias=False,
+    )
+    params = M.init_params(codegen, jax.random.key(0))
+    out = tmp_path / "codegen"
+    with pytest.raises(ValueError, match=r"only GPT-2-architecture.*rotary_dim=8.*parallel"):
+        hf.save_hf(out, params, codegen, tok)
+    assert not out.exists()  # refused before writing anything
+    gpt2 = M.ModelConfig(vocab_size=tok.vocab_size, n_ctx=64, d_model=32, n_layer=1, n_head=4)
+    wrong = M.init_params(dataclasses.replace(gpt2, n_layer=2), jax.random.key(0))
+    with pytest.raises(ValueError, match="do not have the shapes"):
+        hf.save_hf(out, wrong, gpt2, tok)
+    small = dataclasses.replace(gpt2, vocab_size=100)
+    with pytest.raises(ValueError, match="tokenizer has"):
+        hf.save_hf(out, M.init_params(small, jax.random.key(0)), small, tok)
+    assert not out.exists()

@@ -20,17 +20,26 @@ torch models):
   ``m * 3L + j`` (``L = d_model / 4``) belongs to shard ``m``, and inside a shard the blocks
   are ordered **q, v, k**; the query's feature ``m * L + j`` is row ``m * 3L + j``. Rows are
   regrouped into jelm's ``q | k | v`` kernel.
+
+The other direction, :func:`save_hf`, writes a jelm model of the GPT-2 architecture as a
+GPT-2 checkpoint directory (``config.json``, ``model.safetensors``, tokenizer files), so
+that torch tooling (``GPT2LMHeadModel.from_pretrained``, ``AutoTokenizer``, serving
+stacks) can run jelm's diff models, and so that ``jelm.lm.bench`` can compare jelm's
+sampler with transformers' ``generate`` on the same weights.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from jelm.lm.model import ModelConfig, ModelLoadError, Params
+
+if TYPE_CHECKING:
+    from jelm.lm.tokenizer import Tokenizer
 
 SUPPORTED_MODEL_TYPES = ("gpt2", "codegen")
 CODEGEN_MP_NUM = 4
@@ -350,3 +359,131 @@ def _model_config(directory: Path, **fields: Any) -> ModelConfig:
         return ModelConfig(**fields)
     except ValueError as exc:
         raise ModelLoadError(f"{directory}: unsupported configuration: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- export
+
+
+def gpt2_export_problems(config: ModelConfig) -> list[str]:
+    """Why ``config`` cannot be written as a Hugging Face GPT-2 checkpoint (empty if it can).
+
+    GPT-2 means learned absolute positions, a sequential residual with ``ln_1``/``ln_2``,
+    attention biases, an output projection tied to the token embedding without a bias.
+    """
+    problems = []
+    if config.rotary_dim:
+        problems.append(f"rotary_dim={config.rotary_dim} (GPT-2 has learned positions: 0)")
+    if config.parallel_residual:
+        problems.append("parallel_residual=True (GPT-2's residual is sequential)")
+    if not config.tie_embeddings:
+        problems.append("tie_embeddings=False (GPT-2 ties lm_head to wte)")
+    if config.lm_head_bias:
+        problems.append("lm_head_bias=True (GPT-2's lm_head has no bias)")
+    if not config.qkv_bias:
+        problems.append("qkv_bias=False (GPT-2's attention projections have biases)")
+    return problems
+
+
+def gpt2_state_dict(params: Params, config: ModelConfig) -> dict[str, np.ndarray]:
+    """jelm params -> GPT-2 tensors named as ``GPT2LMHeadModel.state_dict()`` (float32).
+
+    The inverse of the GPT-2 branch of :func:`load_hf_params`: kernels are ``Conv1D``
+    weights ``[in, out]`` as they are; the tied ``lm_head.weight`` and the ``attn.bias``
+    mask buffers are left out (transformers rebuilds both).
+    """
+    import jax
+
+    from jelm.lm.model import init_params
+
+    problems = gpt2_export_problems(config)
+    if problems:
+        raise ValueError(
+            "only GPT-2-architecture jelm models can be exported as a Hugging Face GPT-2 "
+            f"checkpoint; this config has {'; '.join(problems)}"
+        )
+    abstract = jax.eval_shape(lambda k: init_params(config, k), jax.random.key(0))
+    want = jax.tree_util.tree_map(lambda a: tuple(a.shape), abstract)
+    got = jax.tree_util.tree_map(lambda a: tuple(np.shape(a)), params)
+    if want != got:
+        raise ValueError(f"params do not have the shapes of {config}")
+
+    def t(a: Any) -> np.ndarray:
+        return np.ascontiguousarray(np.asarray(a, dtype=np.float32))
+
+    out = {
+        "transformer.wte.weight": t(params["wte"]["embedding"]),
+        "transformer.wpe.weight": t(params["wpe"]["embedding"]),
+        "transformer.ln_f.weight": t(params["ln_f"]["scale"]),
+        "transformer.ln_f.bias": t(params["ln_f"]["bias"]),
+    }
+    for i in range(config.n_layer):
+        layer, p = params[f"h_{i}"], f"transformer.h.{i}"
+        for ln in ("ln_1", "ln_2"):
+            out[f"{p}.{ln}.weight"] = t(layer[ln]["scale"])
+            out[f"{p}.{ln}.bias"] = t(layer[ln]["bias"])
+        for ours, theirs in (
+            (("attn", "qkv"), "attn.c_attn"),
+            (("attn", "out"), "attn.c_proj"),
+            (("mlp", "fc_in"), "mlp.c_fc"),
+            (("mlp", "fc_out"), "mlp.c_proj"),
+        ):
+            dense = layer[ours[0]][ours[1]]
+            out[f"{p}.{theirs}.weight"] = t(dense["kernel"])
+            out[f"{p}.{theirs}.bias"] = t(dense["bias"])
+    return out
+
+
+def save_hf(
+    directory: str | Path, params: Params, config: ModelConfig, tokenizer: Tokenizer
+) -> None:
+    """Write a GPT-2-architecture jelm model as a Hugging Face GPT-2 checkpoint directory.
+
+    Files: ``config.json`` (``transformers.GPT2Config``: ``n_positions``, ``n_embd``,
+    ``n_layer``, ``n_head``, ``n_inner``, ``vocab_size``, ``layer_norm_epsilon``,
+    ``activation_function``; BOS and EOS are the tokenizer's EOS id, ELM's
+    ``<|endoftext|>``), ``model.safetensors`` (float32, see :func:`gpt2_state_dict`) and
+    the tokenizer (``tokenizer.json`` and ``tokenizer_config.json`` of a
+    ``PreTrainedTokenizerFast`` with EOS and pad tokens set), so that
+    ``GPT2LMHeadModel.from_pretrained(directory)``, ``AutoTokenizer.from_pretrained``
+    and :func:`load_hf` all read it. Other architectures (rotary, parallel residual,
+    untied or biased heads: CodeGen-style configs) raise ``ValueError`` before anything
+    is written. Existing files of the same names are overwritten.
+    """
+    from safetensors.numpy import save_file
+    from transformers import GPT2Config, PreTrainedTokenizerFast
+
+    tensors = gpt2_state_dict(params, config)  # validates the architecture first
+    if tokenizer.vocab_size > config.vocab_size:
+        raise ValueError(
+            f"the tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
+            f"{config.vocab_size}"
+        )
+    directory = Path(directory).absolute()
+    directory.mkdir(parents=True, exist_ok=True)
+    hf_config = GPT2Config(
+        vocab_size=config.vocab_size,
+        n_positions=config.n_ctx,
+        n_embd=config.d_model,
+        n_layer=config.n_layer,
+        n_head=config.n_head,
+        n_inner=config.d_ff,
+        activation_function=config.activation,
+        layer_norm_epsilon=config.layer_norm_eps,
+        bos_token_id=tokenizer.eos_id,
+        eos_token_id=tokenizer.eos_id,
+        pad_token_id=tokenizer.pad_id,
+        tie_word_embeddings=True,
+        architectures=["GPT2LMHeadModel"],
+    )
+    hf_config.save_pretrained(directory)
+    save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
+    tokenizer.save(directory / "tokenizer.json")
+    eos = tokenizer.decode([tokenizer.eos_id])
+    hf_tok = PreTrainedTokenizerFast(
+        tokenizer_file=str(directory / "tokenizer.json"),
+        eos_token=eos,
+        bos_token=eos,
+        pad_token=tokenizer.decode([tokenizer.pad_id]),
+        model_max_length=config.n_ctx,
+    )
+    hf_tok.save_pretrained(directory)
