@@ -1,0 +1,306 @@
+"""Diff-model sampling throughput, jelm (JAX) against transformers (torch), on one machine.
+
+``python -m jelm.lm.bench [--model shipped|<dir>] [--batches 1 8 32] [--new-tokens 256]``
+prints exactly one JSON line on stdout (progress goes to stderr)::
+
+    {"device", "model": {params, d_model, n_layer, n_head, n_ctx, vocab_size, source},
+     "prompt_tokens_mean", "sampling": {...},
+     "jax":   [{"batch", "tokens_per_s", "diffs_per_s", "first_call_s", "run_s",
+               "mean_new_tokens", "stop_rate"}, ...],
+     "torch": [{same fields, "threads"}, ...],
+     "peak_rss_mb"}
+
+What is measured is ELM's mutation step (Lehman et al. 2022, §3.1): a batch of diff-format
+prompts ``<NME> walker.py / <BEF> parent / <MSG> message / <DFF>`` is continued by sampling
+(temperature 0.8, top-p 0.95, no top-k) until EOS or ``--new-tokens``. The parents are the
+Sodarace seed programs (§4; ``jelm.programs.seeds``) and a few edited descendants from the
+training corpus (``jelm.lm.corpus.make_corpus``), each with each of the paper's three commit
+messages, so prompt lengths are the real ones (hundreds to about a thousand tokens with the
+shipped tokenizer). A batch of ``b`` takes the first ``b`` prompts of that pool (shuffled
+once, cycled when ``b`` is larger); both sides get the same token ids.
+
+- ``jax``: :func:`jelm.lm.model.generate` on the jelm parameters. ``first_call_s`` is the
+  first call at the batch's shapes (tracing and XLA compilation included); ``run_s`` is a
+  second call with the same shapes and another PRNG key.
+- ``torch``: the same weights exported by :func:`jelm.lm.hf.save_hf` to a temporary
+  directory and loaded with ``transformers.GPT2LMHeadModel.from_pretrained`` (an ``hf:``
+  model is loaded from its own directory with ``AutoModelForCausalLM``);
+  ``model.generate(do_sample=True, temperature, top_p, top_k=0, max_new_tokens,
+  eos_token_id, pad_token_id)`` on left-padded inputs under ``torch.inference_mode()`` with
+  ``torch.set_num_threads(threads)``. ``first_call_s`` / ``run_s`` as above (torch has no
+  compilation: the first call only pays one-off allocations).
+
+``tokens_per_s`` counts the tokens actually sampled in the timed call (each completion up
+to and including its EOS; not the cap), ``diffs_per_s`` the completions per second, both
+over ``run_s``. ``mean_new_tokens`` is the mean sampled length per completion and
+``stop_rate`` the fraction that ended with EOS: the two sides sample independently, so
+their lengths differ by chance and these say by how much. ``peak_rss_mb`` is the process's
+peak resident memory (both sides, model loading and compilation included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TEMPERATURE = 0.8
+TOP_P = 0.95
+
+
+def _log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def load_any(model: str) -> tuple[Any, Any, Any, Path, bool]:
+    """``(params, config, tokenizer, path, is_hf)`` for ``"shipped"``, a jelm model
+    directory, or a Hugging Face checkpoint directory (``hf:<dir>``, or any directory whose
+    ``config.json`` has a ``model_type``)."""
+    from jelm.lm.backends import SHIPPED_DIR
+    from jelm.lm.hf import load_hf
+    from jelm.lm.model import load_model
+
+    path = SHIPPED_DIR if model == "shipped" else Path(model.removeprefix("hf:"))
+    path = path.absolute()
+    if model == "shipped" and not (path / "config.json").is_file():
+        raise FileNotFoundError(f"the shipped model is not installed ({path}/config.json)")
+    config_file = path / "config.json"
+    is_hf = model.startswith("hf:") or (
+        config_file.is_file() and "model_type" in json.loads(config_file.read_text())
+    )
+    params, config, tokenizer = load_hf(path) if is_hf else load_model(path)
+    return params, config, tokenizer, path, is_hf
+
+
+def bench_prompts(corpus_parents: int = 9, seed: int = 0) -> list[str]:
+    """ELM §3.1 diff prompts: every seed program and ``corpus_parents`` distinct corpus
+    parents, each with each of the paper's commit messages, in a fixed shuffled order."""
+    from jelm.lm.corpus import make_corpus
+    from jelm.programs.diff import COMMIT_MESSAGES, elm_prompt
+    from jelm.programs.seeds import SEED_NAMES, seed_source
+
+    parents = [seed_source(name) for name in SEED_NAMES]
+    if corpus_parents > 0:
+        seen = set(parents)
+        for example in make_corpus(4 * corpus_parents, seed=seed):
+            if example.parent not in seen and len(parents) < len(SEED_NAMES) + corpus_parents:
+                seen.add(example.parent)
+                parents.append(example.parent)
+    prompts = [elm_prompt(p, m) for p in parents for m, _ in COMMIT_MESSAGES]
+    order = np.random.default_rng(seed).permutation(len(prompts))
+    return [prompts[int(i)] for i in order]
+
+
+def _entry(batch: int, first_s: float, run_s: float, lengths: list[int], stops: int) -> dict:
+    n = int(sum(lengths))
+    return {
+        "batch": batch,
+        "tokens_per_s": round(n / run_s, 1),
+        "diffs_per_s": round(batch / run_s, 3),
+        "first_call_s": round(first_s, 3),
+        "run_s": round(run_s, 3),
+        "mean_new_tokens": round(n / batch, 1),
+        "stop_rate": round(stops / batch, 3),
+    }
+
+
+def bench_jax(
+    params: Any,
+    config: Any,
+    pool: Sequence[Sequence[int]],
+    batches: Sequence[int],
+    new_tokens: int,
+    eos_id: int,
+    pad_id: int,
+) -> list[dict[str, Any]]:
+    """First-call and warm-call timings of :func:`jelm.lm.model.generate` per batch size."""
+    import jax
+
+    from jelm.lm.model import generate
+
+    out = []
+    for b in batches:
+        prompts = [pool[i % len(pool)] for i in range(b)]
+        kw = dict(
+            max_new_tokens=new_tokens,
+            temperature=TEMPERATURE,
+            top_p=TOP_P,
+            stop_token_ids=[eos_id],
+            pad_id=pad_id,
+        )
+        t0 = time.perf_counter()
+        generate(params, config, prompts, jax.random.key(0), **kw)
+        t1 = time.perf_counter()
+        gens = generate(params, config, prompts, jax.random.key(1), **kw)
+        t2 = time.perf_counter()
+        stops = sum(g.finish_reason == "stop" for g in gens)
+        lengths = [len(g.tokens) + (g.finish_reason == "stop") for g in gens]
+        out.append(_entry(b, t1 - t0, t2 - t1, lengths, stops))
+        _log(f"jax   batch {b}: {out[-1]}")
+    return out
+
+
+def bench_torch(
+    hf_dir: str | Path,
+    pool: Sequence[Sequence[int]],
+    batches: Sequence[int],
+    new_tokens: int,
+    eos_id: int,
+    pad_id: int,
+    threads: int = 2,
+) -> list[dict[str, Any]]:
+    """The same measurement with transformers' ``generate`` (torch, CPU) on the checkpoint
+    in ``hf_dir`` (``AutoModelForCausalLM``: the GPT2LMHeadModel of a jelm export)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(threads)
+    model = AutoModelForCausalLM.from_pretrained(
+        hf_dir, local_files_only=True, dtype=torch.float32
+    ).eval()
+    out = []
+    for b in batches:
+        prompts = [pool[i % len(pool)] for i in range(b)]
+        width = max(map(len, prompts))
+        ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in prompts])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+
+        kw = dict(
+            attention_mask=mask,
+            do_sample=True,
+            temperature=TEMPERATURE,
+            top_p=TOP_P,
+            top_k=0,  # transformers applies top-k 50 unless told otherwise
+            max_new_tokens=new_tokens,
+            eos_token_id=eos_id,
+            pad_token_id=pad_id,
+        )
+        t0 = time.perf_counter()
+        torch.manual_seed(0)
+        with torch.inference_mode():
+            model.generate(ids, **kw)
+        t1 = time.perf_counter()
+        torch.manual_seed(1)
+        with torch.inference_mode():
+            result = model.generate(ids, **kw)[:, width:].numpy()
+        t2 = time.perf_counter()
+        lengths, stops = [], 0
+        for row in result:
+            hits = np.flatnonzero(row == eos_id)
+            lengths.append(int(hits[0]) + 1 if hits.size else len(row))
+            stops += bool(hits.size)
+        out.append({**_entry(b, t1 - t0, t2 - t1, lengths, stops), "threads": threads})
+        _log(f"torch batch {b}: {out[-1]}")
+    return out
+
+
+def _device() -> str:
+    """``"<jax backend>: <cpu model> (<n> cpus)"``."""
+    import jax
+
+    name = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    return f"{jax.default_backend()}: {name or 'unknown cpu'} ({os.cpu_count()} cpus)"
+
+
+def run(
+    model: str = "shipped",
+    batches: Sequence[int] = (1, 8, 32),
+    new_tokens: int = 256,
+    *,
+    corpus_parents: int = 9,
+    threads: int = 2,
+    backends: Sequence[str] = ("jax", "torch"),
+) -> dict[str, Any]:
+    """The benchmark as a dict (see the module docstring for the fields)."""
+    from jelm.lm.hf import save_hf
+    from jelm.lm.model import param_count
+
+    params, config, tokenizer, path, is_hf = load_any(model)
+    texts = bench_prompts(corpus_parents)
+    encoded = [tokenizer.encode(t) for t in texts]
+    pool = [ids for ids in encoded if len(ids) + new_tokens <= config.n_ctx]
+    if not pool:
+        raise ValueError(
+            f"no prompt fits n_ctx={config.n_ctx} with --new-tokens {new_tokens} "
+            f"(shortest prompt: {min(map(len, encoded))} tokens)"
+        )
+    if len(pool) < len(encoded):
+        _log(f"{len(encoded) - len(pool)} of {len(encoded)} prompts do not fit; left out")
+    lengths = [len(p) for p in pool]
+    _log(f"{len(pool)} prompts, {min(lengths)}..{max(lengths)} tokens, model {path}")
+    res: dict[str, Any] = {
+        "device": _device(),
+        "model": {
+            "params": param_count(params),
+            "d_model": config.d_model,
+            "n_layer": config.n_layer,
+            "n_head": config.n_head,
+            "n_ctx": config.n_ctx,
+            "vocab_size": config.vocab_size,
+            "source": ("hf:" if is_hf else "") + str(path),
+        },
+        "prompt_tokens_mean": round(float(np.mean(lengths)), 1),
+        "sampling": {
+            "temperature": TEMPERATURE,
+            "top_p": TOP_P,
+            "max_new_tokens": new_tokens,
+            "stop": "eos",
+            "prompts": len(pool),
+        },
+        "jax": [],
+        "torch": [],
+    }
+    eos, pad = tokenizer.eos_id, tokenizer.pad_id
+    if "jax" in backends:
+        res["jax"] = bench_jax(params, config, pool, batches, new_tokens, eos, pad)
+    if "torch" in backends and is_hf:  # run the original checkpoint
+        res["torch"] = bench_torch(path, pool, batches, new_tokens, eos, pad, threads)
+    elif "torch" in backends:
+        with tempfile.TemporaryDirectory(prefix="jelm_bench_hf_") as tmp:
+            save_hf(tmp, params, config, tokenizer)
+            res["torch"] = bench_torch(tmp, pool, batches, new_tokens, eos, pad, threads)
+    res["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return res
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """``python -m jelm.lm.bench``: run the benchmark, print one JSON line, return it."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--model", default="shipped", help="shipped | <jelm dir> | hf:<dir>")
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--new-tokens", type=int, default=256)
+    ap.add_argument("--corpus-parents", type=int, default=9)
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    ap.add_argument("--backends", nargs="+", default=["jax", "torch"], choices=["jax", "torch"])
+    args = ap.parse_args(argv)
+    stdout = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON line only
+        res = run(
+            args.model,
+            args.batches,
+            args.new_tokens,
+            corpus_parents=args.corpus_parents,
+            threads=args.threads,
+            backends=args.backends,
+        )
+    print(json.dumps(res), file=stdout, flush=True)
+    return res
+
+
+if __name__ == "__main__":
+    main()
