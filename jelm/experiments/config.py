@@ -244,14 +244,30 @@ def _check_lm(raw: Any, problems: list[str], used: bool) -> dict[str, Any]:
             f"lm.backend must be a mapping with kind one of {', '.join(BACKEND_KINDS)}, "
             f"got {backend!r}"
         )
-    elif used:
+        return lm
+    if backend["kind"] == "openai":
+        # Hydra merges overrides into configs/sodarace.yaml's backend, so choosing
+        # `lm.backend.kind=openai` keeps the jelm default `path: shipped`; it means nothing
+        # to an OpenAI backend.
+        backend = {k: v for k, v in backend.items() if k != "path"}
+        lm["backend"] = backend
+    if used:
         problems.extend(_backend_problems(backend))
     return lm
 
 
 def _backend_problems(backend: Mapping[str, Any]) -> list[str]:
     """What is wrong with a backend specification, found before any work starts."""
+    from jelm.lm.backends import _LOCAL_KEYS, _OPENAI_KEYS  # standard library only: cheap
+
     kind = backend["kind"]
+    allowed = _OPENAI_KEYS if kind == "openai" else _LOCAL_KEYS
+    unknown = sorted(set(backend) - allowed - {"kind"})
+    if unknown:
+        return [
+            f"lm.backend ({kind}): unknown option(s) {', '.join(map(str, unknown))} "
+            f"(allowed: {', '.join(sorted(allowed))})"
+        ]
     if kind == "openai":
         return [
             f"lm.backend (openai) needs {key!r}"
