@@ -629,7 +629,12 @@ class OpenAIBackend:
         )
 
     def _map(self, jobs: list[tuple[Any, Any]], params: dict) -> list[Completion]:
-        futures = [self._pool.submit(self._one, m, p, params) for m, p in jobs]
+        # Request i carries seed + i: a server that honours seeds would otherwise answer
+        # identical prompts (the same parent drawn twice) with identical completions.
+        futures = [
+            self._pool.submit(self._one, m, p, {**params, "seed": params["seed"] + i})
+            for i, (m, p) in enumerate(jobs)
+        ]
         out = []
         for f in futures:
             try:
