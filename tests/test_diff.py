@@ -331,6 +331,14 @@ def test_malformed_header(text):
     assert kind_of(SQUARE, text) == "malformed_header"
 
 
+def test_hunk_header_without_new_range_is_read():
+    """Small diff models write '@@ -a,b @@'; the body carries what the applier needs."""
+    child = SQUARE.replace("10", "7", 1)
+    diff = re.sub(r" \+\d+,\d+ @@", " @@", unified_diff(SQUARE, child))
+    assert "+" not in diff.split("@@")[1]
+    assert apply_diff(SQUARE, diff).program == child
+
+
 @pytest.mark.parametrize(
     "text",
     [

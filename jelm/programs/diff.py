@@ -174,7 +174,9 @@ class Applied:
 
 # ------------------------------------------------------------------------------ parsing
 
-_HUNK_HEADER = re.compile(r"^@@\s*-(\d+)(?:,(\d+))?\s+\+(\d+)(?:,(\d+))?\s*@@")
+# The new range may be missing ("@@ -12,7 @@"): small models drop it; the body says
+# everything the applier needs, so the hunk is read as if the new start were the old one.
+_HUNK_HEADER = re.compile(r"^@@\s*-(\d+)(?:,(\d+))?(?:\s+\+(\d+)(?:,(\d+))?)?\s*@@")
 _GIT_EXTENDED = (
     "diff --git",
     "index ",
@@ -204,7 +206,7 @@ class _HunkBuilder:
         a, b, c, _ = header.groups()
         self.old_start = int(a)
         self.header_old_len = 1 if b is None else int(b)
-        self.new_start = int(c)
+        self.new_start = int(a if c is None else c)
         self.lines: list[tuple[str, str]] = []
         self.bare_empty: list[bool] = []  # per line: an empty line standing for " "
         self.old_no_newline = False
