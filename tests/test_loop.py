@@ -20,6 +20,7 @@ from jelm.io.checkpoint import CheckpointError
 from jelm.qd.loop import SodaraceLoop
 
 TINY = {
+    "mutation": "gp",
     "seeds": ["square", "radial"],
     "batch": 8,
     "steps": 60,

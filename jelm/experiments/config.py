@@ -57,10 +57,10 @@ class RunConfig:
     """One ELM run on Sodarace (keys of ``configs/sodarace.yaml``)."""
 
     seed: int = 0
-    mutation: str = "gp"
+    mutation: str = "lm_diff"
     seeds: tuple[str, ...] = ("square", "radial", "cppn_fixed", "cppn_mutable")
-    generations: int = 30
-    batch: int = 64
+    generations: int = 20
+    batch: int = 32
     steps: int = 600
     terrain: str = "flat"
     bucket: tuple[int, int, int] = (32, 128, 8)
