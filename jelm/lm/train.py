@@ -18,9 +18,10 @@ Sequences are grouped by length into a few buckets, each with its own static bat
 (tokens per batch constant), so the training step compiles once per bucket, before the
 loop. The output directory holds the model (``model/``: config.json, tokenizer.json,
 params), ``train.jsonl`` (loss per step), ``loss.png`` and ``summary.json``;
-``--ship`` also copies the model to ``jelm/lm/shipped`` (the checkpoint the package
-ships, at most 30 MB). Everything derives from ``--seed``: the same command rebuilds the
-same checkpoint (up to floating-point reduction order).
+``--ship`` also copies the model, the summary, the loss log and its plot to
+``jelm/lm/shipped`` (what the package ships: 15 MB, the issue allows 30). Everything
+derives from ``--seed``: the same command rebuilds the same checkpoint (up to
+floating-point reduction order).
 """
 
 from __future__ import annotations
@@ -332,8 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if SHIPPED.exists():
             shutil.rmtree(SHIPPED)
         shutil.copytree(out / "model", SHIPPED)
-        shutil.copy(out / "summary.json", SHIPPED / "summary.json")
-        shutil.copy(out / "loss.png", SHIPPED / "loss.png")
+        for name in ("summary.json", "loss.png", "train.jsonl"):
+            shutil.copy(out / name, SHIPPED / name)
         print(f"shipped the model to {SHIPPED}", file=sys.stderr)
     print(json.dumps(summary))
     return 0
