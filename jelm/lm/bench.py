@@ -27,8 +27,12 @@ once, cycled when ``b`` is larger); both sides get the same token ids.
   model is loaded from its own directory with ``AutoModelForCausalLM``);
   ``model.generate(do_sample=True, temperature, top_p, top_k=0, max_new_tokens,
   eos_token_id, pad_token_id)`` on left-padded inputs under ``torch.inference_mode()`` with
-  ``torch.set_num_threads(threads)``. ``first_call_s`` / ``run_s`` as above (torch has no
-  compilation: the first call only pays one-off allocations).
+  ``torch.set_num_threads(threads)`` (``--threads 2 1`` gives one set of rows per count).
+  ``first_call_s`` / ``run_s`` as above (torch has no compilation: the first call only pays
+  one-off allocations). On a machine whose cores other jobs are using, 2 torch threads can
+  be many times slower than 1 (measured on this 2-core machine while another process kept
+  one core busy: 128 vs 4 ms per decode step at batch 1), since every op ends in a barrier
+  that waits for a descheduled thread; compare both counts there.
 
 ``tokens_per_s`` counts the tokens actually sampled in the timed call (each completion up
 to and including its EOS; not the cap), ``diffs_per_s`` the completions per second, both
@@ -223,7 +227,7 @@ def run(
     new_tokens: int = 256,
     *,
     corpus_parents: int = 9,
-    threads: int = 2,
+    threads: Sequence[int] = (2,),
     backends: Sequence[str] = ("jax", "torch"),
 ) -> dict[str, Any]:
     """The benchmark as a dict (see the module docstring for the fields)."""
@@ -268,12 +272,15 @@ def run(
     eos, pad = tokenizer.eos_id, tokenizer.pad_id
     if "jax" in backends:
         res["jax"] = bench_jax(params, config, pool, batches, new_tokens, eos, pad)
-    if "torch" in backends and is_hf:  # run the original checkpoint
-        res["torch"] = bench_torch(path, pool, batches, new_tokens, eos, pad, threads)
-    elif "torch" in backends:
+    if "torch" in backends:
         with tempfile.TemporaryDirectory(prefix="jelm_bench_hf_") as tmp:
-            save_hf(tmp, params, config, tokenizer)
-            res["torch"] = bench_torch(tmp, pool, batches, new_tokens, eos, pad, threads)
+            if is_hf:  # run the original checkpoint
+                hf_dir = path
+            else:
+                save_hf(tmp, params, config, tokenizer)
+                hf_dir = Path(tmp)
+            for n in threads:
+                res["torch"] += bench_torch(hf_dir, pool, batches, new_tokens, eos, pad, n)
     res["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return res
 
@@ -285,7 +292,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--corpus-parents", type=int, default=9)
-    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[2],
+        help="torch intra-op thread counts (one set of torch rows per count)",
+    )
     ap.add_argument("--backends", nargs="+", default=["jax", "torch"], choices=["jax", "torch"])
     args = ap.parse_args(argv)
     stdout = sys.stdout
