@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from jelm.mutation.base import unified_diff
+from jelm.mutation.gp import is_number
 from jelm.programs.diff import COMMIT_MESSAGES, elm_example
 from jelm.programs.seeds import SEED_NAMES, seed_source
 from jelm.programs.walker_api import DEFAULT_LIMITS, Joint, Walker, WalkerLimits, walker_creator
@@ -529,7 +530,7 @@ class _Sites:
                 roles[2], roles[3] = "amp", "phase"
             if len(node.args) in (4, 5):
                 arg = node.args[-1]
-                if not _is_literal(arg):
+                if not is_number(arg):
                     self.phase_exprs.append(self.span(arg))
         elif name == "add_joint":
             self.joint_calls.append(_Call(node, func, [self.span(a) for a in node.args]))
@@ -546,17 +547,6 @@ class _Sites:
         for kw in node.keywords:
             r = {"amplitude": "amp", "phase": "phase"}.get(kw.arg or "", "other")
             self._visit(kw.value, func, stmt, r, False, in_loop)
-
-
-def _is_literal(node: ast.AST) -> bool:
-    if type(node) is ast.Constant:
-        return type(node.value) in (int, float)
-    return (
-        type(node) is ast.UnaryOp
-        and type(node.op) is ast.USub
-        and type(node.operand) is ast.Constant
-        and type(node.operand.value) in (int, float)
-    )
 
 
 # --------------------------------------------------------------------------- programs
@@ -1118,8 +1108,8 @@ def _duplicate_statement(p: _Program, rng: np.random.Generator) -> _Edits | None
         call = _pick(rng, joints)
         a, b = call.args[int(rng.integers(2))]
         d = _fmt_float(float(rng.uniform(1.0, 3.0)), 1)
-        if (_is_literal(call.node.args[0]) and a == call.args[0][0]) or (
-            _is_literal(call.node.args[1]) and a == call.args[1][0]
+        if (is_number(call.node.args[0]) and a == call.args[0][0]) or (
+            is_number(call.node.args[1]) and a == call.args[1][0]
         ):
             value = float(s.text[a:b]) + float(d) * _pick(rng, (-1, 1))
             edits.append((a, b, _fmt_float(value, 1)))
@@ -1211,13 +1201,13 @@ def _change_loop_bound(p: _Program, rng: np.random.Generator) -> _Edits | None:
     if len(args) == 1 or rng.random() < 0.7:
         node, (a, b) = args[min(1, len(args) - 1)], call.args[min(1, len(args) - 1)]
         text = s.text[a:b]
-        if _is_literal(node):
+        if is_number(node):
             if not text.lstrip("-").isdigit():
                 return None
             value = int(text) + _pick(rng, (-2, -1, 1, 2))
             return None if value < 0 else [(a, b, str(value))]
         atomic = isinstance(node, (ast.Name, ast.Call, ast.Attribute, ast.Subscript))
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Sub) and _is_literal(node.right):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Sub) and is_number(node.right):
             r0, r1 = s.span(node.right)
             if not s.text[r0:r1].isdigit():
                 return None
@@ -1234,7 +1224,7 @@ def _change_loop_bound(p: _Program, rng: np.random.Generator) -> _Edits | None:
             return [(a, b, _pick(rng, opts))]
         return None
     node, (a, b) = args[0], call.args[0]
-    if _is_literal(node) and s.text[a:b].isdigit():
+    if is_number(node) and s.text[a:b].isdigit():
         value = int(s.text[a:b]) + _pick(rng, (-1, 1, 2))
         return None if value < 0 else [(a, b, str(value))]
     return None

@@ -146,7 +146,8 @@ _NO_DUPLICATE = (*_KEEP, ast.Break, ast.Continue)
 _FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
 
 
-def _is_number(node: ast.AST) -> bool:
+def is_number(node: ast.AST) -> bool:
+    """Whether ``node`` is a numeric literal, negative ones (``-0.5``) included."""
     if type(node) is ast.Constant:
         return type(node.value) in (int, float)
     return (
@@ -246,12 +247,12 @@ class _Sites:
                         bodies.append((value, top))
                     for i, v in enumerate(value):
                         if isinstance(v, ast.AST):
-                            if _is_number(v):
+                            if is_number(v):
                                 numbers.append((node, field, i, top))
                             else:
                                 push((v, inner, top))
                 elif isinstance(value, ast.AST):
-                    if _is_number(value):
+                    if is_number(value):
                         if t is not ast.Subscript:  # an index, not a parameter
                             numbers.append((node, field, None, top))
                     elif not isinstance(value, (ast.expr_context, ast.operator, ast.cmpop)):
@@ -433,7 +434,7 @@ def _reorder_statements(
 
 def _shift(arg: ast.expr, delta: int) -> ast.expr:
     """``arg + delta`` written simply: literals and ``x +- k`` absorb the delta."""
-    if _is_number(arg) and type(_number_value(arg)) is int:
+    if is_number(arg) and type(_number_value(arg)) is int:
         return _number_node(_number_value(arg) + delta, arg)
     if (
         type(arg) is ast.BinOp
@@ -456,7 +457,7 @@ def _shift(arg: ast.expr, delta: int) -> ast.expr:
 
 def _scale(arg: ast.expr, double: bool) -> ast.expr | None:
     """``arg * 2`` or ``arg // 2``; None when a literal would not change."""
-    if _is_number(arg) and type(_number_value(arg)) is int:
+    if is_number(arg) and type(_number_value(arg)) is int:
         v = int(_number_value(arg))
         new = v * 2 if double else v // 2
         return None if new == v else _number_node(new, arg)
