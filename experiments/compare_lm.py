@@ -33,8 +33,18 @@ from jelm.qd.ledger import Ledger
 HERE = Path(__file__).resolve().parent
 SEEDS = ("square", "cppn_fixed", "cppn_mutable")
 OPERATORS = ("lm_diff", "gp")
-#: Statuses of children whose program did not run to a walker-or-not verdict.
-DID_NOT_RUN = {"syntax_error", "runtime_error", "timeout", "sandbox_error", "forbidden"}
+#: Sandbox statuses (jelm.programs.sandbox.Status) of programs that did not run to the
+#: end: they did not parse, raised, were stopped or crashed. A program that returned
+#: something (a valid walker or not) ran.
+DID_NOT_RUN = {
+    "syntax_error",
+    "exception",
+    "timeout",
+    "memory_limit",
+    "forbidden",
+    "crashed",
+    "internal_error",
+}
 
 
 def ledger_rates(path: Path) -> dict[str, float]:
@@ -43,7 +53,9 @@ def ledger_rates(path: Path) -> dict[str, float]:
     with Ledger(path) as ledger:
         statuses = [r.status for r in ledger.iter_candidates() if r.generation >= 1]
     n = max(1, len(statuses))
-    produced = [s for s in statuses if not s.startswith("diff_") and s != "backend_error"]
+    produced = [
+        s for s in statuses if not s.startswith("diff_") and s not in ("backend_error", "lm_empty")
+    ]
     ran = [s for s in produced if s not in DID_NOT_RUN]
     return {
         "children": len(statuses),
@@ -91,6 +103,9 @@ def main() -> None:
                     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
                     runs[(seed, op, rs)] = rows
                     rates[(seed, op, rs)] = ledger_rates(out / "ledger.sqlite")
+                    (HERE / "results" / f"lm_{seed}_{op}_{rs}.statuses.json").write_text(
+                        json.dumps(rates[(seed, op, rs)]) + "\n"
+                    )
                     shutil.copy(
                         out / "metrics.jsonl", HERE / "results" / f"lm_{seed}_{op}_{rs}.jsonl"
                     )
