@@ -277,3 +277,18 @@ def test_model_failure_is_a_500_with_the_message():
         assert err["type"] == "server_error" and "ConnectError" in err["message"]
         assert httpx.get(f"{server.url}/health", timeout=10).json()["status"] == "ok"
     proxy.close()
+
+
+def test_identical_prompts_get_distinct_seeds(backend):
+    """OpenAIBackend sends seed + i with prompt i: a server that answers each request with
+    its own seed (here: no batching) does not return one completion for a parent drawn
+    several times, and a second call with the same seed replays the first."""
+    with Server(backend, port=0, max_batch=1) as s:
+        client = OpenAIBackend(s.url + "/v1", s.model_id, concurrency=2, timeout_s=30)
+        with client:
+            kw = dict(max_new_tokens=12, temperature=1.0, top_p=1.0, seed=7)
+            first = client.complete(["def make_walker"] * 6, **kw)
+            again = client.complete(["def make_walker"] * 6, **kw)
+    assert all(c.error is None for c in first), first[0].error
+    assert len({c.text for c in first}) > 1
+    assert [c.text for c in first] == [c.text for c in again]
