@@ -412,7 +412,7 @@ def test_cli_rejects_bad_lm_configurations_before_work(tmp_path: Path, random_mo
         ),
         "option": (
             [f"lm.backend.path={random_model}", "+lm.backend.base_url=http://x"],
-            "lm.backend (jelm): unknown option(s) base_url",
+            "lm.backend: unknown option(s) for backend kind 'jelm': base_url",
         ),
     }
     procs = {

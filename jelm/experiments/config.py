@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from jelm.lm.backends import BACKEND_KINDS, SHIPPED_DIR, spec_problems  # stdlib only: cheap
 from jelm.programs.seeds import SEED_NAMES, seed_source
 from jelm.sim.terrain import TERRAINS
 from jelm.sim.walker import MAX_DEGREE, MAX_JOINTS, MAX_LINKS, BucketShape
@@ -32,7 +33,6 @@ LM_DEFAULTS: dict[str, Any] = {
     "instruction": None,  # lm_prompt / lm_crossover; None: the operator's default
     "n_parents": 2,  # lm_crossover
 }
-BACKEND_KINDS = ("jelm", "hf", "openai")
 
 
 class ConfigError(ValueError):
@@ -258,28 +258,11 @@ def _check_lm(raw: Any, problems: list[str], used: bool) -> dict[str, Any]:
 
 def _backend_problems(backend: Mapping[str, Any]) -> list[str]:
     """What is wrong with a backend specification, found before any work starts."""
-    from jelm.lm.backends import _LOCAL_KEYS, _OPENAI_KEYS  # standard library only: cheap
-
-    kind = backend["kind"]
-    allowed = _OPENAI_KEYS if kind == "openai" else _LOCAL_KEYS
-    unknown = sorted(set(backend) - allowed - {"kind"})
-    if unknown:
-        return [
-            f"lm.backend ({kind}): unknown option(s) {', '.join(map(str, unknown))} "
-            f"(allowed: {', '.join(sorted(allowed))})"
-        ]
-    if kind == "openai":
-        return [
-            f"lm.backend (openai) needs {key!r}"
-            for key in ("base_url", "model")
-            if not backend.get(key)
-        ]
-    path = backend.get("path")
-    if not path:
-        return [f"lm.backend ({kind}) needs a 'path'"]
+    problems = [f"lm.backend: {p}" for p in spec_problems(backend)]
+    if problems or backend["kind"] == "openai":
+        return problems
+    kind, path = backend["kind"], backend["path"]
     if kind == "jelm" and path == "shipped":
-        from jelm.lm.backends import SHIPPED_DIR  # standard library only: cheap
-
         path = SHIPPED_DIR
     if not Path(path, "config.json").is_file():
         return [f"lm.backend ({kind}): {path} is not a model directory (no config.json)"]

@@ -730,6 +730,36 @@ _OPENAI_KEYS = frozenset(
 _LOCAL_KEYS = frozenset({"path", "max_batch", "name"})
 
 
+#: The kinds of backend ``make_backend`` builds.
+BACKEND_KINDS = ("jelm", "hf", "openai")
+
+
+def spec_problems(spec: Any) -> list[str]:
+    """What is wrong with a backend spec (see :func:`make_backend`): an unknown kind, a
+    missing key, an unknown option. Loads nothing, so a run's configuration can be checked
+    before any work starts."""
+    if not isinstance(spec, Mapping):
+        return [f"a backend spec is a mapping with a 'kind', got {spec!r}"]
+    options = {k: v for k, v in spec.items() if k != "kind"}
+    kind = spec.get("kind")
+    if kind not in BACKEND_KINDS:
+        return [f"backend kind must be one of {BACKEND_KINDS}, got {kind!r}"]
+    allowed, required = (
+        (_OPENAI_KEYS, ("base_url", "model")) if kind == "openai" else (_LOCAL_KEYS, ("path",))
+    )
+    problems = []
+    missing = [k for k in required if options.get(k) in (None, "")]
+    if missing:
+        problems.append(f"backend kind {kind!r} needs {', '.join(missing)} (got {sorted(options)})")
+    unknown = sorted(map(str, set(options) - allowed))
+    if unknown:
+        problems.append(
+            f"unknown option(s) for backend kind {kind!r}: {', '.join(unknown)} "
+            f"(allowed: {', '.join(sorted(allowed))})"
+        )
+    return problems
+
+
 def make_backend(spec: Mapping[str, Any]) -> Backend:
     """A backend from a config mapping (Hydra's ``mutation.backend`` group, the CLI):
 
@@ -740,25 +770,11 @@ def make_backend(spec: Mapping[str, Any]) -> Backend:
     Raises ``ValueError`` naming the problem for an unknown kind, a missing key or an
     unknown option.
     """
-    if not isinstance(spec, Mapping):
-        raise ValueError(f"a backend spec is a mapping with a 'kind', got {spec!r}")
+    problems = spec_problems(spec)
+    if problems:
+        raise ValueError("; ".join(problems))
     spec = dict(spec)
-    kind = spec.pop("kind", None)
-    kinds = ("jelm", "hf", "openai")
-    if kind not in kinds:
-        raise ValueError(f"backend kind must be one of {kinds}, got {kind!r}")
-    allowed, required = (
-        (_OPENAI_KEYS, ("base_url", "model")) if kind == "openai" else (_LOCAL_KEYS, ("path",))
-    )
-    missing = [k for k in required if spec.get(k) in (None, "")]
-    if missing:
-        raise ValueError(f"backend kind {kind!r} needs {', '.join(missing)} (got {sorted(spec)})")
-    unknown = sorted(set(spec) - allowed)
-    if unknown:
-        raise ValueError(
-            f"unknown option(s) for backend kind {kind!r}: {', '.join(unknown)} "
-            f"(allowed: {', '.join(sorted(allowed))})"
-        )
+    kind = spec.pop("kind")
     if kind == "openai":
         return OpenAIBackend(**spec)
     path = str(spec.pop("path"))

@@ -207,7 +207,7 @@ class LMPromptOperator:
         completions = self.backend.complete(
             prompts,
             **dataclasses.asdict(self.sampling),
-            stop=[s for s in BODY_STOPS if s.strip()],
+            stop=BODY_STOPS,
             seed=_seed(rng),
         )
         children = []
