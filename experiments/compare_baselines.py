@@ -17,7 +17,6 @@ Run directories go to a temporary folder (ledgers are large); only metrics are k
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,11 +24,9 @@ from pathlib import Path
 import numpy as np
 
 import jelm.sim  # noqa: F401  (pins XLA flags before JAX starts)
-from jelm.experiments.config import from_mapping
-from jelm.experiments.sodarace import run
 from jelm.io import plots
+from runs import HERE, cell, run_once  # experiments/runs.py, beside this script
 
-HERE = Path(__file__).resolve().parent
 SEEDS = ("square", "radial", "cppn_fixed", "cppn_mutable")
 OPERATORS = ("gp", "direct")
 RANDOM_SEEDS = (0, 1, 2)
@@ -42,7 +39,6 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=600)
     args = parser.parse_args()
-    (HERE / "results").mkdir(exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="jelm-baselines-"))
     runs: dict[tuple[str, str, int], list[dict]] = {}
     rate: dict[tuple[str, str, int], float] = {}
@@ -50,28 +46,18 @@ def main() -> None:
         for seed in SEEDS:
             for op in OPERATORS:
                 for rs in RANDOM_SEEDS:
-                    config = from_mapping(
-                        {
-                            "seed": rs,
-                            "mutation": op,
-                            "seeds": [seed],
-                            "generations": args.generations,
-                            "batch": args.batch,
-                            "steps": args.steps,
-                            "renders": 0,
-                            "progress": False,
-                            "checkpoint_every": args.generations,
-                        }
+                    settings = {
+                        "seed": rs,
+                        "mutation": op,
+                        "seeds": [seed],
+                        "generations": args.generations,
+                        "batch": args.batch,
+                        "steps": args.steps,
+                    }
+                    rows, rate[(seed, op, rs)], _ = run_once(
+                        settings, scratch / f"{seed}_{op}_{rs}", f"{seed}_{op}_{rs}"
                     )
-                    out = scratch / f"{seed}_{op}_{rs}"
-                    summary = run(config, out)
-                    # End to end: sandbox start, compilation and plots included.
-                    rate[(seed, op, rs)] = summary["evaluations"] / summary["elapsed_s"]
-                    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
                     runs[(seed, op, rs)] = rows
-                    target = HERE / "results" / f"{seed}_{op}_{rs}.jsonl"
-                    shutil.copy(out / "metrics.jsonl", target)
-                    shutil.rmtree(out)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -93,9 +79,6 @@ def main() -> None:
                 np.mean([r["valid_rate"] for r in runs[(seed, op, rs)][1:] if "valid_rate" in r])
                 for rs in RANDOM_SEEDS
             ]
-
-            def cell(values: list[float], fmt: str = "{:.1f}") -> str:
-                return f"{fmt.format(np.mean(values))} +- {fmt.format(np.std(values))}"
 
             lines.append(
                 f"| {seed} | {op} | {cell([f['qd_score'] for f in finals])} | "

@@ -22,15 +22,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 import jelm.sim  # noqa: F401  (pins XLA flags before JAX starts)
-from jelm.experiments.config import from_mapping
-from jelm.experiments.sodarace import run
 from jelm.io import plots
 from jelm.qd.ledger import Ledger
+from runs import HERE, cell, run_once  # experiments/runs.py, beside this script
 
-HERE = Path(__file__).resolve().parent
 SEEDS = ("square", "cppn_fixed", "cppn_mutable")
 OPERATORS = ("lm_diff", "gp")
 #: Sandbox statuses (jelm.programs.sandbox.Status) of programs that did not run to the
@@ -75,7 +71,6 @@ def main() -> None:
     parser.add_argument("--random-seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--seeds", nargs="+", default=list(SEEDS))
     args = parser.parse_args()
-    (HERE / "results").mkdir(exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="jelm-lm-"))
     runs: dict[tuple[str, str, int], list[dict]] = {}
     rates: dict[tuple[str, str, int], dict] = {}
@@ -84,32 +79,25 @@ def main() -> None:
         for seed in args.seeds:
             for op in OPERATORS:
                 for rs in args.random_seeds:
-                    config = from_mapping(
-                        {
-                            "seed": rs,
-                            "mutation": op,
-                            "seeds": [seed],
-                            "generations": args.generations,
-                            "batch": args.batch,
-                            "steps": args.steps,
-                            "renders": 0,
-                            "progress": False,
-                            "checkpoint_every": args.generations,
-                        }
+                    key = (seed, op, rs)
+                    settings = {
+                        "seed": rs,
+                        "mutation": op,
+                        "seeds": [seed],
+                        "generations": args.generations,
+                        "batch": args.batch,
+                        "steps": args.steps,
+                    }
+                    name = f"lm_{seed}_{op}_{rs}"
+                    runs[key], speed[key], rates[key] = run_once(
+                        settings,
+                        scratch / name,
+                        name,
+                        inspect=lambda out: ledger_rates(out / "ledger.sqlite"),
                     )
-                    out = scratch / f"{seed}_{op}_{rs}"
-                    summary = run(config, out)
-                    speed[(seed, op, rs)] = summary["evaluations"] / summary["elapsed_s"]
-                    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-                    runs[(seed, op, rs)] = rows
-                    rates[(seed, op, rs)] = ledger_rates(out / "ledger.sqlite")
-                    (HERE / "results" / f"lm_{seed}_{op}_{rs}.statuses.json").write_text(
-                        json.dumps(rates[(seed, op, rs)]) + "\n"
+                    (HERE / "results" / f"{name}.statuses.json").write_text(
+                        json.dumps(rates[key]) + "\n"
                     )
-                    shutil.copy(
-                        out / "metrics.jsonl", HERE / "results" / f"lm_{seed}_{op}_{rs}.jsonl"
-                    )
-                    shutil.rmtree(out)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -124,9 +112,6 @@ def main() -> None:
         "| coverage % | max fitness | candidates/s |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-
-    def cell(values: list[float], fmt: str = "{:.1f}") -> str:
-        return f"{fmt.format(np.mean(values))} +- {fmt.format(np.std(values))}"
 
     for seed in args.seeds:
         for op in OPERATORS:
