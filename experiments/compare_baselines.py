@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 import jelm.sim  # noqa: F401  (pins XLA flags before JAX starts)
+from comparison import HERE, cell, run_once  # experiments/comparison.py, beside this script
 from jelm.io import plots
-from runs import HERE, cell, run_once  # experiments/runs.py, beside this script
 
 SEEDS = ("square", "radial", "cppn_fixed", "cppn_mutable")
 OPERATORS = ("gp", "direct")

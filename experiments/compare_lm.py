@@ -23,9 +23,9 @@ import tempfile
 from pathlib import Path
 
 import jelm.sim  # noqa: F401  (pins XLA flags before JAX starts)
+from comparison import HERE, cell, run_once  # experiments/comparison.py, beside this script
 from jelm.io import plots
 from jelm.qd.ledger import Ledger
-from runs import HERE, cell, run_once  # experiments/runs.py, beside this script
 
 SEEDS = ("square", "cppn_fixed", "cppn_mutable")
 OPERATORS = ("lm_diff", "gp")
