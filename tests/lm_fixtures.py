@@ -40,10 +40,12 @@ def make_tiny_model(
     n_layer: int = 2,
     n_head: int = 2,
     vocab_size: int = 400,
+    texts: Sequence[str] | None = None,
 ) -> Path:
     """Write a tiny random GPT-2-style jelm model (config.json, tokenizer.json, params/) to
-    ``directory`` and return it; ``seed`` picks the random weights."""
-    tok = Tokenizer.train(tokenizer_texts(), vocab_size=vocab_size)
+    ``directory`` and return it; ``seed`` picks the random weights, ``texts`` what the
+    tokenizer is trained on (default: :func:`tokenizer_texts`)."""
+    tok = Tokenizer.train(tokenizer_texts() if texts is None else texts, vocab_size=vocab_size)
     config = ModelConfig(
         vocab_size=tok.vocab_size, n_ctx=n_ctx, d_model=d_model, n_layer=n_layer, n_head=n_head
     )

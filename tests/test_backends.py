@@ -9,9 +9,9 @@ import time
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import jax
 import jax.numpy as jnp
 import pytest
+from lm_fixtures import make_tiny_model
 
 from jelm.lm.backends import (
     SHIPPED_DIR,
@@ -22,7 +22,7 @@ from jelm.lm.backends import (
     make_backend,
     render_chat_plain,
 )
-from jelm.lm.model import ModelConfig, ModelLoadError, init_params, load_model, save_model
+from jelm.lm.model import ModelConfig, ModelLoadError, load_model
 from jelm.lm.tokenizer import Tokenizer
 
 TEXTS = [
@@ -40,12 +40,8 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    tok = Tokenizer.train(TEXTS, vocab_size=300)
-    config = ModelConfig(vocab_size=tok.vocab_size, n_ctx=64, d_model=32, n_layer=2, n_head=2)
-    params = init_params(config, jax.random.key(0))
     path = tmp_path_factory.mktemp("tiny_model")
-    save_model(path, params, config, tok)
-    return path
+    return make_tiny_model(path, seed=0, n_ctx=64, vocab_size=300, texts=TEXTS)
 
 
 @pytest.fixture(scope="module")

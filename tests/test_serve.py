@@ -15,15 +15,13 @@ import time
 from pathlib import Path
 
 import httpx
-import jax
 import openai
 import pytest
+from lm_fixtures import make_tiny_model
 
 from jelm.cli import main as cli_main
 from jelm.lm.backends import JelmBackend, OpenAIBackend
-from jelm.lm.model import ModelConfig, init_params, save_model
 from jelm.lm.serve import Server
-from jelm.lm.tokenizer import Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = [
@@ -37,12 +35,8 @@ GREEDY = dict(max_new_tokens=8, temperature=0.0, top_p=1.0)
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    tok = Tokenizer.train(TEXTS, vocab_size=300)
-    config = ModelConfig(vocab_size=tok.vocab_size, n_ctx=64, d_model=32, n_layer=2, n_head=2)
-    params = init_params(config, jax.random.key(1))
     path = tmp_path_factory.mktemp("tiny_model")
-    save_model(path, params, config, tok)
-    return path
+    return make_tiny_model(path, seed=1, n_ctx=64, vocab_size=300, texts=TEXTS)
 
 
 class CountingBackend:
