@@ -81,6 +81,43 @@ def test_bench_main_prints_one_json_line(tiny_model_dir, capsys):
     assert res["peak_rss_mb"] > 100
 
 
+def test_bench_runs_a_codegen_model(tmp_path, monkeypatch):
+    """A CodeGen-layout jelm model (rotary, parallel residual, tied head with a bias) is
+    exported as a CodeGen checkpoint and transformers runs it as CodeGenForCausalLM."""
+    import transformers
+
+    tok = Tokenizer.train([seed_source(n) for n in SEED_NAMES] * 3, vocab_size=1024)
+    cfg = ModelConfig(
+        vocab_size=tok.vocab_size,
+        n_ctx=2048,
+        d_model=32,
+        n_layer=1,
+        n_head=2,
+        rotary_dim=8,
+        parallel_residual=True,
+        tie_embeddings=True,
+        lm_head_bias=True,
+        qkv_bias=False,
+    )
+    save_model(tmp_path, init_params(cfg, jax.random.key(0)), cfg, tok)
+    loaded = []
+    real = transformers.AutoModelForCausalLM.from_pretrained
+
+    def spy(*args, **kwargs):
+        model = real(*args, **kwargs)
+        loaded.append((type(model).__name__, kwargs.get("local_files_only")))
+        return model
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", spy)
+    res = bench.run(str(tmp_path), [1], 4, corpus_parents=0, threads=[1], backends=["torch"])
+    assert loaded == [("CodeGenForCausalLM", True)]
+    assert res["jax"] == []
+    (row,) = res["torch"]
+    assert row["batch"] == 1 and row["threads"] == 1
+    assert 0 < row["mean_new_tokens"] <= 4 and row["tokens_per_s"] > 0
+    assert res["model"]["d_model"] == 32 and res["model"]["vocab_size"] == cfg.vocab_size
+
+
 def test_bench_prompts_are_elm_diff_prompts():
     prompts = bench.bench_prompts(corpus_parents=0)
     assert len(prompts) == len(SEED_NAMES) * 3

@@ -23,8 +23,10 @@ once, cycled when ``b`` is larger); both sides get the same token ids.
   first call at the batch's shapes (tracing and XLA compilation included); ``run_s`` is a
   second call with the same shapes and another PRNG key.
 - ``torch``: the same weights exported by :func:`jelm.lm.hf.save_hf` to a temporary
-  directory and loaded with ``transformers.GPT2LMHeadModel.from_pretrained`` (an ``hf:``
-  model is loaded from its own directory with ``AutoModelForCausalLM``);
+  directory (a GPT-2 or a CodeGen checkpoint, following the model's architecture; an
+  ``hf:`` model is read from its own directory) and loaded with
+  ``transformers.AutoModelForCausalLM.from_pretrained`` (local files only, so
+  ``GPT2LMHeadModel`` or ``CodeGenForCausalLM``);
   ``model.generate(do_sample=True, temperature, top_p, top_k=0, max_new_tokens,
   eos_token_id, pad_token_id)`` on left-padded inputs under ``torch.inference_mode()`` with
   ``torch.set_num_threads(threads)`` (``--threads 2 1`` gives one set of rows per count).
@@ -164,7 +166,9 @@ def bench_torch(
     threads: int = 2,
 ) -> list[dict[str, Any]]:
     """The same measurement with transformers' ``generate`` (torch, CPU) on the checkpoint
-    in ``hf_dir`` (``AutoModelForCausalLM``: the GPT2LMHeadModel of a jelm export)."""
+    in ``hf_dir``, loaded with ``AutoModelForCausalLM`` from local files only (the
+    ``GPT2LMHeadModel`` or ``CodeGenForCausalLM`` of a jelm export, or any supported HF
+    checkpoint)."""
     import torch
     from transformers import AutoModelForCausalLM
 
