@@ -8,9 +8,14 @@ download either, so it trains a small model on a corpus it makes itself
    ELM-format prompt (``<NME> walker.py / <BEF> parent / <MSG> message / <DFF>``) and the
    unified diff as the target;
 2. tokenizer: byte-level BPE trained on that corpus (``tokenizers``);
-3. model: a GPT-2-style decoder (:mod:`jelm.lm.model`) trained with optax AdamW
+3. model: a decoder (:mod:`jelm.lm.model`) in CodeGen's layout by default, the family of
+   the paper's diff models (rotary position embedding on half of each head, parallel
+   residual; ``--arch gpt2`` for GPT-2's learned positions), trained with optax AdamW
    (warm-up then cosine decay, gradient clipping), the loss on the diff tokens only (the
-   paper's choice: the model is not taught to write parents);
+   paper's choice: the model is not taught to write parents). A diff is mostly lines
+   copied from the parent, and relative positions make copying much faster to learn:
+   with the same data, seed and schedule the held-out diff loss at step 400 was 1.12
+   with rotary against 1.57 with GPT-2's learned positions;
 4. evaluation: held-out loss, and greedy diffs for held-out parents: how many apply
    and give the intended child.
 
@@ -19,7 +24,7 @@ Sequences are grouped by length into a few buckets, each with its own static bat
 loop. The output directory holds the model (``model/``: config.json, tokenizer.json,
 params), ``train.jsonl`` (loss per step), ``loss.png`` and ``summary.json``;
 ``--ship`` also copies the model, the summary, the loss log and its plot to
-``jelm/lm/shipped`` (what the package ships: 15 MB, the issue allows 30). Everything
+``jelm/lm/shipped`` (what the package ships: 13 MB, the issue allows 30). Everything
 derives from ``--seed``: the same command rebuilds the same checkpoint (up to
 floating-point reduction order).
 """
@@ -61,6 +66,8 @@ class TrainConfig:
     n_layer: int = 4
     n_head: int = 4
     n_ctx: int = 2048
+    arch: str = "codegen"
+    rotary_dim: int = 32
     buckets: tuple[int, ...] = (512, 768, 1024, 1536, 2048)
     tokens_per_batch: int = 4096
     steps: int = 1600
@@ -95,6 +102,33 @@ def encode(examples: Sequence[Example], tokenizer: Tokenizer, n_ctx: int) -> lis
         mask[len(p) :] = 1.0
         out.append(Encoded(tokens, mask))
     return out
+
+
+#: The architectures ``--arch`` offers, as ModelConfig fields (jelm/lm/model.py).
+ARCHS: dict[str, dict[str, Any]] = {
+    "gpt2": {"rotary_dim": 0, "parallel_residual": False, "qkv_bias": True},
+    "codegen": {"parallel_residual": True, "qkv_bias": False, "lm_head_bias": True},
+}
+
+
+def model_config(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
+    """The model a training run builds: ``cfg.arch`` is ``gpt2`` (learned absolute
+    positions, sequential residual) or ``codegen`` (rotary embedding on ``cfg.rotary_dim``
+    dims of each head, parallel residual; both tie the output projection to the token
+    embedding)."""
+    if cfg.arch not in ARCHS:
+        raise ValueError(f"unknown arch {cfg.arch!r}; known: {sorted(ARCHS)}")
+    fields = dict(ARCHS[cfg.arch])
+    if cfg.arch == "codegen":
+        fields["rotary_dim"] = cfg.rotary_dim
+    return ModelConfig(
+        vocab_size=vocab_size,
+        n_ctx=cfg.n_ctx,
+        d_model=cfg.d_model,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        **fields,
+    )
 
 
 def bucket_of(length: int, buckets: Sequence[int]) -> int:
@@ -156,14 +190,21 @@ def evaluate_diffs(
     key: jax.Array,
 ) -> dict[str, float]:
     """Greedy diffs for held-out parents: the share that applies, and that gives a
-    program different from the parent."""
-    prompts = [tokenizer.encode(training_text(e)[0]) for e in examples]
+    program different from the parent. Parents whose prompt leaves no room for
+    ``max_new_tokens`` in the context window are skipped (``diff_eval_examples`` counts
+    the ones used)."""
+    max_new_tokens = 384
+    encoded = [(e, tokenizer.encode(training_text(e)[0])) for e in examples]
+    encoded = [(e, p) for e, p in encoded if len(p) + max_new_tokens <= config.n_ctx]
+    if not encoded:
+        return {"diff_eval_examples": 0}
+    examples = [e for e, _ in encoded]
     out = generate(
         params,
         config,
-        prompts,
+        [p for _, p in encoded],
         key,
-        max_new_tokens=384,
+        max_new_tokens=max_new_tokens,
         temperature=0.0,
         stop_token_ids=[tokenizer.eos_id],
         pad_id=tokenizer.pad_id,
@@ -178,8 +219,9 @@ def evaluate_diffs(
         applied += 1
         changed += program != example.parent
         exact_child += program == example.child
-    n = max(1, len(examples))
+    n = len(examples)
     return {
+        "diff_eval_examples": n,
         "diff_apply_rate": applied / n,
         "diff_changed_rate": changed / n,
         "diff_exact_child_rate": exact_child / n,
@@ -223,13 +265,7 @@ def train(cfg: TrainConfig, out: Path, progress: bool = True) -> dict[str, Any]:
     corpus = make_corpus(cfg.examples + cfg.held_out, seed=cfg.seed)
     held, train_examples = corpus[: cfg.held_out], corpus[cfg.held_out :]
     tokenizer = train_tokenizer(train_examples, vocab_size=cfg.vocab_size)
-    config = ModelConfig(
-        vocab_size=tokenizer.vocab_size,
-        n_ctx=cfg.n_ctx,
-        d_model=cfg.d_model,
-        n_layer=cfg.n_layer,
-        n_head=cfg.n_head,
-    )
+    config = model_config(cfg, tokenizer.vocab_size)
     data = encode(train_examples, tokenizer, cfg.buckets[-1])
     held_data = encode(held, tokenizer, cfg.buckets[-1])
     corpus_s = time.time() - t0
