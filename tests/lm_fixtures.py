@@ -22,6 +22,16 @@ from jelm.mutation.base import unified_diff
 from jelm.programs.diff import COMMIT_MESSAGES, elm_example
 from jelm.programs.seeds import SEED_NAMES, seed_source
 
+WRITER_MAX_NEW = 96  # the writer model's diff is 85 tokens, then EOS
+#: What a writer model (make_writer_model) of these texts writes: a diff setting the radial
+#: seed's radius to 7, 8 or 9 (drawn by the sampler). It applies to the radial seed only.
+WRITTEN_DIFFS = [
+    "--- walker.py\n+++ walker.py\n@@ -13 +13 @@\n"
+    "-RADIUS = 6.0  # distance from the centre to the rim\n"
+    f"+RADIUS = {radius}.0  # distance from the centre to the rim\n"
+    for radius in (7, 8, 9)
+]
+
 
 def tokenizer_texts() -> list[str]:
     """Texts to train the tiny tokenizer on: the seed programs and one ELM diff example."""

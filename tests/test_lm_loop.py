@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
-from lm_fixtures import make_tiny_model, make_writer_model
+from lm_fixtures import WRITER_MAX_NEW, WRITTEN_DIFFS, make_tiny_model, make_writer_model
 from omegaconf import OmegaConf
 
 from jelm.experiments.config import from_mapping
@@ -55,15 +55,6 @@ BASE: dict[str, Any] = {
     "renders": 0,
 }
 RANDOM_MAX_NEW = 32  # tokens the random model writes per child
-WRITER_MAX_NEW = 96  # the writer model's diff is 85 tokens, then EOS
-#: What the writer model writes: a diff setting the radial seed's radius to 7, 8 or 9
-#: (drawn by the sampler). It applies to the radial seed only.
-WRITTEN_DIFFS = [
-    "--- walker.py\n+++ walker.py\n@@ -13 +13 @@\n"
-    "-RADIUS = 6.0  # distance from the centre to the rim\n"
-    f"+RADIUS = {radius}.0  # distance from the centre to the rim\n"
-    for radius in (7, 8, 9)
-]
 MESSAGES = {m for m, _ in COMMIT_MESSAGES}
 #: Ledger statuses of a failed child: an operator failure class (jelm.mutation.lm: the
 #: diff's DiffError kind, ...), or what became of its program (a sandbox outcome,

@@ -127,11 +127,14 @@ class LMDiffOperator:
             prompts, **dataclasses.asdict(self.sampling), stop=(EOS, NME), seed=_seed(rng)
         )
         return [
-            self._child(parent, message, completion)
+            self.child(parent, message, completion)
             for parent, message, completion in zip(parents, messages, completions, strict=True)
         ]
 
-    def _child(self, parent: Parent, message: str, completion: Any) -> Child:
+    def child(self, parent: Parent, message: str, completion: Any) -> Child:
+        """The child a completion gives: the parent with the completion's diff applied, or
+        a failed child classified as a backend error, a diff failure or an unchanged
+        parent."""
         ids = (parent.id,)
         if completion.error:
             return _backend_failure(ids, self.name, completion.error, message)
