@@ -167,7 +167,7 @@ def test_lm_crossover_puts_several_parents_in_one_prompt():
 def test_shipped_model_writes_diffs_that_apply():
     """The shipped diff model, greedy, on every paper seed with every commit message: a
     trained model writes diffs some of which apply and change the parent (an untrained one
-    writes none; measured for the shipped model: 2 of 12, see jelm/lm/README.md)."""
+    writes none; measured for the shipped model: 7 of 12, see jelm/lm/README.md)."""
     from jelm.lm.backends import JelmBackend
     from jelm.programs.diff import EOS, DiffError, apply_diff, extract_diff
 
@@ -192,4 +192,4 @@ def test_shipped_model_writes_diffs_that_apply():
         except DiffError:
             continue
         changed += program != seed_source(seed)
-    assert changed >= 2
+    assert changed >= 5
