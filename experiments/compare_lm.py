@@ -3,12 +3,14 @@
     python experiments/compare_lm.py [--generations 10] [--batch 32] [--random-seeds 0 1]
 
 For every seed (square, cppn_fixed, cppn_mutable), operator (lm_diff with the model jelm
-ships, gp) and random seed, one Sodarace run (12 x 12 x 12 grid, flat ground, 600 steps)
-at the same number of evaluations. From each run's ledger: the share of children whose
-diff applied, whose program ran, and that gave a valid walker; from its metrics: QD-score
-and coverage against evaluations. Writes, next to this file:
+ships at the default temperature 0.8 and at 0.5, gp) and random seed, one Sodarace run
+(12 x 12 x 12 grid, flat ground, 600 steps) at the same number of evaluations. From each
+run's ledger: the share of children whose diff applied, whose program ran, and that gave
+a valid walker; from its metrics: QD-score and coverage against evaluations. Writes,
+next to this file:
 
-- ``results/lm_<seed>_<operator>_<rs>.jsonl``: each run's per-generation metrics;
+- ``results/lm_<seed>_<operator>_<rs>.jsonl``: each run's per-generation metrics
+  (``lm_diff_T05`` for the colder runs);
 - ``lm_vs_gp.md``: the table;
 - ``lm_vs_gp_<seed>.png``: QD-score, coverage and max fitness against evaluations.
 """
@@ -28,7 +30,14 @@ from jelm.io import plots
 from jelm.qd.ledger import Ledger
 
 SEEDS = ("square", "cppn_fixed", "cppn_mutable")
-OPERATORS = ("lm_diff", "gp")
+#: The compared operators: table label -> run settings. ``lm_diff`` samples at the
+#: configuration's default temperature (0.8); the small shipped model writes diffs that
+#: apply more often when it samples colder, so ``lm_diff T=0.5`` measures that trade.
+OPERATORS: dict[str, dict] = {
+    "lm_diff": {"mutation": "lm_diff"},
+    "lm_diff T=0.5": {"mutation": "lm_diff", "lm": {"temperature": 0.5}},
+    "gp": {"mutation": "gp"},
+}
 #: Sandbox statuses (jelm.programs.sandbox.Status) of programs that did not run to the
 #: end: they did not parse, raised, were stopped or crashed. A program that returned
 #: something (a valid walker or not) ran.
@@ -81,14 +90,15 @@ def main() -> None:
                 for rs in args.random_seeds:
                     key = (seed, op, rs)
                     settings = {
+                        **OPERATORS[op],
                         "seed": rs,
-                        "mutation": op,
                         "seeds": [seed],
                         "generations": args.generations,
                         "batch": args.batch,
                         "steps": args.steps,
                     }
-                    name = f"lm_{seed}_{op}_{rs}"
+                    label = op.replace(" ", "_").replace("=", "").replace(".", "")
+                    name = f"lm_{seed}_{label}_{rs}"
                     runs[key], speed[key], rates[key] = run_once(
                         settings,
                         scratch / name,
