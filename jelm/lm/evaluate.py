@@ -15,7 +15,8 @@ prints one JSON line::
                   "ran": float, "valid": float, "outcomes": {status: count},
                   "diffs_per_s": float, "tokens_per_diff": float}, ...]}
 
-Shares are of all prompts at that temperature. ``outcomes`` counts each prompt's end:
+Shares are of all prompts at that temperature; ``diffs_per_s`` includes compiling the
+sampler's shapes, which the first temperature pays. ``outcomes`` counts each prompt's end:
 a diff failure class (``diff_context_mismatch``, ...), ``diff_unchanged``,
 ``backend_error``, or the sandbox status of the child (``ok`` is a valid walker).
 Sampling is seeded, so a jelm backend gives the same figures on every run.
@@ -82,11 +83,11 @@ def evaluate(
         statuses = iter(str(r.status) for r in execute(children)) if children else iter(())
         ends = [next(statuses) if c.program is not None else c.failure for c in made]
         n = len(prompts)
+        applied = sum(c.program is not None or c.failure == "diff_unchanged" for c in made)
         results.append(
             {
                 "temperature": float(temperature),
-                "applied": sum(c.program is not None or c.failure == "diff_unchanged" for c in made)
-                / n,
+                "applied": applied / n,
                 "changed": len(children) / n,
                 "ran": sum(e in RAN for e in ends) / n,
                 "valid": sum(e == "ok" for e in ends) / n,
