@@ -53,3 +53,17 @@ def test_cli_prints_one_json_line(writer, tmp_path, capsys):
     assert E.main(["--model", str(tmp_path / "missing")]) == 2
     assert E.main(["--model", str(path), "--seeds", "no_such_seed"]) == 2
     assert "no_such_seed" in capsys.readouterr().err
+
+
+def test_cli_against_an_openai_compatible_server(writer, capsys):
+    """--base-url: the same model behind `jelm serve`'s HTTP API on localhost, sampled
+    through OpenAIBackend, gives the same verdicts as in-process."""
+    from jelm.lm.serve import Server
+
+    with Server(writer, port=0, model_id="writer") as server:
+        argv = ["--base-url", f"{server.url}/v1", "--model-name", "writer", "--samples", "1"]
+        argv += ["--seeds", "square", "radial", "--max-new-tokens", str(WRITER_MAX_NEW)]
+        assert E.main(argv) == 0
+    (result,) = json.loads(capsys.readouterr().out)["results"]
+    assert result["outcomes"] == {"ok": 3, "diff_context_mismatch": 3}
+    assert result["valid"] == 0.5
