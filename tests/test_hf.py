@@ -303,11 +303,7 @@ def test_save_hf_round_trip(exported):
     }
     loaded, cfg, tokenizer = hf.load_hf(d)
     assert cfg == config
-    flat = jax.tree_util.tree_leaves_with_path(params)
-    flat_loaded = jax.tree_util.tree_leaves_with_path(loaded)
-    assert [k for k, _ in flat] == [k for k, _ in flat_loaded]
-    for (k, a), (_, b) in zip(flat, flat_loaded, strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=str(k))
+    _assert_same_params(params, loaded)
     text = "def make_walker():\n    wc.add_muscle(j0, j1, 3.0, 0.5)<|endoftext|>"
     assert tokenizer.encode(text) == tok.encode(text)
     assert tokenizer.eos_id == tok.eos_id == 0
@@ -355,6 +351,7 @@ def test_save_hf_runs_in_transformers(exported):
 
 
 def _assert_same_params(a: M.Params, b: M.Params) -> None:
+    """The same tree paths and exactly the same arrays."""
     flat_a = jax.tree_util.tree_leaves_with_path(a)
     flat_b = jax.tree_util.tree_leaves_with_path(b)
     assert [k for k, _ in flat_a] == [k for k, _ in flat_b]
