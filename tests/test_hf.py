@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +33,8 @@ TEXTS = [
     "    wc.add_muscle(j0, j1, 3.0, 0.5)\n    return wc.get_walker()\n",
     "the quick brown fox jumps over the lazy dog\n",
 ] * 10
+#: A text the round-trip tests encode with both tokenizers (special token included).
+SAMPLE_TEXT = "def make_walker():\n    wc.add_muscle(j0, j1, 3.0, 0.5)<|endoftext|>"
 
 
 def _hf_model(arch: str, vocab: int):
@@ -63,10 +66,15 @@ def _hf_model(arch: str, vocab: int):
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
+def tok() -> Tokenizer:
+    """The byte-level BPE every checkpoint of this module uses (trained once)."""
+    return Tokenizer.train(TEXTS, vocab_size=300)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, tok):
     """arch -> (directory, torch model, jelm tokenizer) for gpt2, codegen, codegen_tied."""
     torch.manual_seed(0)
-    tok = Tokenizer.train(TEXTS, vocab_size=300)
     out = {}
     for arch in ("gpt2", "codegen", "codegen_tied"):
         d = tmp_path_factory.mktemp(arch)
@@ -284,17 +292,17 @@ def _codegen_config(vocab: int, *, tied: bool, bias: bool = True) -> M.ModelConf
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, tok):
     """(directory, params, config, tokenizer) of a jelm GPT-2 written by save_hf."""
-    tok = Tokenizer.train(TEXTS, vocab_size=300)
     params, config = _jelm_gpt2(tok.vocab_size)
     d = tmp_path_factory.mktemp("exported")
     hf.save_hf(d, params, config, tok)
     return d, params, config, tok
 
 
-def test_save_hf_round_trip(exported):
-    d, params, config, tok = exported
+def _assert_round_trip(d: Path, params: M.Params, config: M.ModelConfig, tok) -> Tokenizer:
+    """``save_hf``'s directory has the checkpoint and tokenizer files, and ``load_hf`` reads
+    back the same config, exactly the same params and an equivalent tokenizer (returned)."""
     assert {p.name for p in d.iterdir()} >= {
         "config.json",
         "model.safetensors",
@@ -304,8 +312,13 @@ def test_save_hf_round_trip(exported):
     loaded, cfg, tokenizer = hf.load_hf(d)
     assert cfg == config
     _assert_same_params(params, loaded)
-    text = "def make_walker():\n    wc.add_muscle(j0, j1, 3.0, 0.5)<|endoftext|>"
-    assert tokenizer.encode(text) == tok.encode(text)
+    assert tokenizer.encode(SAMPLE_TEXT) == tok.encode(SAMPLE_TEXT)
+    return tokenizer
+
+
+def test_save_hf_round_trip(exported):
+    d, params, config, tok = exported
+    tokenizer = _assert_round_trip(d, params, config, tok)
     assert tokenizer.eos_id == tok.eos_id == 0
     raw = json.loads((d / "config.json").read_text())
     assert raw["model_type"] == "gpt2" and raw["activation_function"] == "gelu_new"
@@ -315,7 +328,7 @@ def test_save_hf_round_trip(exported):
     auto = transformers.AutoTokenizer.from_pretrained(d, local_files_only=True)
     assert auto.eos_token == "<|endoftext|>" and auto.eos_token_id == tok.eos_id
     assert auto.pad_token_id == tok.pad_id
-    assert auto.encode(text, add_special_tokens=False) == tok.encode(text)
+    assert auto.encode(SAMPLE_TEXT, add_special_tokens=False) == tok.encode(SAMPLE_TEXT)
 
 
 def _assert_greedy_matches(model, params: M.Params, config: M.ModelConfig, tok) -> None:
@@ -396,10 +409,9 @@ def test_codegen_qkv_weight_inverts_qkv_kernel():
 
 
 @pytest.fixture(scope="module", params=["tied", "untied"])
-def exported_codegen(request, tmp_path_factory):
+def exported_codegen(request, tmp_path_factory, tok):
     """(directory, params, config, tokenizer) of a jelm CodeGen (with a head bias, tied or
     untied) written by save_hf."""
-    tok = Tokenizer.train(TEXTS, vocab_size=300)
     config = _codegen_config(tok.vocab_size, tied=request.param == "tied")
     params = _jelm_model(config)
     d = tmp_path_factory.mktemp(f"exported_codegen_{request.param}")
@@ -411,17 +423,7 @@ def test_save_hf_codegen_round_trip(exported_codegen):
     from safetensors.numpy import load_file
 
     d, params, config, tok = exported_codegen
-    assert {p.name for p in d.iterdir()} >= {
-        "config.json",
-        "model.safetensors",
-        "tokenizer.json",
-        "tokenizer_config.json",
-    }
-    loaded, cfg, tokenizer = hf.load_hf(d)
-    assert cfg == config
-    _assert_same_params(params, loaded)
-    text = "def make_walker():\n    wc.add_muscle(j0, j1, 3.0, 0.5)<|endoftext|>"
-    assert tokenizer.encode(text) == tok.encode(text)
+    _assert_round_trip(d, params, config, tok)
     raw = json.loads((d / "config.json").read_text())
     assert raw["model_type"] == "codegen" and raw["architectures"] == ["CodeGenForCausalLM"]
     assert (raw["n_positions"], raw["n_ctx"], raw["n_embd"], raw["n_layer"]) == (128, 128, 64, 2)
@@ -461,10 +463,9 @@ def test_save_hf_codegen_runs_in_transformers(exported_codegen):
 
 
 @pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
-def test_save_hf_codegen_without_head_bias(tmp_path, tied):
+def test_save_hf_codegen_without_head_bias(tmp_path, tok, tied):
     """CodeGenForCausalLM's lm_head always has a bias: a jelm model without one is written
     with zeros, runs the same in transformers, and reads back with a zero bias."""
-    tok = Tokenizer.train(TEXTS, vocab_size=300)
     config = _codegen_config(tok.vocab_size, tied=tied, bias=False)
     params = _jelm_model(config, seed=11)
     hf.save_hf(tmp_path, params, config, tok)
@@ -481,8 +482,7 @@ def test_save_hf_codegen_without_head_bias(tmp_path, tied):
     _assert_same_params(params, loaded)
 
 
-def test_save_hf_refuses_other_architectures(tmp_path):
-    tok = Tokenizer.train(TEXTS, vocab_size=300)
+def test_save_hf_refuses_other_architectures(tmp_path, tok):
     # Rotary positions with GPT-2's sequential residual: neither layout.
     hybrid = M.ModelConfig(
         vocab_size=tok.vocab_size,
