@@ -42,6 +42,7 @@ from jelm.sim import (
 from jelm.sim import terrain as terrains
 from jelm.sim.oracle import oracle_place, oracle_step, oracle_terrain, oracle_walker
 from jelm.sim.physics import as_arrays, chunk_rows
+from jelm.sim.tradeoff import bone_errors, link_lengths
 
 SEEDS = {name: seed_walker(name).to_dict() for name in SEED_NAMES}
 BONE = {"type": "distance", "amplitude": 0.0, "phase": 0.0}
@@ -98,13 +99,6 @@ def lone_mass() -> dict:
 def one_muscle(length: float = 4.0, amplitude: float = 6.0, phase: float = 0.0) -> dict:
     props = {"type": "muscle", "amplitude": amplitude, "phase": phase}
     return {"joints": [[0.0, 0.0], [length, 0.0]], "muscles": [[0, 1, props]]}
-
-
-def link_lengths(pos: np.ndarray, walker: dict) -> np.ndarray:
-    """Lengths ``(..., m)`` of the walker's links for positions ``(..., J, 2)``."""
-    i = np.array([link[0] for link in walker["muscles"]])
-    j = np.array([link[1] for link in walker["muscles"]])
-    return np.linalg.norm(pos[..., j, :] - pos[..., i, :], axis=-1)
 
 
 # --- the oracle ---------------------------------------------------------------------------
@@ -436,18 +430,8 @@ def test_muscle_oscillates_at_the_commanded_frequency_and_amplitude():
 def _bone_errors(params, quantile: float = 1.0) -> dict[str, float]:
     """Relative bone-length error of each seed over 60 s (3600 steps) on flat: the worst
     over all bones, at the given quantile over steps (1.0: the worst step)."""
-    walkers = list(SEEDS.values())
-    batch = pack(walkers, BucketShape(32, 128, 8))
-    frames = np.asarray(rollout(batch, terrains.flat(), 3600, 1, params))
-    worst = {}
-    for r, (name, w) in enumerate(SEEDS.items()):
-        n = len(w["joints"])
-        bones = np.array([link[2]["type"] == "distance" for link in w["muscles"]])
-        rest = link_lengths(np.asarray(w["joints"], np.float64), w)
-        lengths = link_lengths(frames[r, :, :n].astype(np.float64), w)
-        per_step = np.abs(lengths[:, bones] / rest[bones] - 1.0).max(axis=1)
-        worst[name] = float(np.quantile(per_step, quantile))
-    return worst
+    errors = bone_errors(list(SEEDS.values()), params, 3600, quantile)
+    return dict(zip(SEEDS, errors, strict=True))
 
 
 def test_bones_keep_their_length_accurate_params():

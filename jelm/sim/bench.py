@@ -32,7 +32,14 @@ import jax
 import numpy as np
 
 import jelm.sim  # noqa: F401  (pins XLA flags before JAX starts)
-from jelm.sim.physics import DEFAULT_PARAMS, SurfaceSpec, as_arrays, evaluate_jit, init_state
+from jelm.sim.physics import (
+    DEFAULT_PARAMS,
+    PhysicsParams,
+    SurfaceSpec,
+    as_arrays,
+    evaluate_jit,
+    init_state,
+)
 from jelm.sim.terrain import flat
 from jelm.sim.walker import BucketShape, WalkerBatch, pack, pack_buckets
 
@@ -46,12 +53,17 @@ def _seed_walkers() -> list[dict[str, Any]]:
     return [seed_walker(name).to_dict() for name in SEED_NAMES]
 
 
-def _time_batches(batches: Sequence[WalkerBatch], steps: int, repeats: int) -> tuple[float, float]:
+def _time_batches(
+    batches: Sequence[WalkerBatch],
+    steps: int,
+    repeats: int,
+    physics: PhysicsParams = DEFAULT_PARAMS,
+) -> tuple[float, float]:
     """Compile every batch's evaluation, then time running them all; (compile_s, run_s)."""
     terrain = flat()
     compile_s = 0.0
     compiled = []
-    params = as_arrays(DEFAULT_PARAMS)
+    params = as_arrays(physics)
     surfaces = SurfaceSpec.of(terrain)  # what evaluate() passes: flat ground, no ceiling
     for batch in batches:
         t0 = time.perf_counter()
