@@ -35,6 +35,7 @@ from jelm.sim import (
     default_ladder,
     evaluate,
     init_state,
+    native,
     pack,
     rollout,
     simulate,
@@ -58,10 +59,23 @@ ORACLE_TERRAINS = ("flat", "hills", "tunnel", "left_wall")
 ORACLE_ROWS = len(SEED_NAMES) * len(ORACLE_TERRAINS)
 
 
-@functools.partial(jax.jit, static_argnames=("steps",))
-def _trajectory(batch, terrain, state, params, steps):
+@pytest.fixture(
+    autouse=True, scope="module", params=["native", pytest.param("xla", marks=pytest.mark.slow)]
+)
+def backend(request):
+    """Every test of this module runs on both simulator backends (jelm.sim.native): the
+    compiled CPU step that is the CPU default, and the XLA step that accelerators use
+    (in the slow pass of .ci/run: tests/test_native.py checks in the default suite that
+    the two agree step by step)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("JELM_SIM_BACKEND", request.param)
+        yield request.param
+
+
+@functools.partial(jax.jit, static_argnames=("steps", "backend"))
+def _trajectory(batch, terrain, state, params, steps, backend):
     def one(s, _):
-        s = simulate(batch, terrain, s, 1, params)
+        s = simulate(batch, terrain, s, 1, params, backend=backend)
         return s, (s.pos, s.vel)
 
     _, (pos, vel) = jax.lax.scan(one, state, None, length=steps)
@@ -70,7 +84,9 @@ def _trajectory(batch, terrain, state, params, steps):
 
 def trajectory(batch, terrain, state, steps, params=DEFAULT_PARAMS):
     """JAX states after each of ``steps`` steps from ``state``: pos, vel ``(B, T, J, 2)``."""
-    pos, vel = _trajectory(batch, terrain, state, as_arrays(params), steps=steps)
+    pos, vel = _trajectory(
+        batch, terrain, state, as_arrays(params), steps=steps, backend=native.resolve()
+    )
     return np.swapaxes(np.asarray(pos), 0, 1), np.swapaxes(np.asarray(vel), 0, 1)
 
 
@@ -499,9 +515,13 @@ def _assert_identical(got, want, where):
     assert np.array_equal(got[1], want[1]), f"{where}: final positions differ"
 
 
-@functools.cache
 def _alone() -> dict[str, tuple]:
-    """Every seed evaluated alone in its smallest bucket."""
+    """Every seed evaluated alone in its smallest bucket (on the current backend)."""
+    return _alone_on(native.resolve())
+
+
+@functools.cache
+def _alone_on(backend: str) -> dict[str, tuple]:
     return {name: _eval_rows([w])[0] for name, w in SEEDS.items()}
 
 

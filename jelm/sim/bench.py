@@ -5,7 +5,8 @@ Prints exactly one JSON line on stdout (progress goes to stderr)::
     {"device": str,
      "results": [{"walkers": "seed_mix" | "max_padded", "batch": int, "steps": int,
                   "walker_steps_per_s": float, "spring_steps_per_s": float,
-                  "compile_s": float, "run_s": float}, ...],
+                  "compile_s": float, "run_s": float,
+                  "backend": "native" | "xla"}, ...],
      "numpy_reference": {"walker_steps_per_s": float},
      "peak_rss_mb": float}
 
@@ -15,6 +16,9 @@ walkers all padded to the largest bucket (64 joints, 256 links, 10 links per joi
 evaluation costs without bucketing. ``spring_steps_per_s`` counts the walkers' real links
 (bones and muscles), not padding. ``compile_s`` is XLA compilation (lowering included)
 summed over the buckets; ``run_s`` the simulation alone, best of ``--repeats``.
+``backend``: the simulator backend of the row (:mod:`jelm.sim.native`); every row is
+measured on each of ``--backends`` (default: both, native first; a backend that is not
+available here is left out with a note on stderr).
 ``numpy_reference``: the plain NumPy oracle step (jelm.sim.oracle), one walker at a time.
 """
 
@@ -32,6 +36,7 @@ import jax
 import numpy as np
 
 import jelm.sim  # noqa: F401  (pins XLA flags before JAX starts)
+from jelm.sim import native
 from jelm.sim.physics import (
     DEFAULT_PARAMS,
     PhysicsParams,
@@ -58,8 +63,10 @@ def _time_batches(
     steps: int,
     repeats: int,
     physics: PhysicsParams = DEFAULT_PARAMS,
+    backend: str | None = None,
 ) -> tuple[float, float]:
     """Compile every batch's evaluation, then time running them all; (compile_s, run_s)."""
+    backend = native.resolve(backend)
     terrain = flat()
     compile_s = 0.0
     compiled = []
@@ -67,7 +74,10 @@ def _time_batches(
     surfaces = SurfaceSpec.of(terrain)  # what evaluate() passes: flat ground, no ceiling
     for batch in batches:
         t0 = time.perf_counter()
-        exe = evaluate_jit.lower(batch, terrain, params, steps=steps, surfaces=surfaces).compile()
+        lowered = evaluate_jit.lower(
+            batch, terrain, params, steps=steps, surfaces=surfaces, backend=backend
+        )
+        exe = lowered.compile()
         compile_s += time.perf_counter() - t0
         compiled.append(exe)
     best = float("inf")
@@ -79,12 +89,14 @@ def _time_batches(
     return compile_s, best
 
 
-def _row(kind: str, walkers: list[dict[str, Any]], steps: int, repeats: int) -> dict[str, Any]:
+def _row(
+    kind: str, walkers: list[dict[str, Any]], steps: int, repeats: int, backend: str
+) -> dict[str, Any]:
     if kind == "seed_mix":
         batches = [b for _, b in pack_buckets(walkers)]
     else:
         batches = [pack(walkers, shape=MAX_SHAPE)]
-    compile_s, run_s = _time_batches(batches, steps, repeats)
+    compile_s, run_s = _time_batches(batches, steps, repeats, backend=backend)
     links = sum(len(w["muscles"]) for w in walkers)
     return {
         "walkers": kind,
@@ -94,6 +106,7 @@ def _row(kind: str, walkers: list[dict[str, Any]], steps: int, repeats: int) -> 
         "spring_steps_per_s": links * steps / run_s,
         "compile_s": compile_s,
         "run_s": run_s,
+        "backend": backend,
     }
 
 
@@ -122,19 +135,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=list(BATCHES))
     parser.add_argument("--repeats", type=int, default=2, help="timed runs; the best counts")
     parser.add_argument("--numpy-steps", type=int, default=20, help="oracle steps per seed")
+    parser.add_argument(
+        "--backends", nargs="+", choices=["native", "xla"], default=["native", "xla"]
+    )
     args = parser.parse_args(argv)
 
+    backends = list(args.backends)
+    if "native" in backends and not native.available():
+        print(f"[bench] native backend left out: {native.unavailable_reason()}", file=sys.stderr)
+        backends.remove("native")
     seeds = _seed_walkers()
     results = []
-    for kind in ("seed_mix", "max_padded"):
-        for batch in args.batches:
-            walkers = [seeds[k % len(seeds)] for k in range(batch)]
-            row = _row(kind, walkers, args.steps, args.repeats)
-            print(
-                f"[bench] {kind} batch {batch}: {row['walker_steps_per_s']:,.0f} walker-steps/s",
-                file=sys.stderr,
-            )
-            results.append(row)
+    for backend in backends:
+        for kind in ("seed_mix", "max_padded"):
+            for batch in args.batches:
+                walkers = [seeds[k % len(seeds)] for k in range(batch)]
+                row = _row(kind, walkers, args.steps, args.repeats, backend)
+                print(
+                    f"[bench] {backend} {kind} batch {batch}: "
+                    f"{row['walker_steps_per_s']:,.0f} walker-steps/s",
+                    file=sys.stderr,
+                )
+                results.append(row)
     device = jax.devices()[0]
     out = {
         "device": f"{device.platform}:{device.device_kind}",

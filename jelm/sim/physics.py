@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jelm.sim import native
 from jelm.sim.terrain import NO_SURFACE, Terrain, ground_height, interp_heights
 from jelm.sim.walker import WalkerBatch, pack_buckets
 
@@ -579,8 +580,13 @@ def simulate(
     params: PhysicsParams = DEFAULT_PARAMS,
     chunk: int | None = None,
     surfaces: SurfaceSpec = GENERAL_SURFACES,
+    backend: str | None = None,
 ) -> SimState:
     """Advance every walker of ``batch`` by ``steps`` steps from ``state`` (traceable).
+
+    ``backend`` (resolved when traced, see :mod:`jelm.sim.native`): ``"native"`` runs the
+    compiled CPU step, ``"xla"`` the pure-JAX step below; ``None`` / ``"auto"`` take the
+    native one on the CPU when it is available. ``chunk`` concerns the XLA step only.
 
     Batches larger than ``chunk`` rows (default :func:`chunk_rows` of the batch's shape)
     are split into equal chunks simulated one after another inside the same XLA call;
@@ -588,6 +594,8 @@ def simulate(
     ``surfaces`` (static) may skip terrain lookups a terrain does not need
     (:meth:`SurfaceSpec.of`); the general default is right for every terrain.
     """
+    if native.resolve(backend) == "native":
+        return native.simulate(batch, terrain, state, steps, params, surfaces)
     rows = batch.batch_size
     if chunk is None:
         chunk = chunk_rows(batch.joints.shape[-2], batch.max_degree)
@@ -625,32 +633,40 @@ def evaluate(
     terrain: Terrain,
     steps: int = DEFAULT_STEPS,
     params: PhysicsParams = DEFAULT_PARAMS,
+    backend: str | None = None,
 ) -> Evaluation:
     """Simulate every walker of ``batch`` for ``steps`` steps and score it (paper §4).
 
     ``terrain`` is one terrain for the whole batch or a per-row stack
     (:func:`jelm.sim.terrain.stack`). Compiles once per batch shape, horizon and terrain
-    batching (see :func:`evaluate_jit`); everything runs in one XLA call.
+    batching (see :func:`evaluate_jit`); everything runs in one XLA call. ``backend``:
+    see :func:`simulate`.
     """
     return evaluate_jit(
-        batch, terrain, as_arrays(params), steps=steps, surfaces=SurfaceSpec.of(terrain)
+        batch,
+        terrain,
+        as_arrays(params),
+        steps=steps,
+        surfaces=SurfaceSpec.of(terrain),
+        backend=native.resolve(backend),
     )
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "surfaces"))
+@functools.partial(jax.jit, static_argnames=("steps", "surfaces", "backend"))
 def evaluate_jit(
     batch: WalkerBatch,
     terrain: Terrain,
     params: PhysicsParams,
     steps: int,
     surfaces: SurfaceSpec = GENERAL_SURFACES,
+    backend: str | None = None,
 ) -> Evaluation:
     """The jitted body of :func:`evaluate` (pass ``as_arrays(params)`` and
     ``SurfaceSpec.of(terrain)`` for results equal to :func:`evaluate`'s; the results are
     the same with the general ``surfaces``, only slower). Traceable: use it inside a
     larger jitted loop."""
     start = init_state(batch, terrain, params)
-    final = simulate(batch, terrain, start, steps, params, surfaces=surfaces)
+    final = simulate(batch, terrain, start, steps, params, surfaces=surfaces, backend=backend)
     displacement = _centre(final.pos, batch.joint_mask) - _centre(start.pos, batch.joint_mask)
     finite = jnp.all(jnp.isfinite(final.pos) & jnp.isfinite(final.vel), axis=(-2, -1))
     valid = batch.walker_mask & finite
@@ -671,9 +687,11 @@ def rollout(
     steps: int = DEFAULT_STEPS,
     record_every: int = 1,
     params: PhysicsParams = DEFAULT_PARAMS,
+    backend: str | None = None,
 ) -> jax.Array:
     """Joint trajectories ``(B, T, J, 2)`` with ``T = steps // record_every + 1`` frames
-    (frame 0 is the placed start); the same dynamics as :func:`evaluate`."""
+    (frame 0 is the placed start); the same dynamics as :func:`evaluate` (and the same
+    ``backend``)."""
     if record_every < 1 or steps % record_every:
         raise ValueError(f"record_every ({record_every}) must divide steps ({steps})")
     return rollout_jit(
@@ -683,10 +701,11 @@ def rollout(
         steps=steps,
         record_every=record_every,
         surfaces=SurfaceSpec.of(terrain),
+        backend=native.resolve(backend),
     )
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "record_every", "surfaces"))
+@functools.partial(jax.jit, static_argnames=("steps", "record_every", "surfaces", "backend"))
 def rollout_jit(
     batch: WalkerBatch,
     terrain: Terrain,
@@ -694,12 +713,15 @@ def rollout_jit(
     steps: int,
     record_every: int,
     surfaces: SurfaceSpec = GENERAL_SURFACES,
+    backend: str | None = None,
 ) -> jax.Array:
     """The jitted body of :func:`rollout`."""
     start = init_state(batch, terrain, params)
 
     def frame(state: SimState, _: None) -> tuple[SimState, jax.Array]:
-        state = simulate(batch, terrain, state, record_every, params, surfaces=surfaces)
+        state = simulate(
+            batch, terrain, state, record_every, params, surfaces=surfaces, backend=backend
+        )
         return state, state.pos
 
     _, frames = jax.lax.scan(frame, start, None, length=steps // record_every)
@@ -713,6 +735,7 @@ def evaluate_walkers(
     steps: int = DEFAULT_STEPS,
     params: PhysicsParams = DEFAULT_PARAMS,
     batch_multiple: int = 1,
+    backend: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Host convenience: bucket ``walkers`` (dicts or Walker objects), evaluate each bucket
     and return NumPy arrays in input order (``fitness``, ``displacement``,
@@ -727,7 +750,7 @@ def evaluate_walkers(
         "valid": np.zeros(n, bool),
     }
     for indices, batch in pack_buckets(walkers, batch_multiple=batch_multiple):
-        result = evaluate(batch, terrain, steps, params)
+        result = evaluate(batch, terrain, steps, params, backend)
         rows = len(indices)
         out["fitness"][indices] = np.asarray(result.fitness)[:rows]
         out["displacement"][indices] = np.asarray(result.displacement)[:rows]

@@ -19,7 +19,7 @@ against the paper's rigid bones (Lehman et al. 2022, §4: bones are distance joi
 
 Prints exactly one JSON line on stdout (progress on stderr)::
 
-    {"device": str, "batch": int, "steps": int,
+    {"device": str, "backend": "native" | "xla", "batch": int, "steps": int,
      "results": [{"substeps": int, "iterations": int, "sweeps_per_step": int,
                   "walker_steps_per_s": float, "speedup": float (vs the default),
                   "bone_error_worst": float, "bone_error_p99": float,
@@ -40,6 +40,7 @@ import jax
 import numpy as np
 
 import jelm.sim  # noqa: F401  (pins XLA flags before JAX starts)
+from jelm.sim import native
 from jelm.sim.physics import (
     ACCURATE_PARAMS,
     DEFAULT_PARAMS,
@@ -78,10 +79,12 @@ def bone_errors(
     params: PhysicsParams,
     steps: int = 3600,
     quantile: float = 1.0,
+    backend: str | None = None,
 ) -> list[float]:
     """Relative bone-length error of each walker over ``steps`` steps on flat ground: the
     largest over its bones, at the given quantile over steps (1.0: the worst step)."""
-    frames = np.asarray(rollout(pack(list(walkers), SEED_SHAPE), flat(), steps, 1, params))
+    batch = pack(list(walkers), SEED_SHAPE)
+    frames = np.asarray(rollout(batch, flat(), steps, 1, params, backend))
     errors = []
     for r, w in enumerate(walkers):
         n = len(w["joints"])
@@ -109,6 +112,7 @@ def measure(
     repeats: int,
     seconds: float,
     reference_fitness: np.ndarray,
+    backend: str | None = None,
 ) -> dict[str, Any]:
     """Every figure of the module docstring for one setting."""
     from jelm.sim.bench import _time_batches
@@ -116,11 +120,11 @@ def measure(
     params = dataclasses.replace(DEFAULT_PARAMS, substeps=substeps, iterations=iterations)
     walkers = [seeds[k % len(seeds)] for k in range(batch)]
     buckets = [b for _, b in pack_buckets(walkers)]
-    _, run_s = _time_batches(buckets, steps, repeats, params)
+    _, run_s = _time_batches(buckets, steps, repeats, params, backend)
     long = round(seconds / params.dt)
-    worst = bone_errors(seeds, params, long)
-    typical = bone_errors(seeds, params, long, quantile=0.99)
-    result = evaluate(pack(list(seeds), SEED_SHAPE), flat(), DEFAULT_STEPS, params)
+    worst = bone_errors(seeds, params, long, backend=backend)
+    typical = bone_errors(seeds, params, long, quantile=0.99, backend=backend)
+    result = evaluate(pack(list(seeds), SEED_SHAPE), flat(), DEFAULT_STEPS, params, backend)
     fitness = np.asarray(result.fitness, np.float64)
     return {
         "substeps": substeps,
@@ -150,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=[f"{s}x{i}" for s, i in SETTINGS],
         help="substeps x iterations, e.g. 4x4 2x2",
     )
+    parser.add_argument("--backend", choices=["auto", "native", "xla"], default="auto")
     args = parser.parse_args(argv)
     settings = []
     for text in args.settings:
@@ -161,13 +166,22 @@ def main(argv: Sequence[str] | None = None) -> None:
             parser.error(f"setting {text!r}: substeps and iterations must be at least 1")
         settings.append((s, i))
 
+    backend = native.resolve(args.backend)
     seeds = [seed_walker(name).to_dict() for name in SEED_NAMES]
-    reference = evaluate(pack(seeds, SEED_SHAPE), flat(), DEFAULT_STEPS, ACCURATE_PARAMS)
+    reference = evaluate(pack(seeds, SEED_SHAPE), flat(), DEFAULT_STEPS, ACCURATE_PARAMS, backend)
     reference_fitness = np.asarray(reference.fitness, np.float64)
     results = []
     for s, i in settings:
         row = measure(
-            s, i, seeds, args.batch, args.steps, args.repeats, args.seconds, reference_fitness
+            s,
+            i,
+            seeds,
+            args.batch,
+            args.steps,
+            args.repeats,
+            args.seconds,
+            reference_fitness,
+            backend,
         )
         print(
             f"[tradeoff] {s}x{i}: {row['walker_steps_per_s']:,.0f} walker-steps/s, bones "
@@ -185,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         json.dumps(
             {
                 "device": f"{device.platform}:{device.device_kind}",
+                "backend": backend,
                 "batch": args.batch,
                 "steps": args.steps,
                 "results": results,
