@@ -89,7 +89,10 @@ struct Ground {
 // physics._side_entry: a node deeper than max_depth that was shallower at its previous
 // x entered through a steep face and goes back to that x.
 inline float side_entry(float x, float y, float x_prev, Surf* here, const Surf& before,
-                        float max_depth) {
+                        float max_depth, const Ground& g) {
+  // On flat ground without a ceiling the surfaces at x and x_prev are the same, so a
+  // node is never shallower at its previous x: nothing to do.
+  if (g.flat && !g.has_ceiling) return x;
   const float deep = std::max(here->h - y, y - here->c);
   const bool back = (deep > max_depth) && (std::max(before.h - y, y - before.c) < deep);
   if (back) {
@@ -100,9 +103,12 @@ inline float side_entry(float x, float y, float x_prev, Surf* here, const Surf& 
 }
 
 // physics._contact: the push out of ground, ceiling and walls.
+// Without slopes (flat ground, no ceiling) the divisions are by exactly 1 and skipped.
 inline void contact(float x, float y, const Surf& s, const Ground& g, float* px, float* py) {
-  const float below = std::min(y - s.h, 0.0f) / (1.0f + s.hs * s.hs);
-  const float above = std::max(y - s.c, 0.0f) / (1.0f + s.cs * s.cs);
+  float below = std::min(y - s.h, 0.0f);
+  if (!g.flat) below = below / (1.0f + s.hs * s.hs);
+  float above = std::max(y - s.c, 0.0f);
+  if (g.has_ceiling) above = above / (1.0f + s.cs * s.cs);
   float p = below * s.hs + above * s.cs;
   p = p + std::max(g.left - (x + p), 0.0f);
   p = p + std::min(g.right - (x + p), 0.0f);
@@ -116,6 +122,11 @@ void simulate_row(const Params& p, int substeps, int iterations, int64_t steps, 
                   const float* muscle, const float* amplitude, const float* cos_phase,
                   const float* sin_phase, const float* bone_weight, const Ground& g,
                   int32_t step0, float* pos, float* vel) {
+  // Padding joints after the last live one only keep their position and get zero
+  // velocity (what the masked XLA step gives them), so the loops stop at the last live.
+  int64_t padded = nj;
+  while (nj > 0 && joint_mask[nj - 1] == 0.0f) --nj;
+  for (int64_t n = nj; n < padded; ++n) vel[2 * n] = vel[2 * n + 1] = 0.0f;
   float x[kMaxJoints], y[kMaxJoints], vx[kMaxJoints], vy[kMaxJoints];
   float x0[kMaxJoints], y0[kMaxJoints], ax[kMaxJoints], ay[kMaxJoints];
   float push_x[kMaxJoints], push_y[kMaxJoints];
@@ -187,7 +198,7 @@ void simulate_row(const Params& p, int substeps, int iterations, int64_t steps, 
           float nx = x[n] + ax[n];
           const float ny = y[n] + ay[n];
           Surf surf = g.at(nx);
-          nx = side_entry(nx, ny, x0[n], &surf, before[n], p.max_depth);
+          nx = side_entry(nx, ny, x0[n], &surf, before[n], p.max_depth, g);
           float px = 0.0f, py = 0.0f;
           if (live[n]) contact(nx, ny, surf, g, &px, &py);
           if (px == 0.0f && py == 0.0f) {  // no contact: friction keeps the whole step
@@ -230,7 +241,7 @@ void simulate_row(const Params& p, int substeps, int iterations, int64_t steps, 
         vy[n] = pvy - cut * uy;
         // 5. the last clamp (positions only)
         Surf here = g.at(x[n]);
-        float cx = side_entry(x[n], y[n], x0[n], &here, before[n], p.max_depth);
+        float cx = side_entry(x[n], y[n], x0[n], &here, before[n], p.max_depth, g);
         cx = std::min(std::max(cx, g.left), g.right);
         const Surf at = g.at(cx);
         const float cy = std::max(std::min(y[n], at.c), at.h);

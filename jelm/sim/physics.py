@@ -32,6 +32,11 @@ step only gathers and never scatters, and every per-joint sum runs over the slot
 fixed order. Padding (joints, links, slots, rows) only ever adds exact zeros at the end of
 those sums: a walker gives bit-identical results alone, in a padded batch or in any
 bucket (with FMA contraction off, which importing ``jelm.sim`` arranges).
+
+Backends: this module is the XLA step, used on accelerators and wherever it is asked
+for. On the CPU, :func:`simulate` (and so :func:`evaluate` and :func:`rollout`) runs the
+same step compiled from ``native.cc`` by default (:mod:`jelm.sim.native`), which avoids
+XLA's slow CPU gathers; ``backend="xla"`` or ``JELM_SIM_BACKEND=xla`` selects this one.
 """
 
 from __future__ import annotations
