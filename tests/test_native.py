@@ -169,8 +169,9 @@ def test_env_selects_the_xla_backend(tmp_path):
     assert json.loads(done.stdout.strip().splitlines()[-1])["backend"] == "xla"
 
 
-def test_the_library_is_cached_by_source_and_flags(tmp_path):
-    """A second process reuses the built library instead of compiling again."""
+def test_the_library_is_cached_and_a_damaged_one_is_rebuilt(tmp_path):
+    """A second process reuses the built library instead of compiling again; a library
+    damaged in the cache is rebuilt (with a warning) instead of disabling the backend."""
     env = {"JELM_CACHE_DIR": str(tmp_path)}
     first = _run_python(PROBE, env)
     assert first.returncode == 0, first.stderr
@@ -183,3 +184,11 @@ def test_the_library_is_cached_by_source_and_flags(tmp_path):
     a = json.loads(first.stdout.strip().splitlines()[-1])
     b = json.loads(second.stdout.strip().splitlines()[-1])
     assert a["backend"] == b["backend"] == "native" and a["fitness"] == b["fitness"]
+
+    libs[0].write_bytes(b"not a shared object")
+    third = _run_python(PROBE, env)
+    assert third.returncode == 0, third.stderr
+    c = json.loads(third.stdout.strip().splitlines()[-1])
+    assert c["backend"] == "native" and c["fitness"] == a["fitness"]
+    assert any("rebuilding the damaged native library" in w for w in c["warnings"])
+    assert libs[0].read_bytes()[:4] == b"\x7fELF"

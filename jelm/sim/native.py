@@ -61,6 +61,10 @@ FLAGS = (
 )
 
 
+#: A build that takes longer than this is abandoned (the XLA step is used instead).
+BUILD_TIMEOUT_S = 300
+
+
 class NativeUnavailable(RuntimeError):
     """The native backend was asked for but could not be built or loaded."""
 
@@ -103,7 +107,15 @@ def build() -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     cmd = [compiler, *FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", tmp]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    try:
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, check=False, timeout=BUILD_TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired:
+        os.unlink(tmp)
+        raise NativeUnavailable(
+            f"building {SOURCE.name} took more than {BUILD_TIMEOUT_S} s"
+        ) from None
     if done.returncode != 0:
         os.unlink(tmp)
         raise NativeUnavailable(f"building {SOURCE.name} failed:\n{done.stderr[-2000:]}")
@@ -113,9 +125,20 @@ def build() -> Path:
 
 @functools.cache
 def _load() -> ctypes.CDLL | str:
-    """Build, load and register the FFI target once; the library, or why it failed."""
+    """Build, load and register the FFI target once; the library, or why it failed. A
+    cached library that does not load (a damaged file) is deleted and built again once."""
     try:
-        lib = ctypes.CDLL(str(build()))
+        path = build()
+        try:
+            lib = ctypes.CDLL(str(path))
+        except OSError as exc:
+            warnings.warn(
+                f"jelm.sim: rebuilding the damaged native library {path} ({exc})",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            path.unlink(missing_ok=True)
+            lib = ctypes.CDLL(str(build()))
         jax.ffi.register_ffi_target(
             TARGET, jax.ffi.pycapsule(lib.JelmSodaraceSimulate), platform="cpu"
         )
