@@ -8,6 +8,7 @@ without a compiler falls back to the XLA step with a warning instead of failing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -192,3 +193,16 @@ def test_the_library_is_cached_and_a_damaged_one_is_rebuilt(tmp_path):
     assert c["backend"] == "native" and c["fitness"] == a["fitness"]
     assert any("rebuilding the damaged native library" in w for w in c["warnings"])
     assert libs[0].read_bytes()[:4] == b"\x7fELF"
+
+
+def test_links_to_missing_joints_are_skipped_not_read_out_of_bounds():
+    """A hand-made batch whose links point past the joints (pack never makes one) runs
+    without touching memory outside the row: those links are ignored."""
+    batch = pack(SEEDS[:1], BucketShape(8, 16, 4))
+    bad = dataclasses.replace(
+        batch,
+        link_i=batch.link_i.at[0, 0].set(10_000),
+        link_j=batch.link_j.at[0, 1].set(-5),
+    )
+    result = evaluate(bad, terrains.flat(), 60, backend="native")
+    assert np.all(np.isfinite(np.asarray(result.final.pos)))

@@ -122,10 +122,21 @@ void simulate_row(const Params& p, int substeps, int iterations, int64_t steps, 
                   const float* muscle, const float* amplitude, const float* cos_phase,
                   const float* sin_phase, const float* bone_weight, const Ground& g,
                   int32_t step0, float* pos, float* vel) {
-  // Padding joints after the last live one only keep their position and get zero
-  // velocity (what the masked XLA step gives them), so the loops stop at the last live.
-  int64_t padded = nj;
-  while (nj > 0 && joint_mask[nj - 1] == 0.0f) --nj;
+  // Links whose ends are not joints of the row (never from jelm.sim.pack) are skipped
+  // rather than read out of bounds.
+  std::vector<int32_t> muscles, bones;
+  int64_t used = 0;  // 1 + the highest joint an active link touches
+  for (int64_t l = 0; l < nl; ++l) {
+    if (link_mask[l] == 0.0f) continue;
+    if (li[l] < 0 || li[l] >= nj || lj[l] < 0 || lj[l] >= nj) continue;
+    if (muscle[l] != 0.0f) muscles.push_back(static_cast<int32_t>(l));
+    if (bone_weight[l] != 0.0f) bones.push_back(static_cast<int32_t>(l));
+    used = std::max<int64_t>(used, std::max(li[l], lj[l]) + 1);
+  }
+  // Padding joints after the last live or linked one only keep their position and get
+  // zero velocity (what the masked XLA step gives them), so the loops stop before them.
+  const int64_t padded = nj;
+  while (nj > used && joint_mask[nj - 1] == 0.0f) --nj;
   for (int64_t n = nj; n < padded; ++n) vel[2 * n] = vel[2 * n + 1] = 0.0f;
   float x[kMaxJoints], y[kMaxJoints], vx[kMaxJoints], vy[kMaxJoints];
   float x0[kMaxJoints], y0[kMaxJoints], ax[kMaxJoints], ay[kMaxJoints];
@@ -138,12 +149,6 @@ void simulate_row(const Params& p, int substeps, int iterations, int64_t steps, 
     vx[n] = vel[2 * n];
     vy[n] = vel[2 * n + 1];
     live[n] = joint_mask[n] != 0.0f;
-  }
-  std::vector<int32_t> muscles, bones;
-  for (int64_t l = 0; l < nl; ++l) {
-    if (link_mask[l] == 0.0f) continue;
-    if (muscle[l] != 0.0f) muscles.push_back(static_cast<int32_t>(l));
-    if (bone_weight[l] != 0.0f) bones.push_back(static_cast<int32_t>(l));
   }
   const float h = p.dt / static_cast<float>(substeps);
   const float damp = 1.0f / (1.0f + h * p.damping);
