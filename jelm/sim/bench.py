@@ -141,9 +141,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     backends = list(args.backends)
-    if "native" in backends and not native.available():
-        print(f"[bench] native backend left out: {native.unavailable_reason()}", file=sys.stderr)
-        backends.remove("native")
+    if "native" in backends:
+        try:
+            native.resolve("native")
+        except native.NativeUnavailable as exc:
+            print(f"[bench] native backend left out: {exc}", file=sys.stderr)
+            backends.remove("native")
     seeds = _seed_walkers()
     results = []
     for backend in backends:

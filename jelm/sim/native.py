@@ -176,6 +176,11 @@ def resolve(backend: str | None = None) -> str:
     if name == "xla":
         return "xla"
     if name == "native":
+        if jax.default_backend() != "cpu":
+            raise NativeUnavailable(
+                f"the native backend runs on the CPU, and JAX's default backend is "
+                f"{jax.default_backend()}: use backend='xla' or 'auto'"
+            )
         if not available():
             raise NativeUnavailable(f"native backend unavailable: {unavailable_reason()}")
         return "native"
