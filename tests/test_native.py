@@ -27,6 +27,7 @@ from jelm.sim.physics import (
     ACCURATE_PARAMS,
     DEFAULT_PARAMS,
     SimState,
+    SurfaceSpec,
     as_arrays,
     evaluate,
     init_state,
@@ -193,6 +194,66 @@ def test_the_library_is_cached_and_a_damaged_one_is_rebuilt(tmp_path):
     assert c["backend"] == "native" and c["fitness"] == a["fitness"]
     assert any("rebuilding the damaged native library" in w for w in c["warnings"])
     assert libs[0].read_bytes()[:4] == b"\x7fELF"
+
+
+def _variant(walker: dict, rng: np.random.Generator) -> dict:
+    """The same topology with other joint positions, amplitudes and phases."""
+    joints = [
+        [x + rng.uniform(-0.05, 0.05), y + rng.uniform(-0.05, 0.05)] for x, y in walker["joints"]
+    ]
+    muscles = []
+    for i, j, spec in walker["muscles"]:
+        spec = dict(spec)
+        if spec["type"] == "muscle":
+            spec["amplitude"] = float(
+                np.clip(spec["amplitude"] + rng.uniform(-0.2, 0.2), 0.0, 10.0)
+            )
+            spec["phase"] = spec["phase"] + rng.uniform(-0.3, 0.3)
+        muscles.append([i, j, spec])
+    return {"joints": joints, "muscles": muscles}
+
+
+@pytest.mark.parametrize("surface", ["flat", "walls"])
+def test_lane_groups_give_each_walker_what_it_gets_alone(surface):
+    """Rows of one topology run eight to a vector (the lane kernel, flat ground without a
+    ceiling); every walker's state is bit-identical to simulating it alone (the row
+    kernel), for a full group, a partial one, rows at different steps and per-row
+    terrains. The library's counter shows the groups ran."""
+    rng = np.random.default_rng(7)
+    by_name = dict(zip(SEED_NAMES, SEEDS, strict=True))
+    walkers = [_variant(by_name["cppn_fixed"], rng) for _ in range(11)]
+    walkers += [_variant(by_name["square"], rng) for _ in range(3)]
+    walkers += [by_name["runner"]]
+    order = rng.permutation(len(walkers))
+    walkers = [walkers[k] for k in order]
+    batch = pack(walkers, SHAPE)
+    if surface == "flat":
+        terrain = terrains.flat()
+        alone_terrain = [terrain] * len(walkers)
+    else:
+        choices = [terrains.flat(), terrains.left_wall(), terrains.right_wall()]
+        index = [k % 3 for k in range(len(walkers))]
+        terrain = terrains.stack(choices, index)
+        alone_terrain = [choices[k] for k in index]
+    p = as_arrays(DEFAULT_PARAMS)
+    start = init_state(batch, terrain, p)
+    start = SimState(
+        pos=start.pos, vel=start.vel, step=jnp.arange(len(walkers), dtype=jnp.int32) % 4
+    )
+    lib = native._load()
+    before = lib.jelm_lane_groups()
+    spec = SurfaceSpec.of(terrain)
+    assert spec == SurfaceSpec(flat_ground=True, ceiling=False)
+    together = simulate(batch, terrain, start, 40, p, surfaces=spec, backend="native")
+    jax.block_until_ready(together.pos)
+    assert lib.jelm_lane_groups() - before == 3  # cppn_fixed: 8 + 3, square: 3
+    for k, w in enumerate(walkers):
+        one = pack([w], SHAPE)
+        s0 = init_state(one, alone_terrain[k], p)
+        s0 = SimState(pos=s0.pos, vel=s0.vel, step=start.step[k : k + 1])
+        alone = simulate(one, alone_terrain[k], s0, 40, p, surfaces=spec, backend="native")
+        np.testing.assert_array_equal(np.asarray(alone.pos[0]), np.asarray(together.pos[k]))
+        np.testing.assert_array_equal(np.asarray(alone.vel[0]), np.asarray(together.vel[k]))
 
 
 def test_links_to_missing_joints_are_skipped_not_read_out_of_bounds():

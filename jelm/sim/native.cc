@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 #include <vector>
 
@@ -42,10 +43,21 @@ struct Table {  // one heightfield row: x0 + k * dx, k < n
   int64_t n;
 };
 
-struct Surf {
-  float h, hs, c, cs;
-};
+// cond ? a : b without a branch: the per-joint loops stay straight-line code that the
+// compiler vectorizes (a ternary lets it sink the work of one side into a branch).
+inline float pick(bool cond, float a, float b) {
+  const uint32_t m = 0u - static_cast<uint32_t>(cond);
+  uint32_t ia, ib;
+  std::memcpy(&ia, &a, sizeof ia);
+  std::memcpy(&ib, &b, sizeof ib);
+  const uint32_t r = (ia & m) | (ib & ~m);
+  float out;
+  std::memcpy(&out, &r, sizeof out);
+  return out;
+}
 
+// A heightfield at x: the height (linear between knots, clamped to the ends) and the
+// slope (0 outside the table), as terrain.interp_heights.
 inline void interp(const Table& t, const float* heights, float x, float* value, float* slope) {
   const float s = (x - t.x0) / t.dx;
   float fi = std::floor(s);
@@ -55,67 +67,113 @@ inline void interp(const Table& t, const float* heights, float x, float* value, 
   frac = std::fmin(std::fmax(frac, 0.0f), 1.0f);
   const float h0 = heights[i], h1 = heights[i + 1];
   const bool inside = (s >= 0.0f) && (s <= static_cast<float>(t.n - 1));
-  *slope = inside ? (h1 - h0) / t.dx : 0.0f;
+  *slope = pick(inside, (h1 - h0) / t.dx, 0.0f);
   *value = h0 + frac * (h1 - h0);
 }
 
 constexpr float kNoSurface = 1.0e6f;  // terrain.NO_SURFACE
 
-// A row's terrain. flat / no ceiling skip lookups that give constants (the XLA step's
-// SurfaceSpec): the same numbers, without the interpolation.
+// A row's terrain: ground heightfield, ceiling heightfield (same grid), side walls.
 struct Ground {
   Table g;
   const float* ceiling;
   float left, right;
-  bool flat, has_ceiling;
-  Surf at(float x) const {
-    Surf s;
-    if (flat) {
-      s.h = g.h[0];
-      s.hs = 0.0f;
-    } else {
-      interp(g, g.h, x, &s.h, &s.hs);
-    }
-    if (has_ceiling) {
-      interp(g, ceiling, x, &s.c, &s.cs);
-    } else {
-      s.c = kNoSurface;
-      s.cs = 0.0f;
-    }
-    return s;
-  }
+  float h0;  // the ground's first knot: its height everywhere when it is flat
 };
 
-// physics._side_entry: a node deeper than max_depth that was shallower at its previous
-// x entered through a steep face and goes back to that x.
-inline float side_entry(float x, float y, float x_prev, Surf* here, const Surf& before,
-                        float max_depth, const Ground& g) {
-  // On flat ground without a ceiling the surfaces at x and x_prev are the same, so a
-  // node is never shallower at its previous x: nothing to do.
-  if (g.flat && !g.has_ceiling) return x;
-  const float deep = std::max(here->h - y, y - here->c);
-  const bool back = (deep > max_depth) && (std::max(before.h - y, y - before.c) < deep);
-  if (back) {
-    *here = before;
-    return x_prev;
+// The surfaces above and below x: ground height and slope, ceiling height and slope.
+// kFlat / !kCeiling skip lookups that give constants (the XLA step's SurfaceSpec): the
+// same numbers, without the interpolation.
+template <bool kFlat, bool kCeiling>
+inline void surface(const Ground& g, float x, float* h, float* hs, float* c, float* cs) {
+  if constexpr (kFlat) {
+    *h = g.h0;
+    *hs = 0.0f;
+  } else {
+    interp(g.g, g.g.h, x, h, hs);
   }
-  return x;
+  if constexpr (kCeiling) {
+    interp(g.g, g.ceiling, x, c, cs);
+  } else {
+    *c = kNoSurface;
+    *cs = 0.0f;
+  }
+}
+
+// physics._side_entry: a node deeper than max_depth that was shallower at its previous
+// x entered through a steep face and goes back to that x, with the surfaces found there
+// (b*). On flat ground without a ceiling the surfaces at x and x_prev are the same, so a
+// node is never shallower at its previous x: nothing to do.
+template <bool kFlat, bool kCeiling>
+inline float side_entry(float x, float y, float x_prev, float* h, float* hs, float* c,
+                        float* cs, float bh, float bhs, float bc, float bcs, float max_depth) {
+  if constexpr (kFlat && !kCeiling) return x;
+  const float deep = std::max(*h - y, y - *c);
+  const bool back = (deep > max_depth) && (std::max(bh - y, y - bc) < deep);
+  *h = pick(back, bh, *h);
+  *hs = pick(back, bhs, *hs);
+  *c = pick(back, bc, *c);
+  *cs = pick(back, bcs, *cs);
+  return pick(back, x_prev, x);
 }
 
 // physics._contact: the push out of ground, ceiling and walls.
 // Without slopes (flat ground, no ceiling) the divisions are by exactly 1 and skipped.
-inline void contact(float x, float y, const Surf& s, const Ground& g, float* px, float* py) {
-  float below = std::min(y - s.h, 0.0f);
-  if (!g.flat) below = below / (1.0f + s.hs * s.hs);
-  float above = std::max(y - s.c, 0.0f);
-  if (g.has_ceiling) above = above / (1.0f + s.cs * s.cs);
-  float p = below * s.hs + above * s.cs;
-  p = p + std::max(g.left - (x + p), 0.0f);
-  p = p + std::min(g.right - (x + p), 0.0f);
+template <bool kFlat, bool kCeiling>
+inline void contact(float x, float y, float h, float hs, float c, float cs, float left,
+                    float right, float* px, float* py) {
+  float below = std::min(y - h, 0.0f);
+  if constexpr (!kFlat) below = below / (1.0f + hs * hs);
+  float above = std::max(y - c, 0.0f);
+  if constexpr (kCeiling) above = above / (1.0f + cs * cs);
+  float p = below * hs + above * cs;
+  p = p + std::max(left - (x + p), 0.0f);
+  p = p + std::min(right - (x + p), 0.0f);
   *px = p;
   *py = -below - above;
 }
 
+// A row's links, split into muscles and bones, as compact arrays (struct of arrays).
+struct Links {
+  std::vector<int32_t> a, b;
+  std::vector<float> rest, k1, k2, k3;  // muscles: amplitude, cos, sin; bones: weight
+  std::vector<float> fx, fy;            // per-link force or correction of this pass
+  void add(int32_t i, int32_t j, float r, float c1, float c2, float c3) {
+    a.push_back(i);
+    b.push_back(j);
+    rest.push_back(r);
+    k1.push_back(c1);
+    k2.push_back(c2);
+    k3.push_back(c3);
+  }
+  int64_t size() const { return static_cast<int64_t>(a.size()); }
+};
+
+// Adds each link's (fx, fy) to its first joint and subtracts it from its second, in link
+// order (the order fixes the float sums).
+inline void scatter(const Links& L, float* ax, float* ay) {
+  const int64_t n = L.size();
+  for (int64_t l = 0; l < n; ++l) {
+    const int32_t a = L.a[l], b = L.b[l];
+    ax[a] += L.fx[l];
+    ay[a] += L.fy[l];
+    ax[b] -= L.fx[l];
+    ay[b] -= L.fy[l];
+  }
+}
+
+// Joints are processed in blocks of this many, so the per-joint loops vectorize.
+constexpr int64_t kBlock = 8;
+
+// The per-joint state of a row, struct of arrays; joints past the row's count are dead.
+struct alignas(32) Joints {
+  float x[kMaxJoints], y[kMaxJoints], vx[kMaxJoints], vy[kMaxJoints];
+  float x0[kMaxJoints], y0[kMaxJoints], ax[kMaxJoints], ay[kMaxJoints];
+  float push_x[kMaxJoints], push_y[kMaxJoints], live[kMaxJoints], touched[kMaxJoints];
+  float bh[kMaxJoints], bhs[kMaxJoints], bc[kMaxJoints], bcs[kMaxJoints];  // at x0
+};
+
+template <bool kFlat, bool kCeiling>
 void simulate_row(const Params& p, int substeps, int iterations, int64_t steps, int64_t nj,
                   int64_t nl, const float* joint_mask, const float* link_mask,
                   const int32_t* li, const int32_t* lj, const float* rest,
@@ -124,95 +182,129 @@ void simulate_row(const Params& p, int substeps, int iterations, int64_t steps, 
                   int32_t step0, float* pos, float* vel) {
   // Links whose ends are not joints of the row (never from jelm.sim.pack) are skipped
   // rather than read out of bounds.
-  std::vector<int32_t> muscles, bones;
+  Links muscles, bones;
   int64_t used = 0;  // 1 + the highest joint an active link touches
   for (int64_t l = 0; l < nl; ++l) {
     if (link_mask[l] == 0.0f) continue;
     if (li[l] < 0 || li[l] >= nj || lj[l] < 0 || lj[l] >= nj) continue;
-    if (muscle[l] != 0.0f) muscles.push_back(static_cast<int32_t>(l));
-    if (bone_weight[l] != 0.0f) bones.push_back(static_cast<int32_t>(l));
+    if (muscle[l] != 0.0f) {
+      muscles.add(li[l], lj[l], rest[l], amplitude[l], cos_phase[l], sin_phase[l]);
+    }
+    if (bone_weight[l] != 0.0f) bones.add(li[l], lj[l], rest[l], bone_weight[l], 0.0f, 0.0f);
     used = std::max<int64_t>(used, std::max(li[l], lj[l]) + 1);
   }
+  muscles.fx.resize(muscles.size());
+  muscles.fy.resize(muscles.size());
+  bones.fx.resize(bones.size());
+  bones.fy.resize(bones.size());
   // Padding joints after the last live or linked one only keep their position and get
-  // zero velocity (what the masked XLA step gives them), so the loops stop before them.
+  // zero velocity (what the masked XLA step gives them), so the loops stop before them,
+  // at the end of a block: the block's extra joints are dead and never written back.
   const int64_t padded = nj;
   while (nj > used && joint_mask[nj - 1] == 0.0f) --nj;
   for (int64_t n = nj; n < padded; ++n) vel[2 * n] = vel[2 * n + 1] = 0.0f;
-  float x[kMaxJoints], y[kMaxJoints], vx[kMaxJoints], vy[kMaxJoints];
-  float x0[kMaxJoints], y0[kMaxJoints], ax[kMaxJoints], ay[kMaxJoints];
-  float push_x[kMaxJoints], push_y[kMaxJoints];
-  bool live[kMaxJoints], touched[kMaxJoints];
-  Surf before[kMaxJoints];
-  for (int64_t n = 0; n < nj; ++n) {
-    x[n] = pos[2 * n];
-    y[n] = pos[2 * n + 1];
-    vx[n] = vel[2 * n];
-    vy[n] = vel[2 * n + 1];
-    live[n] = joint_mask[n] != 0.0f;
+  const int64_t nb = std::min<int64_t>((nj + kBlock - 1) / kBlock * kBlock, kMaxJoints);
+  Joints J;
+  float* const x = J.x;
+  float* const y = J.y;
+  float* const vx = J.vx;
+  float* const vy = J.vy;
+  float* const x0 = J.x0;
+  float* const y0 = J.y0;
+  float* const ax = J.ax;
+  float* const ay = J.ay;
+  float* const push_x = J.push_x;
+  float* const push_y = J.push_y;
+  float* const live = J.live;
+  float* const touched = J.touched;
+  float* const bh = J.bh;
+  float* const bhs = J.bhs;
+  float* const bc = J.bc;
+  float* const bcs = J.bcs;
+  for (int64_t n = 0; n < nb; ++n) {
+    const bool in = n < nj;
+    x[n] = in ? pos[2 * n] : 0.0f;
+    y[n] = in ? pos[2 * n + 1] : 0.0f;
+    vx[n] = in ? vel[2 * n] : 0.0f;
+    vy[n] = in ? vel[2 * n + 1] : 0.0f;
+    live[n] = (in && joint_mask[n] != 0.0f) ? 1.0f : 0.0f;
+    bh[n] = bhs[n] = bc[n] = bcs[n] = 0.0f;
   }
-  const float h = p.dt / static_cast<float>(substeps);
-  const float damp = 1.0f / (1.0f + h * p.damping);
+  const float dt = p.dt / static_cast<float>(substeps);
+  const float damp = 1.0f / (1.0f + dt * p.damping);
+  const float md = p.max_depth;
   for (int64_t k = 0; k < steps; ++k) {
     const float step = static_cast<float>(step0 + k);
     for (int sub = 0; sub < substeps; ++sub) {
       const float t = (step + static_cast<float>(sub) / static_cast<float>(substeps)) * p.dt;
       const float s_t = std::sin(p.phase_speed * t), c_t = std::cos(p.phase_speed * t);
       // 1. muscles
-      for (int64_t n = 0; n < nj; ++n) ax[n] = ay[n] = 0.0f;
-      for (int32_t l : muscles) {
-        const int32_t a = li[l], b = lj[l];
+      for (int64_t m = 0; m < muscles.size(); ++m) {
+        const int32_t a = muscles.a[m], b = muscles.b[m];
         const float dx = x[b] - x[a], dy = y[b] - y[a];
         const float dist = std::sqrt(dx * dx + dy * dy);
         const float inv = 1.0f / std::max(dist, 1e-6f);
         const float ux = dx * inv, uy = dy * inv;
-        const float target =
-            rest[l] * (1.0f + amplitude[l] * (s_t * cos_phase[l] + c_t * sin_phase[l]));
+        const float target = muscles.rest[m] *
+                             (1.0f + muscles.k1[m] * (s_t * muscles.k2[m] + c_t * muscles.k3[m]));
         const float rel = (vx[b] - vx[a]) * ux + (vy[b] - vy[a]) * uy;
         const float tension = p.stiffness * (dist - target) + p.muscle_damping * rel;
-        ax[a] += tension * ux;
-        ay[a] += tension * uy;
-        ax[b] -= tension * ux;
-        ay[b] -= tension * uy;
+        muscles.fx[m] = tension * ux;
+        muscles.fy[m] = tension * uy;
       }
+      for (int64_t n = 0; n < nb; ++n) ax[n] = ay[n] = 0.0f;
+      scatter(muscles, ax, ay);
       // 2. integrate
-      for (int64_t n = 0; n < nj; ++n) {
-        vx[n] = live[n] ? (vx[n] + h * ax[n]) * damp : 0.0f;
-        vy[n] = live[n] ? (vy[n] + h * (ay[n] - p.gravity)) * damp : 0.0f;
+      for (int64_t n = 0; n < nb; ++n) {
+        const bool on = live[n] != 0.0f;
+        const float nvx = (vx[n] + dt * ax[n]) * damp;
+        const float nvy = (vy[n] + dt * (ay[n] - p.gravity)) * damp;
+        vx[n] = pick(on, nvx, 0.0f);
+        vy[n] = pick(on, nvy, 0.0f);
         x0[n] = x[n];
         y0[n] = y[n];
-        x[n] = x0[n] + h * vx[n];
-        y[n] = y0[n] + h * vy[n];
-        before[n] = g.at(x0[n]);
+        x[n] = x0[n] + dt * vx[n];
+        y[n] = y0[n] + dt * vy[n];
         push_x[n] = push_y[n] = 0.0f;
-        touched[n] = false;
+        touched[n] = 0.0f;
+      }
+      if constexpr (!kFlat || kCeiling) {
+        for (int64_t n = 0; n < nb; ++n) {
+          surface<kFlat, kCeiling>(g, x0[n], &bh[n], &bhs[n], &bc[n], &bcs[n]);
+        }
       }
       // 3. bones, contacts, friction
       for (int it = 0; it < iterations; ++it) {
-        for (int64_t n = 0; n < nj; ++n) ax[n] = ay[n] = 0.0f;
-        for (int32_t l : bones) {
-          const int32_t a = li[l], b = lj[l];
+        for (int64_t l = 0; l < bones.size(); ++l) {
+          const int32_t a = bones.a[l], b = bones.b[l];
           const float dx = x[b] - x[a], dy = y[b] - y[a];
           const float dist = std::sqrt(dx * dx + dy * dy);
-          const float err = 0.5f * bone_weight[l] * (dist - rest[l]) / std::max(dist, 1e-6f);
-          ax[a] += err * dx;
-          ay[a] += err * dy;
-          ax[b] -= err * dx;
-          ay[b] -= err * dy;
+          const float err = 0.5f * bones.k1[l] * (dist - bones.rest[l]) / std::max(dist, 1e-6f);
+          bones.fx[l] = err * dx;
+          bones.fy[l] = err * dy;
         }
-        for (int64_t n = 0; n < nj; ++n) {
+        for (int64_t n = 0; n < nb; ++n) ax[n] = ay[n] = 0.0f;
+        scatter(bones, ax, ay);
+        for (int64_t n = 0; n < nb; ++n) {
           float nx = x[n] + ax[n];
           const float ny = y[n] + ay[n];
-          Surf surf = g.at(nx);
-          nx = side_entry(nx, ny, x0[n], &surf, before[n], p.max_depth, g);
-          float px = 0.0f, py = 0.0f;
-          if (live[n]) contact(nx, ny, surf, g, &px, &py);
-          if (px == 0.0f && py == 0.0f) {  // no contact: friction keeps the whole step
-            x[n] = nx;
-            y[n] = ny;
-            continue;
-          }
-          // physics._friction
-          const float fx = nx + px, fy = ny + py;
+          float h, hs, c, cs;
+          surface<kFlat, kCeiling>(g, nx, &h, &hs, &c, &cs);
+          nx = side_entry<kFlat, kCeiling>(nx, ny, x0[n], &h, &hs, &c, &cs, bh[n], bhs[n],
+                                           bc[n], bcs[n], md);
+          float px, py;
+          contact<kFlat, kCeiling>(nx, ny, h, hs, c, cs, g.left, g.right, &px, &py);
+          const bool on = live[n] != 0.0f;
+          x[n] = nx;
+          y[n] = ny;
+          ax[n] = pick(on, px, 0.0f);  // this pass's push, for the friction below
+          ay[n] = pick(on, py, 0.0f);
+        }
+        // physics._friction, for the nodes this pass pushed (the others keep the step)
+        for (int64_t n = 0; n < nb; ++n) {
+          const float px = ax[n], py = ay[n];
+          if (px == 0.0f && py == 0.0f) continue;
+          const float fx = x[n] + px, fy = y[n] + py;
           const float push_len = std::sqrt(px * px + py * py);
           const float inv = 1.0f / std::max(push_len, 1e-12f);
           const float ux = px * inv, uy = py * inv;
@@ -225,33 +317,46 @@ void simulate_row(const Params& p, int substeps, int iterations, int64_t steps, 
           if (!(push_len > 0.0f)) keep = 1.0f;
           x[n] = x0[n] + along * ux + keep * tx;
           y[n] = y0[n] + along * uy + keep * ty;
-          touched[n] = true;
+          touched[n] = 1.0f;
           push_x[n] += px;
           push_y[n] += py;
         }
       }
-      // 4. velocities, with the inelastic cut along the contact normal
-      for (int64_t n = 0; n < nj; ++n) {
-        const float pvx = live[n] ? (x[n] - x0[n]) / h : 0.0f;
-        const float pvy = live[n] ? (y[n] - y0[n]) / h : 0.0f;
+      // 4. velocities, with the inelastic cut along the contact normal: the cut for the
+      // nodes pushed in this substep first (it is zero for the others) ...
+      for (int64_t n = 0; n < nb; ++n) {
+        ax[n] = ay[n] = 0.0f;
+        if (touched[n] == 0.0f) continue;
+        const bool on = live[n] != 0.0f;
+        const float pvx = on ? (x[n] - x0[n]) / dt : 0.0f;
+        const float pvy = on ? (y[n] - y0[n]) / dt : 0.0f;
         const float push_len = std::sqrt(push_x[n] * push_x[n] + push_y[n] * push_y[n]);
         const float inv = 1.0f / std::max(push_len, 1e-12f);
         const float ux = push_x[n] * inv, uy = push_y[n] * inv;
         const float v_n = pvx * ux + pvy * uy;
         const float v_before = vx[n] * ux + vy[n] * uy;
-        const float cut = (touched[n] && push_len > 0.0f)
-                              ? std::max(v_n - std::max(v_before, 0.0f), 0.0f)
-                              : 0.0f;
-        vx[n] = pvx - cut * ux;
-        vy[n] = pvy - cut * uy;
+        const float cut = push_len > 0.0f ? std::max(v_n - std::max(v_before, 0.0f), 0.0f)
+                                          : 0.0f;
+        ax[n] = cut * ux;
+        ay[n] = cut * uy;
+      }
+      // ... then every node's velocity and its last clamp
+      for (int64_t n = 0; n < nb; ++n) {
+        const bool on = live[n] != 0.0f;
+        const float dx = (x[n] - x0[n]) / dt, dy = (y[n] - y0[n]) / dt;
+        vx[n] = pick(on, dx, 0.0f) - ax[n];
+        vy[n] = pick(on, dy, 0.0f) - ay[n];
         // 5. the last clamp (positions only)
-        Surf here = g.at(x[n]);
-        float cx = side_entry(x[n], y[n], x0[n], &here, before[n], p.max_depth, g);
+        float h, hs, c, cs;
+        surface<kFlat, kCeiling>(g, x[n], &h, &hs, &c, &cs);
+        float cx = side_entry<kFlat, kCeiling>(x[n], y[n], x0[n], &h, &hs, &c, &cs, bh[n],
+                                               bhs[n], bc[n], bcs[n], md);
         cx = std::min(std::max(cx, g.left), g.right);
-        const Surf at = g.at(cx);
-        const float cy = std::max(std::min(y[n], at.c), at.h);
-        x[n] = live[n] ? cx : x0[n];
-        y[n] = live[n] ? cy : y0[n];
+        surface<kFlat, kCeiling>(g, cx, &h, &hs, &c, &cs);
+        const float cy = std::max(std::min(y[n], c), h);
+        const float stay_x = x0[n], stay_y = y0[n];
+        x[n] = pick(on, cx, stay_x);
+        y[n] = pick(on, cy, stay_y);
       }
     }
   }
@@ -260,6 +365,357 @@ void simulate_row(const Params& p, int substeps, int iterations, int64_t steps, 
     pos[2 * n + 1] = y[n];
     vel[2 * n] = vx[n];
     vel[2 * n + 1] = vy[n];
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Lanes: eight walkers of one topology at once.
+//
+// Rows whose links, muscle flags, bone pattern and joint mask are the same (copies and
+// parameter mutants of one program, what an ELM batch is mostly made of) run together,
+// one walker per vector lane: every joint and link access is a plain vector load, where
+// the row kernel gathers. Each lane does exactly the row kernel's float operations in
+// the same order (IEEE sqrt and division, no contraction, the same selects), so a walker
+// gets bit-identical results in a lane and alone. Flat ground without a ceiling only
+// (SurfaceSpec): the terrains of one call that look surfaces up use the row kernel.
+
+constexpr int kLanes = 8;
+typedef float v8 __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+inline v8 splat(float a) { return v8{a, a, a, a, a, a, a, a}; }
+// m ? a : b lane by lane (m from a vector comparison: all bits set or none).
+inline v8 vpick(v8i m, v8 a, v8 b) {
+  return reinterpret_cast<v8>((reinterpret_cast<v8i>(a) & m) | (reinterpret_cast<v8i>(b) & ~m));
+}
+inline v8 vmin(v8 a, v8 b) { return vpick(b < a, b, a); }  // std::min, NaNs included
+inline v8 vmax(v8 a, v8 b) { return vpick(a < b, b, a); }  // std::max
+inline v8 vsqrt(v8 a) {
+  v8 r;
+  for (int i = 0; i < kLanes; ++i) r[i] = std::sqrt(a[i]);
+  return r;
+}
+inline bool any(v8i m) {
+  bool out = false;
+  for (int i = 0; i < kLanes; ++i) out |= m[i] != 0;
+  return out;
+}
+
+// The rows of one lane group and where their inputs are.
+struct LaneRows {
+  int64_t row[kLanes];
+  int count;  // lanes past count repeat row[0]; their results are not written
+};
+
+struct Inputs {
+  const float* joint_mask;
+  const float* link_mask;
+  const int32_t* li;
+  const int32_t* lj;
+  const float* rest;
+  const float* muscle;
+  const float* amplitude;
+  const float* cos_phase;
+  const float* sin_phase;
+  const float* bone_weight;
+  const int32_t* step;
+  const float* ts;      // (trows, 4)
+  const float* ground;  // (trows, knots)
+  int64_t trows, knots, nj, nl;
+};
+
+// Lane groups simulated since the library was loaded (jelm_lane_groups, for tests).
+std::atomic<int64_t> lane_groups_run{0};
+
+void simulate_lanes(const Params& p, int substeps, int iterations, int64_t steps,
+                    const Inputs& in, const LaneRows& group, float* pos, float* vel) {
+  lane_groups_run.fetch_add(1, std::memory_order_relaxed);
+  const int64_t nl = in.nl, r0 = group.row[0];
+  const float* joint_mask = in.joint_mask + r0 * in.nj;
+  // The shared topology, from the first row (the grouping checked the others).
+  std::vector<int32_t> ma, mb, ml, ba, bb, bl;
+  int64_t used = 0;
+  for (int64_t l = 0; l < nl; ++l) {
+    const int64_t k = r0 * nl + l;
+    if (in.link_mask[k] == 0.0f) continue;
+    const int32_t i = in.li[k], j = in.lj[k];
+    if (i < 0 || i >= in.nj || j < 0 || j >= in.nj) continue;
+    if (in.muscle[k] != 0.0f) {
+      ma.push_back(i);
+      mb.push_back(j);
+      ml.push_back(static_cast<int32_t>(l));
+    }
+    if (in.bone_weight[k] != 0.0f) {
+      ba.push_back(i);
+      bb.push_back(j);
+      bl.push_back(static_cast<int32_t>(l));
+    }
+    used = std::max<int64_t>(used, std::max(i, j) + 1);
+  }
+  int64_t nj = in.nj;
+  while (nj > used && joint_mask[nj - 1] == 0.0f) --nj;
+  const int64_t nm = static_cast<int64_t>(ma.size()), nbn = static_cast<int64_t>(ba.size());
+  auto lane_row = [&](int w) { return group.row[w < group.count ? w : 0]; };
+  // Per-lane link coefficients, link-major.
+  std::vector<v8> m_rest(nm), m_amp(nm), m_cos(nm), m_sin(nm), m_fx(nm), m_fy(nm);
+  std::vector<v8> b_rest(nbn), b_w(nbn), b_fx(nbn), b_fy(nbn);
+  for (int w = 0; w < kLanes; ++w) {
+    const int64_t base = lane_row(w) * nl;
+    for (int64_t m = 0; m < nm; ++m) {
+      m_rest[m][w] = in.rest[base + ml[m]];
+      m_amp[m][w] = in.amplitude[base + ml[m]];
+      m_cos[m][w] = in.cos_phase[base + ml[m]];
+      m_sin[m][w] = in.sin_phase[base + ml[m]];
+    }
+    for (int64_t b = 0; b < nbn; ++b) {
+      b_rest[b][w] = in.rest[base + bl[b]];
+      b_w[b][w] = in.bone_weight[base + bl[b]];
+    }
+  }
+  std::vector<v8> X(nj), Y(nj), VX(nj), VY(nj), X0(nj), Y0(nj), AX(nj), AY(nj), PX(nj),
+      PY(nj);
+  std::vector<v8i> touched(nj);
+  std::vector<char> live(nj);
+  v8 h0, left, right;
+  bool same_step = true;
+  int32_t step0[kLanes];
+  for (int w = 0; w < kLanes; ++w) {
+    const int64_t r = lane_row(w);
+    const int64_t tr = in.trows == 1 ? 0 : r;
+    h0[w] = in.ground[tr * in.knots];
+    left[w] = in.ts[4 * tr + 2];
+    right[w] = in.ts[4 * tr + 3];
+    step0[w] = in.step[r];
+    same_step = same_step && step0[w] == step0[0];
+    const float* pw = pos + r * in.nj * 2;
+    const float* vw = vel + r * in.nj * 2;
+    for (int64_t n = 0; n < nj; ++n) {
+      X[n][w] = pw[2 * n];
+      Y[n][w] = pw[2 * n + 1];
+      VX[n][w] = vw[2 * n];
+      VY[n][w] = vw[2 * n + 1];
+    }
+  }
+  for (int64_t n = 0; n < nj; ++n) live[n] = joint_mask[n] != 0.0f;
+  const float dt = p.dt / static_cast<float>(substeps);
+  const float damp = 1.0f / (1.0f + dt * p.damping);
+  const v8 zero = splat(0.0f), one = splat(1.0f), tiny = splat(1e-6f), tinier = splat(1e-12f);
+  const v8 no_surface = splat(kNoSurface);
+  for (int64_t k = 0; k < steps; ++k) {
+    for (int sub = 0; sub < substeps; ++sub) {
+      v8 s_t, c_t;
+      for (int w = 0; w < kLanes; ++w) {
+        if (same_step && w > 0) {
+          s_t[w] = s_t[0];
+          c_t[w] = c_t[0];
+          continue;
+        }
+        const float step = static_cast<float>(step0[w] + k);
+        const float t = (step + static_cast<float>(sub) / static_cast<float>(substeps)) * p.dt;
+        s_t[w] = std::sin(p.phase_speed * t);
+        c_t[w] = std::cos(p.phase_speed * t);
+      }
+      // 1. muscles
+      for (int64_t m = 0; m < nm; ++m) {
+        const int32_t a = ma[m], b = mb[m];
+        const v8 dx = X[b] - X[a], dy = Y[b] - Y[a];
+        const v8 dist = vsqrt(dx * dx + dy * dy);
+        const v8 inv = one / vmax(dist, tiny);
+        const v8 ux = dx * inv, uy = dy * inv;
+        const v8 target = m_rest[m] * (one + m_amp[m] * (s_t * m_cos[m] + c_t * m_sin[m]));
+        const v8 rel = (VX[b] - VX[a]) * ux + (VY[b] - VY[a]) * uy;
+        const v8 tension = splat(p.stiffness) * (dist - target) + splat(p.muscle_damping) * rel;
+        m_fx[m] = tension * ux;
+        m_fy[m] = tension * uy;
+      }
+      for (int64_t n = 0; n < nj; ++n) AX[n] = AY[n] = zero;
+      for (int64_t m = 0; m < nm; ++m) {
+        AX[ma[m]] += m_fx[m];
+        AY[ma[m]] += m_fy[m];
+        AX[mb[m]] -= m_fx[m];
+        AY[mb[m]] -= m_fy[m];
+      }
+      // 2. integrate
+      for (int64_t n = 0; n < nj; ++n) {
+        VX[n] = live[n] ? (VX[n] + splat(dt) * AX[n]) * splat(damp) : zero;
+        VY[n] = live[n] ? (VY[n] + splat(dt) * (AY[n] - splat(p.gravity))) * splat(damp) : zero;
+        X0[n] = X[n];
+        Y0[n] = Y[n];
+        X[n] = X0[n] + splat(dt) * VX[n];
+        Y[n] = Y0[n] + splat(dt) * VY[n];
+        PX[n] = PY[n] = zero;
+        touched[n] = v8i{};
+      }
+      // 3. bones, contacts, friction
+      for (int it = 0; it < iterations; ++it) {
+        for (int64_t l = 0; l < nbn; ++l) {
+          const int32_t a = ba[l], b = bb[l];
+          const v8 dx = X[b] - X[a], dy = Y[b] - Y[a];
+          const v8 dist = vsqrt(dx * dx + dy * dy);
+          const v8 err = splat(0.5f) * b_w[l] * (dist - b_rest[l]) / vmax(dist, tiny);
+          b_fx[l] = err * dx;
+          b_fy[l] = err * dy;
+        }
+        for (int64_t n = 0; n < nj; ++n) AX[n] = AY[n] = zero;
+        for (int64_t l = 0; l < nbn; ++l) {
+          AX[ba[l]] += b_fx[l];
+          AY[ba[l]] += b_fy[l];
+          AX[bb[l]] -= b_fx[l];
+          AY[bb[l]] -= b_fy[l];
+        }
+        for (int64_t n = 0; n < nj; ++n) {
+          const v8 nx = X[n] + AX[n], ny = Y[n] + AY[n];
+          X[n] = nx;
+          Y[n] = ny;
+          if (!live[n]) continue;
+          // physics._contact on flat ground without a ceiling (slopes 0)
+          const v8 below = vmin(ny - h0, zero);
+          const v8 above = vmax(ny - no_surface, zero);
+          v8 q = below * zero + above * zero;
+          q = q + vmax(left - (nx + q), zero);
+          q = q + vmin(right - (nx + q), zero);
+          const v8 px = q, py = -below - above;
+          const v8i hit = ~((px == zero) & (py == zero));
+          if (!any(hit)) continue;
+          // physics._friction, kept in the lanes this pass pushed
+          const v8 fx = nx + px, fy = ny + py;
+          const v8 push_len = vsqrt(px * px + py * py);
+          const v8 inv = one / vmax(push_len, tinier);
+          const v8 ux = px * inv, uy = py * inv;
+          const v8 mx = fx - X0[n], my = fy - Y0[n];
+          const v8 along = mx * ux + my * uy;
+          const v8 tx = mx - along * ux, ty = my - along * uy;
+          const v8 slide = vsqrt(tx * tx + ty * ty);
+          v8 keep = one - splat(p.friction) * push_len / vmax(slide, tinier);
+          keep = vmin(vmax(keep, zero), one);
+          keep = vpick(push_len > zero, keep, one);
+          X[n] = vpick(hit, X0[n] + along * ux + keep * tx, nx);
+          Y[n] = vpick(hit, Y0[n] + along * uy + keep * ty, ny);
+          touched[n] |= hit;
+          PX[n] = vpick(hit, PX[n] + px, PX[n]);
+          PY[n] = vpick(hit, PY[n] + py, PY[n]);
+        }
+      }
+      // 4. velocities, with the inelastic cut along the contact normal; 5. the last clamp
+      for (int64_t n = 0; n < nj; ++n) {
+        const v8 stay_x = X0[n], stay_y = Y0[n];
+        if (!live[n]) {
+          VX[n] = zero - zero;
+          VY[n] = zero - zero;
+          X[n] = stay_x;
+          Y[n] = stay_y;
+          continue;
+        }
+        const v8 pvx = (X[n] - X0[n]) / splat(dt), pvy = (Y[n] - Y0[n]) / splat(dt);
+        v8 cx = zero, cy = zero;
+        if (any(touched[n])) {
+          const v8 push_len = vsqrt(PX[n] * PX[n] + PY[n] * PY[n]);
+          const v8 inv = one / vmax(push_len, tinier);
+          const v8 ux = PX[n] * inv, uy = PY[n] * inv;
+          const v8 v_n = pvx * ux + pvy * uy;
+          const v8 v_before = VX[n] * ux + VY[n] * uy;
+          const v8 cut = vpick(push_len > zero, vmax(v_n - vmax(v_before, zero), zero), zero);
+          cx = vpick(touched[n], cut * ux, zero);
+          cy = vpick(touched[n], cut * uy, zero);
+        }
+        VX[n] = pvx - cx;
+        VY[n] = pvy - cy;
+        const v8 clamped_x = vmin(vmax(X[n], left), right);
+        X[n] = clamped_x;
+        Y[n] = vmax(vmin(Y[n], no_surface), h0);
+      }
+    }
+  }
+  for (int w = 0; w < group.count; ++w) {
+    const int64_t r = group.row[w];
+    float* pw = pos + r * in.nj * 2;
+    float* vw = vel + r * in.nj * 2;
+    for (int64_t n = 0; n < nj; ++n) {
+      pw[2 * n] = X[n][w];
+      pw[2 * n + 1] = Y[n][w];
+      vw[2 * n] = VX[n][w];
+      vw[2 * n + 1] = VY[n][w];
+    }
+    for (int64_t n = nj; n < in.nj; ++n) vw[2 * n] = vw[2 * n + 1] = 0.0f;
+  }
+}
+
+// The links and joints the kernels use: a link counts when it is active and both its
+// ends are joints of the row; its kind is (muscle, bone).
+inline bool link_counts(const Inputs& in, int64_t k) {
+  return in.link_mask[k] != 0.0f && in.li[k] >= 0 && in.li[k] < in.nj && in.lj[k] >= 0 &&
+         in.lj[k] < in.nj;
+}
+
+uint64_t topology_hash(const Inputs& in, int64_t r) {
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](uint64_t v) { h = (h ^ v) * 1099511628211ull; };
+  for (int64_t n = 0; n < in.nj; ++n) mix(in.joint_mask[r * in.nj + n] != 0.0f);
+  for (int64_t l = 0; l < in.nl; ++l) {
+    const int64_t k = r * in.nl + l;
+    if (!link_counts(in, k)) continue;
+    mix(static_cast<uint64_t>(l));
+    mix(static_cast<uint32_t>(in.li[k]));
+    mix(static_cast<uint32_t>(in.lj[k]));
+    mix((in.muscle[k] != 0.0f) + 2 * (in.bone_weight[k] != 0.0f));
+  }
+  return h;
+}
+
+bool same_topology(const Inputs& in, int64_t r, int64_t s) {
+  for (int64_t n = 0; n < in.nj; ++n) {
+    if ((in.joint_mask[r * in.nj + n] != 0.0f) != (in.joint_mask[s * in.nj + n] != 0.0f)) {
+      return false;
+    }
+  }
+  for (int64_t l = 0; l < in.nl; ++l) {
+    const int64_t a = r * in.nl + l, b = s * in.nl + l;
+    const bool ca = link_counts(in, a), cb = link_counts(in, b);
+    if (ca != cb) return false;
+    if (!ca) continue;
+    if (in.li[a] != in.li[b] || in.lj[a] != in.lj[b] ||
+        (in.muscle[a] != 0.0f) != (in.muscle[b] != 0.0f) ||
+        (in.bone_weight[a] != 0.0f) != (in.bone_weight[b] != 0.0f)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// A group needs this many rows of one topology to beat running them alone.
+constexpr int kMinLanes = 2;
+
+// Splits the rows into lane groups of one topology and rows that run alone.
+void plan_lanes(const Inputs& in, int64_t rows, std::vector<LaneRows>* groups,
+                std::vector<int64_t>* alone) {
+  std::vector<std::pair<uint64_t, int64_t>> keyed(rows);
+  for (int64_t r = 0; r < rows; ++r) keyed[r] = {topology_hash(in, r), r};
+  std::sort(keyed.begin(), keyed.end());
+  std::vector<int64_t> members, rest;
+  for (size_t i = 0; i < keyed.size();) {
+    size_t j = i;
+    while (j < keyed.size() && keyed[j].first == keyed[i].first) ++j;
+    // One hash: rows equal to the first form a class; others (a collision) go alone.
+    members.clear();
+    for (size_t k = i; k < j; ++k) {
+      if (k == i || same_topology(in, keyed[i].second, keyed[k].second)) {
+        members.push_back(keyed[k].second);
+      } else {
+        alone->push_back(keyed[k].second);
+      }
+    }
+    for (size_t k = 0; k < members.size(); k += kLanes) {
+      const int count = static_cast<int>(std::min<size_t>(kLanes, members.size() - k));
+      if (count < kMinLanes) {
+        for (int w = 0; w < count; ++w) alone->push_back(members[k + w]);
+        continue;
+      }
+      LaneRows g;
+      g.count = count;
+      for (int w = 0; w < kLanes; ++w) g.row[w] = members[k + (w < count ? w : 0)];
+      groups->push_back(g);
+    }
+    i = j;
   }
 }
 
@@ -326,28 +782,56 @@ ffi::Error Simulate(ffi::Buffer<ffi::F32> pos_in, ffi::Buffer<ffi::F32> vel_in,
   std::copy_n(pos_in.typed_data(), pos_in.element_count(), pos);
   std::copy_n(vel_in.typed_data(), vel_in.element_count(), vel);
   const float* ts = terrain_scalars.typed_data();  // (trows, 4): x0, dx, left, right
-  parallel_rows(rows, [&](int64_t r) {
+  const Inputs in{joint_mask.typed_data(), link_mask.typed_data(), link_i.typed_data(),
+                  link_j.typed_data(),     rest.typed_data(),      muscle.typed_data(),
+                  amplitude.typed_data(),  cos_phase.typed_data(), sin_phase.typed_data(),
+                  bone_weight.typed_data(), step.typed_data(),     ts,
+                  ground.typed_data(),     trows,                  knots,
+                  nj,                      nl};
+  // Rows of one topology run in lane groups (flat ground, no ceiling), the rest alone.
+  std::vector<LaneRows> groups;
+  std::vector<int64_t> alone;
+  if (flat_ground && !has_ceiling) {
+    plan_lanes(in, rows, &groups, &alone);
+  } else {
+    alone.resize(rows);
+    for (int64_t r = 0; r < rows; ++r) alone[r] = r;
+  }
+  const int64_t tasks = static_cast<int64_t>(groups.size() + alone.size());
+  parallel_rows(tasks, [&](int64_t task) {
+    if (task < static_cast<int64_t>(groups.size())) {
+      simulate_lanes(p, static_cast<int>(substeps), static_cast<int>(iterations), steps, in,
+                     groups[task], pos, vel);
+      return;
+    }
+    const int64_t r = alone[task - groups.size()];
     const int64_t tr = trows == 1 ? 0 : r;
     Ground g;
     g.g = Table{ts[4 * tr], ts[4 * tr + 1], ground.typed_data() + tr * knots, knots};
     g.ceiling = ceiling.typed_data() + tr * knots;
     g.left = ts[4 * tr + 2];
     g.right = ts[4 * tr + 3];
-    g.flat = flat_ground;
-    g.has_ceiling = has_ceiling;
+    g.h0 = g.g.h[0];
     const int64_t lo = r * nl;
-    simulate_row(p, static_cast<int>(substeps), static_cast<int>(iterations), steps, nj, nl,
-                 joint_mask.typed_data() + r * nj, link_mask.typed_data() + lo,
-                 link_i.typed_data() + lo, link_j.typed_data() + lo, rest.typed_data() + lo,
-                 muscle.typed_data() + lo, amplitude.typed_data() + lo,
-                 cos_phase.typed_data() + lo, sin_phase.typed_data() + lo,
-                 bone_weight.typed_data() + lo, g, step.typed_data()[r], pos + r * nj * 2,
-                 vel + r * nj * 2);
+    const auto row = flat_ground ? (has_ceiling ? simulate_row<true, true>
+                                                : simulate_row<true, false>)
+                                 : (has_ceiling ? simulate_row<false, true>
+                                                : simulate_row<false, false>);
+    row(p, static_cast<int>(substeps), static_cast<int>(iterations), steps, nj, nl,
+        joint_mask.typed_data() + r * nj, link_mask.typed_data() + lo,
+        link_i.typed_data() + lo, link_j.typed_data() + lo, rest.typed_data() + lo,
+        muscle.typed_data() + lo, amplitude.typed_data() + lo, cos_phase.typed_data() + lo,
+        sin_phase.typed_data() + lo, bone_weight.typed_data() + lo, g, step.typed_data()[r],
+        pos + r * nj * 2, vel + r * nj * 2);
   });
   return ffi::Error::Success();
 }
 
 }  // namespace
+
+extern "C" int64_t jelm_lane_groups() {
+  return lane_groups_run.load(std::memory_order_relaxed);
+}
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JelmSodaraceSimulate, Simulate,
                               ffi::Ffi::Bind()
