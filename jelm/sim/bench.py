@@ -3,7 +3,7 @@
 Prints exactly one JSON line on stdout (progress goes to stderr)::
 
     {"device": str,
-     "results": [{"walkers": "seed_mix" | "max_padded", "batch": int, "steps": int,
+     "results": [{"walkers": "seed_mix" | "max_padded" | "distinct", "batch": int, "steps": int,
                   "walker_steps_per_s": float, "spring_steps_per_s": float,
                   "compile_s": float, "run_s": float,
                   "backend": "native" | "xla"}, ...],
@@ -13,7 +13,11 @@ Prints exactly one JSON line on stdout (progress goes to stderr)::
 ``seed_mix``: the paper's seed walkers (jelm.programs.seeds) repeated to the batch size
 and packed into size buckets, as an ELM run evaluates them. ``max_padded``: the same
 walkers all padded to the largest bucket (64 joints, 256 links, 10 links per joint), what
-evaluation costs without bucketing. ``spring_steps_per_s`` counts the walkers' real links
+evaluation costs without bucketing. ``distinct``: the seed mix with a random fifth of
+each walker's links left out, so that no two walkers share a topology: the native
+backend's lane kernel (rows of one topology eight to a vector) never applies, and every
+walker runs on the row kernel. An ELM batch sits between the two: mutants that keep
+their parent's links share its topology. ``spring_steps_per_s`` counts the walkers' real links
 (bones and muscles), not padding. ``compile_s`` is XLA compilation (lowering included)
 summed over the buckets; ``run_s`` the simulation alone, best of ``--repeats``.
 ``backend``: the simulator backend of the row (:mod:`jelm.sim.native`); every row is
@@ -50,12 +54,24 @@ from jelm.sim.walker import BucketShape, WalkerBatch, pack, pack_buckets
 
 BATCHES = (1, 64, 1024, 4096)
 MAX_SHAPE = BucketShape(64, 256, 10)
+KINDS = ("seed_mix", "max_padded", "distinct")
 
 
 def _seed_walkers() -> list[dict[str, Any]]:
     from jelm.programs.seeds import SEED_NAMES, seed_walker
 
     return [seed_walker(name).to_dict() for name in SEED_NAMES]
+
+
+def _distinct(walker: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    """``walker`` with a random fifth of its links left out (at least one kept)."""
+    links = walker["muscles"]
+    keep = rng.random(len(links)) >= 0.2
+    keep[rng.integers(len(links))] = True
+    return {
+        "joints": walker["joints"],
+        "muscles": [m for m, k in zip(links, keep, strict=True) if k],
+    }
 
 
 def _time_batches(
@@ -92,7 +108,10 @@ def _time_batches(
 def _row(
     kind: str, walkers: list[dict[str, Any]], steps: int, repeats: int, backend: str
 ) -> dict[str, Any]:
-    if kind == "seed_mix":
+    if kind == "distinct":
+        rng = np.random.default_rng(0)
+        walkers = [_distinct(w, rng) for w in walkers]
+    if kind in ("seed_mix", "distinct"):
         batches = [b for _, b in pack_buckets(walkers)]
     else:
         batches = [pack(walkers, shape=MAX_SHAPE)]
@@ -138,6 +157,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--backends", nargs="+", choices=["native", "xla"], default=["native", "xla"]
     )
+    parser.add_argument(
+        "--walkers",
+        nargs="+",
+        choices=list(KINDS),
+        default=list(KINDS),
+        help="which walker sets to time",
+    )
     args = parser.parse_args(argv)
 
     backends = list(args.backends)
@@ -150,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     seeds = _seed_walkers()
     results = []
     for backend in backends:
-        for kind in ("seed_mix", "max_padded"):
+        for kind in args.walkers:
             for batch in args.batches:
                 walkers = [seeds[k % len(seeds)] for k in range(batch)]
                 row = _row(kind, walkers, args.steps, args.repeats, backend)
