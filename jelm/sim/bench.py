@@ -13,8 +13,8 @@ Prints exactly one JSON line on stdout (progress goes to stderr)::
 ``seed_mix``: the paper's seed walkers (jelm.programs.seeds) repeated to the batch size
 and packed into size buckets, as an ELM run evaluates them. ``max_padded``: the same
 walkers all padded to the largest bucket (64 joints, 256 links, 10 links per joint), what
-evaluation costs without bucketing. ``distinct``: the seed mix with a random fifth of
-each walker's links left out, so that no two walkers share a topology: the native
+evaluation costs without bucketing. ``distinct``: the seed mix with each walker's links
+shuffled and a random fifth of them left out, so that no two walkers share a topology: the native
 backend's lane kernel (rows of one topology eight to a vector) never applies, and every
 walker runs on the row kernel. An ELM batch sits between the two: mutants that keep
 their parent's links share its topology. ``spring_steps_per_s`` counts the walkers' real links
@@ -63,15 +63,24 @@ def _seed_walkers() -> list[dict[str, Any]]:
     return [seed_walker(name).to_dict() for name in SEED_NAMES]
 
 
-def _distinct(walker: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-    """``walker`` with a random fifth of its links left out (at least one kept)."""
-    links = walker["muscles"]
-    keep = rng.random(len(links)) >= 0.2
-    keep[rng.integers(len(links))] = True
-    return {
-        "joints": walker["joints"],
-        "muscles": [m for m, k in zip(links, keep, strict=True) if k],
-    }
+def _distinct(walkers: Sequence[dict[str, Any]], rng: np.random.Generator) -> list[dict[str, Any]]:
+    """Each walker with its links in a random order and a random fifth of them left out
+    (at least one kept), drawn again until no two walkers have the same link list: a
+    topology of its own for every walker, even the square seed's eight links."""
+    out, seen = [], set()
+    for walker in walkers:
+        while True:
+            order = rng.permutation(len(walker["muscles"]))
+            links = [walker["muscles"][k] for k in order]
+            keep = rng.random(len(links)) >= 0.2
+            keep[rng.integers(len(links))] = True
+            kept = [m for m, k in zip(links, keep, strict=True) if k]
+            key = json.dumps(kept)
+            if key not in seen:
+                break
+        seen.add(key)
+        out.append({"joints": walker["joints"], "muscles": kept})
+    return out
 
 
 def _time_batches(
@@ -110,7 +119,7 @@ def _row(
 ) -> dict[str, Any]:
     if kind == "distinct":
         rng = np.random.default_rng(0)
-        walkers = [_distinct(w, rng) for w in walkers]
+        walkers = _distinct(walkers, rng)
     if kind in ("seed_mix", "distinct"):
         batches = [b for _, b in pack_buckets(walkers)]
     else:
