@@ -72,6 +72,7 @@ def test_mutated_seeds_stay_valid_over_many_generations():
     assert not np.asarray(batch.joint_mask)[28:].any()
 
 
+@pytest.mark.slow
 def test_degree_and_link_limits_hold_under_pressure():
     # square in its own small bucket (4 slots per joint): adding every time saturates it
     shape = BucketShape(8, 16, 4)
@@ -163,6 +164,7 @@ def test_mutation_changes_rows_and_is_deterministic():
     check_rows(a, params)
 
 
+@pytest.mark.slow
 def test_mutate_vmaps_over_keys():
     batch = pack([SEEDS["square"], SEEDS["radial"]], shape=BucketShape(16, 64, 8))
     keys = jax.random.split(jax.random.key(9), 3)

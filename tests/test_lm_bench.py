@@ -41,6 +41,7 @@ def tiny_model_dir(tmp_path_factory):
     return d, cfg
 
 
+@pytest.mark.slow
 def test_bench_main_prints_one_json_line(tiny_model_dir, capsys):
     d, cfg = tiny_model_dir
     argv = ["--model", str(d), "--batches", "1", "2", "--new-tokens", "4"]

@@ -33,6 +33,7 @@ def test_diffs_that_apply_to_one_seed_only(writer):
     assert result["tokens_per_diff"] > 40 and result["diffs_per_s"] > 0
 
 
+@pytest.mark.slow
 def test_untrained_model_writes_nothing_that_applies(tmp_path):
     backend = JelmBackend.from_dir(make_tiny_model(tmp_path / "random", n_ctx=128))
     results = E.evaluate(backend, ("square",), (1.0, 0.0), samples=1, max_new_tokens=16)

@@ -237,6 +237,7 @@ def _serve(model: Path) -> tuple[subprocess.Popen, str]:
     raise AssertionError(f"jelm serve did not start: {proc.stderr.read()}")
 
 
+@pytest.mark.slow
 def test_openai_backend_through_jelm_serve_equals_the_jelm_backend(
     tmp_path: Path, random_model: Path
 ):
@@ -390,6 +391,7 @@ def test_kill_9_of_an_lm_diff_run_then_rerun_ends_identical(tmp_path: Path, writ
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_rejects_bad_lm_configurations_before_work(tmp_path: Path, random_model: Path):
     cases = {
         "kind": (["lm.backend.kind=nope"], "lm.backend must be a mapping with kind one of"),

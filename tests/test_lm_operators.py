@@ -164,6 +164,7 @@ def test_lm_crossover_puts_several_parents_in_one_prompt():
         LMCrossoverOperator(script, n_parents=1)
 
 
+@pytest.mark.slow
 def test_shipped_model_writes_diffs_that_apply():
     """The shipped diff model, greedy, on every paper seed with every commit message: a
     trained model writes diffs some of which apply and change the parent (an untrained one

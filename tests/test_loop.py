@@ -98,7 +98,7 @@ KILLED = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("after", [1, 4])
+@pytest.mark.parametrize("after", [1, pytest.param(4, marks=pytest.mark.slow)])
 def test_kill_9_then_rerun_ends_identical(tmp_path: Path, after: int):
     """A real run is killed with SIGKILL after some generations (between a ledger commit
     and a checkpoint, or mid-generation); rerunning it in the same directory finishes
@@ -168,6 +168,7 @@ def test_cli_reports_a_bad_configuration_and_exits_2(tmp_path: Path):
     assert not (tmp_path / "run" / "ledger.sqlite").exists()
 
 
+@pytest.mark.slow
 def test_direct_run_resumes_identically(tmp_path: Path):
     """The jitted direct loop with the run machinery: a run stopped after 2 generations
     and continued to 4 equals a run of 4 (archive and ledger)."""
@@ -198,6 +199,7 @@ def test_seeds_that_fit_no_bucket_stop_the_run_clearly(tmp_path: Path):
         loop.close()
 
 
+@pytest.mark.slow
 def test_cli_quick_run_writes_everything(tmp_path: Path):
     """The main job through Hydra: exit 0, and the run directory holds the config, the
     ledger, metrics, checkpoints, the plots and a render."""

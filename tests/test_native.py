@@ -150,6 +150,7 @@ def test_without_a_compiler_it_falls_back_to_xla_with_a_warning(tmp_path):
     assert any("native CPU backend is unavailable" in w for w in out["warnings"])
 
 
+@pytest.mark.slow
 def test_a_failing_build_falls_back_and_an_explicit_request_fails_clearly(tmp_path):
     """A compiler that fails (here: `false`) leaves no library behind; "auto" falls back,
     while asking for "native" raises NativeUnavailable naming the build failure."""
@@ -171,6 +172,7 @@ def test_env_selects_the_xla_backend(tmp_path):
     assert json.loads(done.stdout.strip().splitlines()[-1])["backend"] == "xla"
 
 
+@pytest.mark.slow
 def test_the_library_is_cached_and_a_damaged_one_is_rebuilt(tmp_path):
     """A second process reuses the built library instead of compiling again; a library
     damaged in the cache is rebuilt (with a warning) instead of disabling the backend."""

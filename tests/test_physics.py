@@ -198,6 +198,7 @@ def test_oracle_matches_every_step_for_every_seed():
     check_oracle_one_step(list(SEEDS.values()))
 
 
+@pytest.mark.slow
 def test_oracle_matches_chained():
     """20 steps of the oracle on its own vs the simulator (plain Jacobi sweeps are not
     expansive: float32 and float64 runs of the same algorithm agree to ~1e-5 relative)."""

@@ -203,7 +203,8 @@ def test_failures_are_classified_in_input_order(sb: Sandbox) -> None:
     assert (
         res["recursion"].status is Status.EXCEPTION and res["recursion"].detail == "RecursionError"
     )
-    assert res["loop"].status is Status.TIMEOUT and res["loop"].detail == "wall"
+    # The wall-clock limit normally fires first; on a loaded machine the CPU limit can.
+    assert res["loop"].status is Status.TIMEOUT and res["loop"].detail in ("wall", "cpu")
     for r in res.values():
         assert isinstance(r.error, str) and (r.ok or r.error)
 
@@ -406,22 +407,25 @@ def test_missing_layer_warns() -> None:
         assert s.execute([WALKER])[0].ok
 
 
-def test_worker_killed_from_outside_is_replaced(sb: Sandbox) -> None:
+def test_worker_killed_from_outside_is_replaced() -> None:
+    # A generous time limit: a busy machine (parallel tests) must not turn the slow
+    # programs into timeouts, which would hide what this test is about.
     slow = body("t = 0\nfor i in range(2 * 10**6):\n    t += i")
+    with Sandbox(workers=2, limits=limits(timeout_s=30.0)) as sb:
 
-    def killer() -> None:
-        time.sleep(0.15)
-        w = sb._workers[0]
-        os.kill(w.inner_pid or w.proc.pid, signal.SIGKILL)
+        def killer() -> None:
+            time.sleep(0.15)
+            w = sb._workers[0]
+            os.kill(w.inner_pid or w.proc.pid, signal.SIGKILL)
 
-    t = threading.Thread(target=killer)
-    t.start()
-    res = sb.execute([slow] * 6)
-    t.join()
-    assert len(res) == 6
-    assert sum(r.ok for r in res) >= 5
-    assert {r.status for r in res} <= {Status.OK, Status.INTERNAL_ERROR}
-    assert all(r.ok for r in sb.execute([WALKER] * 4))
+        t = threading.Thread(target=killer)
+        t.start()
+        res = sb.execute([slow] * 6)
+        t.join()
+        assert len(res) == 6
+        assert sum(r.ok for r in res) >= 5
+        assert {r.status for r in res} <= {Status.OK, Status.INTERNAL_ERROR}
+        assert all(r.ok for r in sb.execute([WALKER] * 4))
 
 
 def test_batch_deadline(sb: Sandbox) -> None:

@@ -101,6 +101,7 @@ def _read_url(proc: subprocess.Popen, timeout: float) -> str:
     raise AssertionError(f"jelm serve did not start: {proc.stderr.read()}")
 
 
+@pytest.mark.slow
 def test_cli_subprocess_with_openai_backend(model_dir, expected):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     cmd = [sys.executable, "-m", "jelm.cli", "serve", "--model", str(model_dir)]

@@ -65,6 +65,7 @@ def test_bucket_of_and_batches_have_static_shapes():
         assert tokens.shape == mask.shape
 
 
+@pytest.mark.slow
 def test_tiny_training_run_learns_and_writes_a_loadable_model(tmp_path):
     out = tmp_path / "run"
     summary = T.train(T.TrainConfig(**TINY), out, progress=False)
@@ -90,6 +91,7 @@ def test_tiny_training_run_learns_and_writes_a_loadable_model(tmp_path):
     assert completion.ok and completion.tokens > 0
 
 
+@pytest.mark.slow
 def test_cli_trains_the_gpt2_architecture(tmp_path, capsys):
     args = [f"--{k.replace('_', '-')}={v}" for k, v in {**TINY, "steps": 4}.items()]
     assert T.main([*args, "--arch", "gpt2", "--out", str(tmp_path), "--no-progress"]) == 0
