@@ -173,36 +173,84 @@ struct alignas(32) Joints {
   float bh[kMaxJoints], bhs[kMaxJoints], bc[kMaxJoints], bcs[kMaxJoints];  // at x0
 };
 
+// The arguments of one call, by row: (B, J) joint and (B, L) link arrays, the step of
+// each row, the terrain rows.
+struct Inputs {
+  const float* joint_mask;
+  const float* link_mask;
+  const int32_t* li;
+  const int32_t* lj;
+  const float* rest;
+  const float* muscle;
+  const float* amplitude;
+  const float* cos_phase;
+  const float* sin_phase;
+  const float* bone_weight;
+  const int32_t* step;
+  const float* ts;      // (trows, 4)
+  const float* ground;  // (trows, knots)
+  int64_t trows, knots, nj, nl;
+};
+
+// The links and joints the kernels use: a link counts when it is active and both its
+// ends are joints of the row; its kind is (muscle, bone).
+inline bool link_counts(const Inputs& in, int64_t k) {
+  return in.link_mask[k] != 0.0f && in.li[k] >= 0 && in.li[k] < in.nj && in.lj[k] >= 0 &&
+         in.lj[k] < in.nj;
+}
+
+// A row's link slots that the kernels use, split into muscles and bones, and its joint
+// count without the padding joints after the last live or linked one (those only keep
+// their position and get zero velocity, what the masked XLA step gives them). Links
+// whose ends are not joints of the row (never from jelm.sim.pack) are skipped rather
+// than read out of bounds.
+struct RowLinks {
+  std::vector<int32_t> muscles, bones;  // link slots, in slot order
+  int64_t nj;
+};
+
+RowLinks row_links(const Inputs& in, int64_t r) {
+  RowLinks out;
+  int64_t used = 0;  // 1 + the highest joint a counted link touches
+  for (int64_t l = 0; l < in.nl; ++l) {
+    const int64_t k = r * in.nl + l;
+    if (!link_counts(in, k)) continue;
+    if (in.muscle[k] != 0.0f) out.muscles.push_back(static_cast<int32_t>(l));
+    if (in.bone_weight[k] != 0.0f) out.bones.push_back(static_cast<int32_t>(l));
+    used = std::max<int64_t>(used, std::max(in.li[k], in.lj[k]) + 1);
+  }
+  const float* joint_mask = in.joint_mask + r * in.nj;
+  out.nj = in.nj;
+  while (out.nj > used && joint_mask[out.nj - 1] == 0.0f) --out.nj;
+  return out;
+}
+
 template <bool kFlat, bool kCeiling>
-void simulate_row(const Params& p, int substeps, int iterations, int64_t steps, int64_t nj,
-                  int64_t nl, const float* joint_mask, const float* link_mask,
-                  const int32_t* li, const int32_t* lj, const float* rest,
-                  const float* muscle, const float* amplitude, const float* cos_phase,
-                  const float* sin_phase, const float* bone_weight, const Ground& g,
-                  int32_t step0, float* pos, float* vel) {
-  // Links whose ends are not joints of the row (never from jelm.sim.pack) are skipped
-  // rather than read out of bounds.
+void simulate_row(const Params& p, int substeps, int iterations, int64_t steps,
+                  const Inputs& in, int64_t r, const Ground& g, float* pos, float* vel) {
+  const RowLinks links = row_links(in, r);
+  const int64_t lo = r * in.nl;
   Links muscles, bones;
-  int64_t used = 0;  // 1 + the highest joint an active link touches
-  for (int64_t l = 0; l < nl; ++l) {
-    if (link_mask[l] == 0.0f) continue;
-    if (li[l] < 0 || li[l] >= nj || lj[l] < 0 || lj[l] >= nj) continue;
-    if (muscle[l] != 0.0f) {
-      muscles.add(li[l], lj[l], rest[l], amplitude[l], cos_phase[l], sin_phase[l]);
-    }
-    if (bone_weight[l] != 0.0f) bones.add(li[l], lj[l], rest[l], bone_weight[l], 0.0f, 0.0f);
-    used = std::max<int64_t>(used, std::max(li[l], lj[l]) + 1);
+  for (int32_t l : links.muscles) {
+    muscles.add(in.li[lo + l], in.lj[lo + l], in.rest[lo + l], in.amplitude[lo + l],
+                in.cos_phase[lo + l], in.sin_phase[lo + l]);
+  }
+  for (int32_t l : links.bones) {
+    bones.add(in.li[lo + l], in.lj[lo + l], in.rest[lo + l], in.bone_weight[lo + l], 0.0f,
+              0.0f);
   }
   muscles.fx.resize(muscles.size());
   muscles.fy.resize(muscles.size());
   bones.fx.resize(bones.size());
   bones.fy.resize(bones.size());
-  // Padding joints after the last live or linked one only keep their position and get
-  // zero velocity (what the masked XLA step gives them), so the loops stop before them,
-  // at the end of a block: the block's extra joints are dead and never written back.
-  const int64_t padded = nj;
-  while (nj > used && joint_mask[nj - 1] == 0.0f) --nj;
-  for (int64_t n = nj; n < padded; ++n) vel[2 * n] = vel[2 * n + 1] = 0.0f;
+  // The loops stop after the last joint that counts, at the end of a block: the block's
+  // extra joints are dead and never written back.
+  const float* joint_mask = in.joint_mask + r * in.nj;
+  const int64_t nj = links.nj;
+  pos += r * in.nj * 2;
+  vel += r * in.nj * 2;
+  for (int64_t n = nj; n < in.nj; ++n) vel[2 * n] = vel[2 * n + 1] = 0.0f;
+  const int32_t step0 = in.step[r];
   const int64_t nb = std::min<int64_t>((nj + kBlock - 1) / kBlock * kBlock, kMaxJoints);
   Joints J;
   float* const x = J.x;
@@ -222,12 +270,12 @@ void simulate_row(const Params& p, int substeps, int iterations, int64_t steps, 
   float* const bc = J.bc;
   float* const bcs = J.bcs;
   for (int64_t n = 0; n < nb; ++n) {
-    const bool in = n < nj;
-    x[n] = in ? pos[2 * n] : 0.0f;
-    y[n] = in ? pos[2 * n + 1] : 0.0f;
-    vx[n] = in ? vel[2 * n] : 0.0f;
-    vy[n] = in ? vel[2 * n + 1] : 0.0f;
-    live[n] = (in && joint_mask[n] != 0.0f) ? 1.0f : 0.0f;
+    const bool real = n < nj;
+    x[n] = real ? pos[2 * n] : 0.0f;
+    y[n] = real ? pos[2 * n + 1] : 0.0f;
+    vx[n] = real ? vel[2 * n] : 0.0f;
+    vy[n] = real ? vel[2 * n + 1] : 0.0f;
+    live[n] = (real && joint_mask[n] != 0.0f) ? 1.0f : 0.0f;
     bh[n] = bhs[n] = bc[n] = bcs[n] = 0.0f;
   }
   const float dt = p.dt / static_cast<float>(substeps);
@@ -407,23 +455,6 @@ struct LaneRows {
   int count;  // lanes past count repeat row[0]; their results are not written
 };
 
-struct Inputs {
-  const float* joint_mask;
-  const float* link_mask;
-  const int32_t* li;
-  const int32_t* lj;
-  const float* rest;
-  const float* muscle;
-  const float* amplitude;
-  const float* cos_phase;
-  const float* sin_phase;
-  const float* bone_weight;
-  const int32_t* step;
-  const float* ts;      // (trows, 4)
-  const float* ground;  // (trows, knots)
-  int64_t trows, knots, nj, nl;
-};
-
 // Lane groups simulated since the library was loaded (jelm_lane_groups, for tests).
 std::atomic<int64_t> lane_groups_run{0};
 
@@ -433,27 +464,18 @@ void simulate_lanes(const Params& p, int substeps, int iterations, int64_t steps
   const int64_t nl = in.nl, r0 = group.row[0];
   const float* joint_mask = in.joint_mask + r0 * in.nj;
   // The shared topology, from the first row (the grouping checked the others).
-  std::vector<int32_t> ma, mb, ml, ba, bb, bl;
-  int64_t used = 0;
-  for (int64_t l = 0; l < nl; ++l) {
-    const int64_t k = r0 * nl + l;
-    if (in.link_mask[k] == 0.0f) continue;
-    const int32_t i = in.li[k], j = in.lj[k];
-    if (i < 0 || i >= in.nj || j < 0 || j >= in.nj) continue;
-    if (in.muscle[k] != 0.0f) {
-      ma.push_back(i);
-      mb.push_back(j);
-      ml.push_back(static_cast<int32_t>(l));
-    }
-    if (in.bone_weight[k] != 0.0f) {
-      ba.push_back(i);
-      bb.push_back(j);
-      bl.push_back(static_cast<int32_t>(l));
-    }
-    used = std::max<int64_t>(used, std::max(i, j) + 1);
+  const RowLinks links = row_links(in, r0);
+  const std::vector<int32_t>&ml = links.muscles, &bl = links.bones;
+  std::vector<int32_t> ma, mb, ba, bb;
+  for (int32_t l : ml) {
+    ma.push_back(in.li[r0 * nl + l]);
+    mb.push_back(in.lj[r0 * nl + l]);
   }
-  int64_t nj = in.nj;
-  while (nj > used && joint_mask[nj - 1] == 0.0f) --nj;
+  for (int32_t l : bl) {
+    ba.push_back(in.li[r0 * nl + l]);
+    bb.push_back(in.lj[r0 * nl + l]);
+  }
+  const int64_t nj = links.nj;
   const int64_t nm = static_cast<int64_t>(ma.size()), nbn = static_cast<int64_t>(ba.size());
   auto lane_row = [&](int w) { return group.row[w < group.count ? w : 0]; };
   // Per-lane link coefficients, link-major.
@@ -640,13 +662,6 @@ void simulate_lanes(const Params& p, int substeps, int iterations, int64_t steps
   }
 }
 
-// The links and joints the kernels use: a link counts when it is active and both its
-// ends are joints of the row; its kind is (muscle, bone).
-inline bool link_counts(const Inputs& in, int64_t k) {
-  return in.link_mask[k] != 0.0f && in.li[k] >= 0 && in.li[k] < in.nj && in.lj[k] >= 0 &&
-         in.lj[k] < in.nj;
-}
-
 uint64_t topology_hash(const Inputs& in, int64_t r) {
   uint64_t h = 1469598103934665603ull;
   auto mix = [&h](uint64_t v) { h = (h ^ v) * 1099511628211ull; };
@@ -812,17 +827,12 @@ ffi::Error Simulate(ffi::Buffer<ffi::F32> pos_in, ffi::Buffer<ffi::F32> vel_in,
     g.left = ts[4 * tr + 2];
     g.right = ts[4 * tr + 3];
     g.h0 = g.g.h[0];
-    const int64_t lo = r * nl;
     const auto row = flat_ground ? (has_ceiling ? simulate_row<true, true>
                                                 : simulate_row<true, false>)
                                  : (has_ceiling ? simulate_row<false, true>
                                                 : simulate_row<false, false>);
-    row(p, static_cast<int>(substeps), static_cast<int>(iterations), steps, nj, nl,
-        joint_mask.typed_data() + r * nj, link_mask.typed_data() + lo,
-        link_i.typed_data() + lo, link_j.typed_data() + lo, rest.typed_data() + lo,
-        muscle.typed_data() + lo, amplitude.typed_data() + lo, cos_phase.typed_data() + lo,
-        sin_phase.typed_data() + lo, bone_weight.typed_data() + lo, g, step.typed_data()[r],
-        pos + r * nj * 2, vel + r * nj * 2);
+    row(p, static_cast<int>(substeps), static_cast<int>(iterations), steps, in, r, g, pos,
+        vel);
   });
   return ffi::Error::Success();
 }
