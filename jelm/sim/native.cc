@@ -149,16 +149,18 @@ struct Links {
   int64_t size() const { return static_cast<int64_t>(a.size()); }
 };
 
-// Adds each link's (fx, fy) to its first joint and subtracts it from its second, in link
-// order (the order fixes the float sums).
-inline void scatter(const Links& L, float* ax, float* ay) {
-  const int64_t n = L.size();
-  for (int64_t l = 0; l < n; ++l) {
-    const int32_t a = L.a[l], b = L.b[l];
-    ax[a] += L.fx[l];
-    ay[a] += L.fy[l];
-    ax[b] -= L.fx[l];
-    ay[b] -= L.fy[l];
+// Sets the joints' accumulators to the sum of their links' (fx, fy): added to a link's
+// first joint, subtracted from its second, in link order (the order fixes the float
+// sums). T is a float (one walker, the row kernel) or a vector of lanes.
+template <typename T>
+inline void accumulate(int64_t links, const int32_t* a, const int32_t* b, const T* fx,
+                       const T* fy, int64_t joints, T* ax, T* ay) {
+  for (int64_t n = 0; n < joints; ++n) ax[n] = ay[n] = T{};
+  for (int64_t l = 0; l < links; ++l) {
+    ax[a[l]] += fx[l];
+    ay[a[l]] += fy[l];
+    ax[b[l]] -= fx[l];
+    ay[b[l]] -= fy[l];
   }
 }
 
@@ -300,8 +302,8 @@ void simulate_row(const Params& p, int substeps, int iterations, int64_t steps,
         muscles.fx[m] = tension * ux;
         muscles.fy[m] = tension * uy;
       }
-      for (int64_t n = 0; n < nb; ++n) ax[n] = ay[n] = 0.0f;
-      scatter(muscles, ax, ay);
+      accumulate(muscles.size(), muscles.a.data(), muscles.b.data(), muscles.fx.data(),
+                 muscles.fy.data(), nb, ax, ay);
       // 2. integrate
       for (int64_t n = 0; n < nb; ++n) {
         const bool on = live[n] != 0.0f;
@@ -331,8 +333,8 @@ void simulate_row(const Params& p, int substeps, int iterations, int64_t steps,
           bones.fx[l] = err * dx;
           bones.fy[l] = err * dy;
         }
-        for (int64_t n = 0; n < nb; ++n) ax[n] = ay[n] = 0.0f;
-        scatter(bones, ax, ay);
+        accumulate(bones.size(), bones.a.data(), bones.b.data(), bones.fx.data(),
+                   bones.fy.data(), nb, ax, ay);
         for (int64_t n = 0; n < nb; ++n) {
           float nx = x[n] + ax[n];
           const float ny = y[n] + ay[n];
@@ -550,13 +552,7 @@ void simulate_lanes(const Params& p, int substeps, int iterations, int64_t steps
         m_fx[m] = tension * ux;
         m_fy[m] = tension * uy;
       }
-      for (int64_t n = 0; n < nj; ++n) AX[n] = AY[n] = zero;
-      for (int64_t m = 0; m < nm; ++m) {
-        AX[ma[m]] += m_fx[m];
-        AY[ma[m]] += m_fy[m];
-        AX[mb[m]] -= m_fx[m];
-        AY[mb[m]] -= m_fy[m];
-      }
+      accumulate(nm, ma.data(), mb.data(), m_fx.data(), m_fy.data(), nj, AX.data(), AY.data());
       // 2. integrate
       for (int64_t n = 0; n < nj; ++n) {
         VX[n] = live[n] ? (VX[n] + splat(dt) * AX[n]) * splat(damp) : zero;
@@ -578,13 +574,8 @@ void simulate_lanes(const Params& p, int substeps, int iterations, int64_t steps
           b_fx[l] = err * dx;
           b_fy[l] = err * dy;
         }
-        for (int64_t n = 0; n < nj; ++n) AX[n] = AY[n] = zero;
-        for (int64_t l = 0; l < nbn; ++l) {
-          AX[ba[l]] += b_fx[l];
-          AY[ba[l]] += b_fy[l];
-          AX[bb[l]] -= b_fx[l];
-          AY[bb[l]] -= b_fy[l];
-        }
+        accumulate(nbn, ba.data(), bb.data(), b_fx.data(), b_fy.data(), nj, AX.data(),
+                   AY.data());
         for (int64_t n = 0; n < nj; ++n) {
           const v8 nx = X[n] + AX[n], ny = Y[n] + AY[n];
           X[n] = nx;
