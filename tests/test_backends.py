@@ -49,6 +49,7 @@ def backend(model_dir):
     return JelmBackend.from_dir(model_dir, max_batch=4)
 
 
+@pytest.mark.slow
 def test_jelm_backend_greedy_is_deterministic_and_batch_split_invariant(backend):
     prompts = [t[:30] for t in TEXTS] + ["def make_walker", "fox"]
     kw = dict(max_new_tokens=8, temperature=0.0, top_p=1.0)

@@ -482,6 +482,7 @@ def test_save_hf_codegen_without_head_bias(tmp_path, tok, tied):
     _assert_same_params(params, loaded)
 
 
+@pytest.mark.slow
 def test_save_hf_refuses_other_architectures(tmp_path, tok):
     # Rotary positions with GPT-2's sequential residual: neither layout.
     hybrid = M.ModelConfig(

@@ -150,7 +150,9 @@ def _check_children(
 # --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("operator", ["lm_diff", "lm_prompt", "lm_crossover"])
+@pytest.mark.parametrize(
+    "operator", [pytest.param("lm_diff", marks=pytest.mark.slow), "lm_prompt", "lm_crossover"]
+)
 def test_lm_operator_run_records_every_child(tmp_path: Path, random_model: Path, operator):
     config = _config(operator, {"kind": "jelm", "path": str(random_model)}, RANDOM_MAX_NEW)
     out = _run(config, tmp_path / "run")
