@@ -16,11 +16,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jelm.domains.sodarace.prompts import COMMIT_MESSAGES
+from jelm.domains.sodarace.seeds import SEED_NAMES, seed_source
 from jelm.lm.model import ModelConfig, init_params, save_model
 from jelm.lm.tokenizer import Tokenizer
 from jelm.mutation.base import unified_diff
-from jelm.programs.diff import COMMIT_MESSAGES, elm_example
-from jelm.programs.seeds import SEED_NAMES, seed_source
+from jelm.programs.diff import elm_example
 
 WRITER_MAX_NEW = 96  # the writer model's diff is 85 tokens, then EOS
 #: What a writer model (make_writer_model) of these texts writes: a diff setting the radial
@@ -37,7 +38,9 @@ def tokenizer_texts() -> list[str]:
     """Texts to train the tiny tokenizer on: the seed programs and one ELM diff example."""
     square = seed_source("square")
     child = square.replace("10", "7", 1)
-    prompt, diff = elm_example(square, COMMIT_MESSAGES[0][0], unified_diff(square, child))
+    prompt, diff = elm_example(
+        square, COMMIT_MESSAGES[0][0], unified_diff(square, child, "walker.py"), "walker.py"
+    )
     return [seed_source(name) for name in SEED_NAMES] + [prompt + diff]
 
 

@@ -36,7 +36,7 @@ import random
 
 from hypothesis import strategies as st
 
-from jelm.programs.walker_api import DEFAULT_LIMITS, WalkerLimits
+from jelm.domains.sodarace.api import DEFAULT_LIMITS, WalkerLimits
 
 __all__ = ["valid_walker_dicts"]
 

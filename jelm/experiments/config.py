@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from jelm.domains.sodarace.seeds import SEED_NAMES, seed_source
 from jelm.lm.backends import BACKEND_KINDS, SHIPPED_DIR, spec_problems  # stdlib only: cheap
-from jelm.programs.seeds import SEED_NAMES, seed_source
 from jelm.sim.terrain import TERRAINS
 from jelm.sim.walker import MAX_DEGREE, MAX_JOINTS, MAX_LINKS, BucketShape
 
@@ -93,7 +93,7 @@ def json_ready(value: Any) -> Any:
 
 
 def seed_program(name: str) -> str:
-    """The program text of a seed given by name (jelm.programs.seeds) or file path."""
+    """The program text of a seed given by name (jelm.domains.sodarace.seeds) or file path."""
     if name in SEED_NAMES:
         return seed_source(name)
     path = Path(name)

@@ -13,11 +13,12 @@ prints exactly one JSON line on stdout (progress goes to stderr)::
 What is measured is ELM's mutation step (Lehman et al. 2022, §3.1): a batch of diff-format
 prompts ``<NME> walker.py / <BEF> parent / <MSG> message / <DFF>`` is continued by sampling
 (temperature 0.8, top-p 0.95, no top-k) until EOS or ``--new-tokens``. The parents are the
-Sodarace seed programs (§4; ``jelm.programs.seeds``) and a few edited descendants from the
-training corpus (``jelm.lm.corpus.make_corpus``), each with each of the paper's three commit
-messages, so prompt lengths are the real ones (hundreds to about a thousand tokens with the
-shipped tokenizer). A batch of ``b`` takes the first ``b`` prompts of that pool (shuffled
-once, cycled when ``b`` is larger); both sides get the same token ids.
+Sodarace seed programs (§4; ``jelm.domains.sodarace.seeds``) and a few edited
+descendants from the training corpus (``jelm.domains.sodarace.corpus.make_corpus``), each
+with each of the paper's three commit messages, so prompt lengths are the real ones
+(hundreds to about a thousand tokens with the shipped tokenizer). A batch of ``b`` takes
+the first ``b`` prompts of that pool (shuffled once, cycled when ``b`` is larger); both
+sides get the same token ids.
 
 - ``jax``: :func:`jelm.lm.model.generate` on the jelm parameters. ``first_call_s`` is the
   first call at the batch's shapes (tracing and XLA compilation included); ``run_s`` is a
@@ -91,9 +92,10 @@ def load_any(model: str) -> tuple[Any, Any, Any, Path, bool]:
 def bench_prompts(corpus_parents: int = 9, seed: int = 0) -> list[str]:
     """ELM §3.1 diff prompts: every seed program and ``corpus_parents`` distinct corpus
     parents, each with each of the paper's commit messages, in a fixed shuffled order."""
-    from jelm.lm.corpus import make_corpus
-    from jelm.programs.diff import COMMIT_MESSAGES, elm_prompt
-    from jelm.programs.seeds import SEED_NAMES, seed_source
+    from jelm.domains.sodarace.corpus import make_corpus
+    from jelm.domains.sodarace.prompts import COMMIT_MESSAGES
+    from jelm.domains.sodarace.seeds import SEED_NAMES, seed_source
+    from jelm.programs.diff import elm_prompt
 
     parents = [seed_source(name) for name in SEED_NAMES]
     if corpus_parents > 0:
@@ -102,7 +104,7 @@ def bench_prompts(corpus_parents: int = 9, seed: int = 0) -> list[str]:
             if example.parent not in seen and len(parents) < len(SEED_NAMES) + corpus_parents:
                 seen.add(example.parent)
                 parents.append(example.parent)
-    prompts = [elm_prompt(p, m) for p in parents for m, _ in COMMIT_MESSAGES]
+    prompts = [elm_prompt(p, m, "walker.py") for p in parents for m, _ in COMMIT_MESSAGES]
     order = np.random.default_rng(seed).permutation(len(prompts))
     return [prompts[int(i)] for i in order]
 

@@ -32,10 +32,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from jelm.domains.sodarace.prompts import COMMIT_MESSAGES
+from jelm.domains.sodarace.seeds import seed_source
 from jelm.mutation.base import Parent
 from jelm.mutation.lm import LMDiffOperator
-from jelm.programs.diff import COMMIT_MESSAGES, EOS, NME, elm_prompt
-from jelm.programs.seeds import seed_source
+from jelm.programs.diff import EOS, NME, elm_prompt
 
 #: The paper's Sodarace seeds (§4.2) that the comparison in experiments/ also uses.
 DEFAULT_SEEDS = ("square", "radial", "cppn_fixed", "cppn_mutable")
@@ -57,10 +58,12 @@ def evaluate(
     every seed x commit message, applied and run in the sandbox."""
     from jelm.programs.sandbox import execute
 
-    operator = LMDiffOperator(backend)  # turns completions into children, as in the loop
+    operator = LMDiffOperator(
+        backend, COMMIT_MESSAGES, "walker.py"
+    )  # turns completions into children, as in the loop
     cases = [(s, m) for s in seeds for m, _ in COMMIT_MESSAGES for _ in range(samples)]
     parents = [seed_source(s) for s, _ in cases]
-    prompts = [elm_prompt(p, m) for p, (_, m) in zip(parents, cases, strict=True)]
+    prompts = [elm_prompt(p, m, "walker.py") for p, (_, m) in zip(parents, cases, strict=True)]
     results = []
     for temperature in temperatures:
         t0 = time.perf_counter()

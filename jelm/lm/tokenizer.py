@@ -3,7 +3,7 @@
 ELM's diff models (Lehman et al. 2022, §3.1) read and write the diff format
 ``<NME> walker.py / <BEF> parent / <MSG> message / <DFF> diff``. jelm trains its own
 byte-level BPE (the GPT-2 scheme, via the ``tokenizers`` library) on its corpus
-(:mod:`jelm.lm.corpus`), with the format's markers as special tokens at fixed ids::
+(:mod:`jelm.domains.sodarace.corpus`), with the format's markers as special tokens at fixed ids::
 
     0 <|endoftext|>   1 <NME>   2 <BEF>   3 <MSG>   4 <DFF>
 
@@ -27,7 +27,7 @@ import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 if TYPE_CHECKING:
-    from jelm.lm.corpus import Example
+    from jelm.domains.sodarace.corpus import Example
 
 __all__ = ["SPECIAL_TOKENS", "Tokenizer", "train_tokenizer"]
 
@@ -161,7 +161,7 @@ def train_tokenizer(
     few thousand examples; at most ``max_examples`` (the first ones; ``make_corpus``
     shuffles) are used, which keeps training to seconds.
     """
-    from jelm.lm.corpus import training_text
+    from jelm.domains.sodarace.corpus import training_text
 
     def texts() -> Iterable[str]:
         for e in corpus[:max_examples]:

@@ -2,7 +2,7 @@
 
 The paper fine-tunes code models on GitHub commits written in its diff format; jelm cannot
 download either, so it trains a small model on a corpus it makes itself
-(:mod:`jelm.lm.corpus`, recipe in ``jelm/lm/CORPUS.md``):
+(:mod:`jelm.domains.sodarace.corpus`, recipe in ``jelm/domains/sodarace/CORPUS.md``):
 
 1. corpus: parent/child program pairs from the seeds and their transformations, each an
    ELM-format prompt (``<NME> walker.py / <BEF> parent / <MSG> message / <DFF>``) and the
@@ -47,8 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jelm.domains.sodarace.corpus import Example, make_corpus, training_text
 from jelm.lm.backends import SHIPPED_DIR as SHIPPED
-from jelm.lm.corpus import Example, make_corpus, training_text
 from jelm.lm.model import ModelConfig, forward, generate, init_params, masked_xent, save_model
 from jelm.lm.tokenizer import Tokenizer, train_tokenizer
 from jelm.programs.diff import DiffError, apply_diff, extract_diff

@@ -1,18 +1,19 @@
-"""The interface every program-text mutation operator implements.
+"""The two interfaces of mutation operators (ELM, arXiv 2206.08896v1, §3.1, §4.2).
 
-ELM (Lehman et al. 2022, §3.1) mutates programs: an operator receives parent programs and
-returns child programs. The language-model operators (``lm_diff``, ``lm_prompt``,
-``lm_crossover``) and the genetic-programming baseline (``gp``, §4.2's non-LLM mutation)
-share this interface, so the loop (``jelm.qd.loop``) treats them alike. The ``direct``
-baseline mutates packed walkers in JAX instead and has its own, array-level interface.
+A :class:`ProgramOperator` receives parent programs and returns child programs: the
+language-model operators (``lm_diff``, ``lm_prompt``, ``lm_crossover``) and genetic
+programming (``gp``). A :class:`GenotypeOperator` mutates a batch of genotypes on the
+device instead (a domain's direct encoding, such as Sodarace's ``direct``), so its whole
+loop can run inside one jitted call. :class:`OperatorEntry` is what the registry
+(:data:`jelm.mutation.OPERATORS`) keeps of each.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -64,7 +65,36 @@ class ProgramOperator(Protocol):
         ...
 
 
-def unified_diff(before: str, after: str, name: str = "walker.py") -> str:
+@runtime_checkable
+class GenotypeOperator(Protocol):
+    """Mutates a batch of genotypes on the device; ``key`` is the only randomness.
+
+    ``mutate`` is pure and jittable and keeps every shape (empty rows stay empty)."""
+
+    name: str
+
+    def mutate(self, key: Any, genotypes: Any) -> Any:
+        """One child genotype per row of ``genotypes``."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorEntry:
+    """A registered operator.
+
+    Attributes:
+        factory: ``factory(domain, options) -> operator`` (or a lazy ``"module:attribute"``
+            reference to it); ``options`` is the configuration section ``section``.
+        section: the name of the run configuration's section that holds its options.
+        domains: the domains it works on (``None``: every domain).
+    """
+
+    factory: Callable[[Any, Mapping[str, Any]], ProgramOperator | GenotypeOperator] | str
+    section: str
+    domains: tuple[str, ...] | None = None
+
+
+def unified_diff(before: str, after: str, name: str) -> str:
     """The unified diff from ``before`` to ``after`` as ELM's diff format writes it."""
     lines = difflib.unified_diff(
         before.splitlines(keepends=True),

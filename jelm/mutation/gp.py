@@ -85,6 +85,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -542,6 +543,7 @@ class GPOperator:
         max_edits: each child gets between 1 and ``max_edits`` edits (uniformly drawn).
         loop_scale_prob: odds that ``change_loop_bound`` doubles or halves a bound instead
             of moving it by one.
+        file_name: the program's file name in the children's diffs.
         cache_size: parsed parents kept (least recently used dropped); a parent drawn again
             from the archive is then not parsed, indexed and unparsed again.
 
@@ -550,6 +552,7 @@ class GPOperator:
 
     name: str = "gp"
     _: dataclasses.KW_ONLY
+    file_name: str = "program.py"
     weights: Mapping[str, float] | None = None
     sigma: float = 0.2
     max_edits: int = 3
@@ -641,7 +644,7 @@ class GPOperator:
             self.name,
             program,
             message="; ".join(notes),
-            diff=unified_diff(parent.program, program),
+            diff=unified_diff(parent.program, program, self.file_name),
         )
 
     def _edit(self, sites: _Sites, rng: np.random.Generator, tx: _Tx) -> str | None:
@@ -662,11 +665,17 @@ class GPOperator:
         return None
 
 
+def make_gp(domain: Any, options: Mapping[str, Any]) -> GPOperator:
+    """The ``gp`` operator for ``domain`` from the run's ``gp`` options (the registry's
+    factory)."""
+    return GPOperator(**dict(options), file_name=domain.program.file_name)
+
+
 # --------------------------------------------------------------------------- CLI
 
 
 def _bench(op: GPOperator, seconds: float = 2.0) -> dict[str, float]:
-    from jelm.programs.seeds import SEED_NAMES, seed_source
+    from jelm.domains.sodarace.seeds import SEED_NAMES, seed_source
 
     out: dict[str, float] = {}
     rng = np.random.default_rng(0)
@@ -682,7 +691,7 @@ def _bench(op: GPOperator, seconds: float = 2.0) -> dict[str, float]:
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m jelm.mutation.gp [seed] [-n N] [--seed S] [--bench]``: print GP children
     of a seed program (message and diff), or measure children per second on every seed."""
-    from jelm.programs.seeds import SEED_NAMES, seed_source
+    from jelm.domains.sodarace.seeds import SEED_NAMES, seed_source
 
     p = argparse.ArgumentParser(prog="python -m jelm.mutation.gp", description=main.__doc__)
     p.add_argument("seed_name", nargs="?", default="radial", choices=SEED_NAMES)

@@ -1,21 +1,24 @@
-"""Language-model mutation operators (ELM, Lehman et al. 2022, §3.1 and §3.3).
+"""Language-model mutation operators (ELM, arXiv 2206.08896v1, §3.1 and §3.3).
 
 Three ways to ask a language model for a child program, all behind
 :class:`jelm.mutation.base.ProgramOperator` so the ELM loop treats them like ``gp``:
 
 ``lm_diff``
     The paper's diff model (§3.1): the prompt is the parent in ELM's diff format
-    (``<NME> walker.py / <BEF> parent / <MSG> commit message / <DFF>``) and the model writes
+    (``<NME> {file} / <BEF> parent / <MSG> commit message / <DFF>``) and the model writes
     a unified diff, which :func:`jelm.programs.diff.apply_diff` applies (exactly, then
-    fuzzily). The commit message is drawn with the paper's odds (40/30/30, configurable).
+    fuzzily). The commit message is drawn from the domain's messages and odds.
 ``lm_prompt``
     Prompt mutation as OpenELM does it: the parent program, an instruction to write a new
-    walker, and the header ``def make_walker():``; the model writes the body, which
-    replaces the parent's ``make_walker`` (its helpers stay).
+    one, and the header ``def {entry}():``; the model writes the body, which replaces the
+    parent's entry function (its helpers stay).
 ``lm_crossover``
     Several parents in one prompt (§3.3's crossover through the LM): each parent program
     as an example, then the same instruction and header; the child keeps the first
     parent's helpers.
+
+The file name, the entry function and the prompt texts come from the domain
+(:class:`jelm.domains.base.ProgramSpec` and :class:`~jelm.domains.base.Prompts`).
 
 The operators talk to a :class:`jelm.lm.backends.Backend` (the shipped jelm model, a local
 Hugging Face checkpoint or an OpenAI-compatible server) through ``complete`` only, so they
@@ -28,14 +31,13 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
 from jelm.mutation.base import Child, Parent, unified_diff
 from jelm.programs.diff import (
-    COMMIT_MESSAGES,
     EOS,
     NME,
     DiffError,
@@ -44,13 +46,6 @@ from jelm.programs.diff import (
     extract_diff,
     sample_message,
 )
-
-#: The entry point every walker program defines (the paper's API).
-ENTRY = "make_walker"
-
-#: Instruction of prompt mutation and crossover (after OpenELM's Sodarace prompts).
-INSTRUCTION = "# Create a new walker by modifying the make_walker function above.\n"
-CROSSOVER_INSTRUCTION = "# Create a new walker by combining the walkers above.\n"
 
 #: Where a generated function body ends: the next top-level statement.
 BODY_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\n#", "\n@", EOS)
@@ -110,19 +105,23 @@ class LMDiffOperator:
     def __init__(
         self,
         backend: CompletionBackend,
+        messages: Sequence[tuple[str, float]],
+        file_name: str,
         sampling: Sampling = Sampling(),
-        messages: Sequence[tuple[str, float]] = COMMIT_MESSAGES,
         fuzzy: bool = True,
     ):
         self.backend = backend
         self.sampling = sampling
         self.messages = tuple((str(m), float(p)) for m, p in messages)
+        self.file_name = file_name
         self.fuzzy = fuzzy
 
     def mutate(self, parents: Sequence[Parent], rng: np.random.Generator) -> list[Child]:
         """One child per parent: sample a commit message, prompt, apply the diff."""
         messages = [sample_message(rng, self.messages) for _ in parents]
-        prompts = [elm_prompt(p.program, m) for p, m in zip(parents, messages, strict=True)]
+        prompts = [
+            elm_prompt(p.program, m, self.file_name) for p, m in zip(parents, messages, strict=True)
+        ]
         completions = self.backend.complete(
             prompts, **dataclasses.asdict(self.sampling), stop=(EOS, NME), seed=_seed(rng)
         )
@@ -151,10 +150,10 @@ class LMDiffOperator:
         return Child(**fields, program=applied.program)
 
 
-def replace_entry(program: str, new_function: str, entry: str = ENTRY) -> str:
+def replace_entry(program: str, new_function: str, entry: str) -> str:
     """``program`` with its top-level ``entry`` function replaced by ``new_function``
     (appended when the program has none, or does not parse). Helpers stay, so a generated
-    ``make_walker`` can call the parent's helper functions."""
+    entry function can call the parent's helper functions."""
     try:
         tree = ast.parse(program)
     except SyntaxError:
@@ -181,20 +180,24 @@ def _body(completion: str) -> str:
 
 
 class LMPromptOperator:
-    """``lm_prompt``: prompt mutation (OpenELM): parent + instruction + ``def make_walker():``."""
+    """``lm_prompt``: prompt mutation (OpenELM): parent + instruction + ``def {entry}():``."""
 
     name = "lm_prompt"
-    header = f"def {ENTRY}():\n"
 
     def __init__(
         self,
         backend: CompletionBackend,
+        instruction: str,
+        entry: str,
+        file_name: str,
         sampling: Sampling = Sampling(),
-        instruction: str = INSTRUCTION,
     ):
         self.backend = backend
         self.sampling = sampling
         self.instruction = instruction if instruction.endswith("\n") else instruction + "\n"
+        self.entry = entry
+        self.file_name = file_name
+        self.header = f"def {entry}():\n"
 
     def prompt(self, programs: Sequence[str]) -> str:
         """The prompt for one child of ``programs`` (one program: prompt mutation)."""
@@ -225,14 +228,14 @@ class LMPromptOperator:
                     Child(ids, self.name, None, error="empty completion", failure="lm_empty")
                 )
                 continue
-            program = replace_entry(group[0].program, self.header + body)
+            program = replace_entry(group[0].program, self.header + body, self.entry)
             children.append(
                 Child(
                     parent_ids=ids,
                     operator=self.name,
                     program=program,
                     message=self.instruction.strip(),
-                    diff=unified_diff(group[0].program, program),
+                    diff=unified_diff(group[0].program, program, self.file_name),
                 )
             )
         return children
@@ -246,13 +249,15 @@ class LMCrossoverOperator(LMPromptOperator):
     def __init__(
         self,
         backend: CompletionBackend,
+        instruction: str,
+        entry: str,
+        file_name: str,
         sampling: Sampling = Sampling(),
-        instruction: str = CROSSOVER_INSTRUCTION,
         n_parents: int = 2,
     ):
         if n_parents < 2:
             raise ValueError(f"crossover needs at least 2 parents, got {n_parents}")
-        super().__init__(backend, sampling, instruction)
+        super().__init__(backend, instruction, entry, file_name, sampling)
         self.n_parents = n_parents
 
     def prompt(self, programs: Sequence[str]) -> str:
@@ -269,3 +274,56 @@ class LMCrossoverOperator(LMPromptOperator):
             picks = rng.integers(0, len(parents), size=self.n_parents - 1)
             groups.append([parent, *(parents[int(k)] for k in picks)])
         return groups
+
+
+# --------------------------------------------------------------------------- factories
+
+
+def _sampling(options: Mapping[str, Any]) -> Sampling:
+    return Sampling(
+        max_new_tokens=int(options["max_new_tokens"]),
+        temperature=float(options["temperature"]),
+        top_p=float(options["top_p"]),
+    )
+
+
+def _backend(options: Mapping[str, Any]) -> Any:
+    from jelm.lm.backends import make_backend
+
+    return make_backend(dict(options["backend"]))
+
+
+def make_lm_diff(domain: Any, options: Mapping[str, Any]) -> LMDiffOperator:
+    """``lm_diff`` for ``domain`` from the run's ``lm`` options (the registry's factory);
+    ``messages: null`` takes the domain's commit messages."""
+    return LMDiffOperator(
+        _backend(options),
+        options.get("messages") or domain.prompts.commit_messages,
+        domain.program.file_name,
+        _sampling(options),
+        fuzzy=bool(options["fuzzy"]),
+    )
+
+
+def make_lm_prompt(domain: Any, options: Mapping[str, Any]) -> LMPromptOperator:
+    """``lm_prompt`` for ``domain`` from the run's ``lm`` options; ``instruction: null``
+    takes the domain's."""
+    return LMPromptOperator(
+        _backend(options),
+        options.get("instruction") or domain.prompts.instruction,
+        domain.program.entry,
+        domain.program.file_name,
+        _sampling(options),
+    )
+
+
+def make_lm_crossover(domain: Any, options: Mapping[str, Any]) -> LMCrossoverOperator:
+    """``lm_crossover`` for ``domain`` from the run's ``lm`` options."""
+    return LMCrossoverOperator(
+        _backend(options),
+        options.get("instruction") or domain.prompts.crossover_instruction,
+        domain.program.entry,
+        domain.program.file_name,
+        _sampling(options),
+        n_parents=int(options["n_parents"]),
+    )

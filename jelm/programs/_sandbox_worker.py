@@ -5,7 +5,7 @@ model writes is executed to obtain its phenotype (here a Sodarace walker). Those
 are untrusted, so this module is the part of :mod:`jelm.programs.sandbox` that runs on the
 far side of the process boundary. It is imported by the worker processes (and, for the
 static guard, by the parent); it has no dependency beyond the standard library and
-``jelm.programs.walker_api``, and never imports jax.
+``jelm.domains.sodarace.api``, and never imports jax.
 
 Layout of one worker (started by the parent as ``python -I -S -c ...``)::
 
@@ -48,7 +48,7 @@ from typing import Any
 # Static guard (AST). Used in the child before compiling, and importable by the parent.
 # ----------------------------------------------------------------------------------------
 
-DEFAULT_ALLOWED_IMPORTS: tuple[str, ...] = ("math", "random", "jelm.programs.walker_api")
+DEFAULT_ALLOWED_IMPORTS: tuple[str, ...] = ("math", "random", "jelm.domains.sodarace.api")
 
 #: Builtins a program may not call or even name: they reach files, code execution,
 #: interpreter state or introspection that leads out of the restricted namespace.

@@ -41,10 +41,10 @@ HOSTILE: tuple[str, ...] = (
 
 
 def seed_programs() -> tuple[list[str], str]:
-    """The seed programs from ``jelm.programs.seeds`` (and where they came from)."""
-    from jelm.programs.seeds import SEED_NAMES, seed_source
+    """The seed programs from ``jelm.domains.sodarace.seeds`` (and where they came from)."""
+    from jelm.domains.sodarace.seeds import SEED_NAMES, seed_source
 
-    return [seed_source(name) for name in SEED_NAMES], "jelm.programs.seeds"
+    return [seed_source(name) for name in SEED_NAMES], "jelm.domains.sodarace.seeds"
 
 
 def _descendants(pid: int) -> list[int]:

@@ -3,14 +3,14 @@
 ELM (Lehman et al. 2022, §3.1) mutates a program by asking a diff model to complete a
 prompt in the format the model was trained on (commits from GitHub)::
 
-    <NME> walker.py
+    <NME> {file name}
     <BEF> {parent}
     <MSG> {message}
     <DFF> {diff}
 
 The model writes a unified diff after ``<DFF>``; the child program is the parent with that
-diff applied. ``message`` is a commit message about ``make_walker``, drawn from
-``COMMIT_MESSAGES`` with odds 40/30/30.
+diff applied. The file name and the commit messages (with their odds) are the domain's
+(:class:`jelm.domains.base.ProgramSpec`, :class:`jelm.domains.base.Prompts`).
 
 A diff written by a language model is often slightly wrong: line numbers drift, the hunk
 line counts are miscounted, whitespace differs, the completion continues past the diff.
@@ -34,7 +34,6 @@ import numpy as np
 
 __all__ = [
     "BEF",
-    "COMMIT_MESSAGES",
     "DFF",
     "EOS",
     "MSG",
@@ -50,20 +49,12 @@ __all__ = [
     "sample_message",
 ]
 
-#: The commit messages of jelm's Sodarace diff prompts and the odds of each.
-COMMIT_MESSAGES: tuple[tuple[str, float], ...] = (
-    ("Changed make_walker function.", 0.4),
-    ("Changed parameters in make_walker function.", 0.3),
-    ("Small change to make_walker function.", 0.3),
-)
 NME, BEF, MSG, DFF = "<NME>", "<BEF>", "<MSG>", "<DFF>"
 EOS = "<|endoftext|>"
 _MARKERS = (EOS, NME, BEF, MSG, DFF)
 
 
-def sample_message(
-    rng: np.random.Generator, messages: Sequence[tuple[str, float]] = COMMIT_MESSAGES
-) -> str:
+def sample_message(rng: np.random.Generator, messages: Sequence[tuple[str, float]]) -> str:
     """A commit message drawn from ``messages`` with their (normalised) odds (ELM §3.1)."""
     if not messages:
         raise ValueError("no commit messages to sample from")
@@ -74,7 +65,7 @@ def sample_message(
     return messages[index][0]
 
 
-def elm_prompt(parent: str, message: str, name: str = "walker.py") -> str:
+def elm_prompt(parent: str, message: str, name: str) -> str:
     """The diff-model prompt of ELM §3.1: file name, parent, commit message, then ``<DFF> ``.
 
     Trailing newlines of ``parent`` are dropped so the layout does not depend on whether
@@ -83,7 +74,7 @@ def elm_prompt(parent: str, message: str, name: str = "walker.py") -> str:
     return f"{NME} {name}\n{BEF} {parent.rstrip(chr(10))}\n{MSG} {message}\n{DFF} "
 
 
-def elm_example(parent: str, message: str, diff: str, name: str = "walker.py") -> tuple[str, str]:
+def elm_example(parent: str, message: str, diff: str, name: str) -> tuple[str, str]:
     """A training example for the diff model: ``(prompt, target)``; the target is the diff
     text (the tokenizer appends the EOS token)."""
     return elm_prompt(parent, message, name), diff

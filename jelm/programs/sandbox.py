@@ -86,7 +86,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-WALKER_MODULE = "jelm.programs.walker_api"
+WALKER_MODULE = "jelm.domains.sodarace.api"
 
 
 class Status(enum.StrEnum):
@@ -168,7 +168,7 @@ class SandboxLimits:
     namespaces: bool = True
     drop_privileges: bool = True
     walker_limits: Any = None
-    walker_module: str = "jelm.programs.walker_api"
+    walker_module: str = "jelm.domains.sodarace.api"
 
     def to_worker(self) -> dict[str, Any]:
         """The plain dict sent to workers at start-up."""

@@ -1,4 +1,4 @@
-"""MAP-Elites with the ``direct`` operator (jelm.mutation.direct), entirely on the device.
+"""MAP-Elites with the ``direct`` operator (jelm.domains.sodarace.direct), entirely on the device.
 
 Select -> mutate -> simulate -> insert runs as one ``lax.scan`` over generations
 (purejaxrl style): no host round trip per generation. Two entry points:
@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jelm.mutation.direct import DirectParams, mutate
+from jelm.domains.sodarace.direct import DirectParams, mutate
 from jelm.qd.archive import Archive, ArchiveConfig, ArchiveState, genotype_of
 from jelm.sim.physics import DEFAULT_PARAMS, PhysicsParams, SurfaceSpec, as_arrays, evaluate_jit
 from jelm.sim.terrain import Terrain, flat

@@ -91,27 +91,10 @@ def make_operator(config: RunConfig) -> ProgramOperator:
 
 def make_lm_operator(config: RunConfig) -> ProgramOperator:
     """An LM operator (lm_diff, lm_prompt, lm_crossover) on the configured backend."""
-    from jelm.lm.backends import make_backend
-    from jelm.mutation import lm as ops
+    from jelm.domains import make_domain
+    from jelm.mutation import make_operator as make
 
-    lm = config.lm
-    sampling = ops.Sampling(
-        max_new_tokens=int(lm["max_new_tokens"]),
-        temperature=float(lm["temperature"]),
-        top_p=float(lm["top_p"]),
-    )
-    backend = make_backend(dict(lm["backend"]))
-    if config.mutation == "lm_diff":
-        messages = lm["messages"] or ops.COMMIT_MESSAGES
-        return ops.LMDiffOperator(backend, sampling, messages, fuzzy=bool(lm["fuzzy"]))
-    if config.mutation == "lm_prompt":
-        return ops.LMPromptOperator(backend, sampling, lm["instruction"] or ops.INSTRUCTION)
-    return ops.LMCrossoverOperator(
-        backend,
-        sampling,
-        lm["instruction"] or ops.CROSSOVER_INSTRUCTION,
-        n_parents=int(lm["n_parents"]),
-    )
+    return make(config.mutation, make_domain("sodarace"), config.lm)
 
 
 def _does_not_fit(walker: dict[str, Any], shape: BucketShape) -> str | None:

@@ -10,7 +10,7 @@ Prints exactly one JSON line on stdout (progress goes to stderr)::
      "numpy_reference": {"walker_steps_per_s": float},
      "peak_rss_mb": float}
 
-``seed_mix``: the paper's seed walkers (jelm.programs.seeds) repeated to the batch size
+``seed_mix``: the paper's seed walkers (jelm.domains.sodarace.seeds) repeated to the batch size
 and packed into size buckets, as an ELM run evaluates them. ``max_padded``: the same
 walkers all padded to the largest bucket (64 joints, 256 links, 10 links per joint), what
 evaluation costs without bucketing. ``distinct``: the seed mix with each walker's links
@@ -58,7 +58,7 @@ KINDS = ("seed_mix", "max_padded", "distinct")
 
 
 def _seed_walkers() -> list[dict[str, Any]]:
-    from jelm.programs.seeds import SEED_NAMES, seed_walker
+    from jelm.domains.sodarace.seeds import SEED_NAMES, seed_walker
 
     return [seed_walker(name).to_dict() for name in SEED_NAMES]
 

@@ -6,7 +6,7 @@ Walkers come in the paper's dict layout (ELM paper, Lehman et al. 2022, appendix
     {"joints": [[x, y], ...],
      "muscles": [[i, j, {"type": "distance" | "muscle", "amplitude": a, "phase": p}], ...]}
 
-or as any object with ``to_dict()`` (e.g. ``jelm.programs.walker_api.Walker``). Only Pillow
+or as any object with ``to_dict()`` (e.g. ``jelm.domains.sodarace.api.Walker``). Only Pillow
 and NumPy are used, so ``jelm.sim`` stays light to import (no matplotlib).
 
 Conventions (choices written down here, as DESIGN.md asks):

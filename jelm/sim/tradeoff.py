@@ -141,7 +141,7 @@ def measure(
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Measure every setting and print one JSON line."""
-    from jelm.programs.seeds import SEED_NAMES, seed_walker
+    from jelm.domains.sodarace.seeds import SEED_NAMES, seed_walker
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=4096)

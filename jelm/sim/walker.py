@@ -240,9 +240,10 @@ def pack(
 ) -> WalkerBatch:
     """Pack walkers into one padded batch.
 
-    ``shape`` defaults to the smallest shape of the default ladder that fits every walker;
-    ``batch_size`` (default ``len(walkers)``) pads with empty rows so a run keeps one batch
-    shape. Raises :class:`WalkerDoesNotFit` naming the first walker that does not fit.
+    Row ``r`` holds ``walkers[r]``; a ``None`` entry is an empty row. ``shape`` defaults
+    to the smallest shape of the default ladder that fits every walker; ``batch_size``
+    (default ``len(walkers)``) pads with empty rows so a run keeps one batch shape.
+    Raises :class:`WalkerDoesNotFit` naming the first walker that does not fit.
     """
     if batch_size is None:
         batch_size = len(walkers)
@@ -250,17 +251,19 @@ def pack(
         raise ValueError(f"batch_size {batch_size} < {len(walkers)} walkers")
     cap_j = shape.joints if shape else MAX_JOINTS
     cap_l = shape.links if shape else MAX_LINKS
-    parsed = [_parse(w, k, cap_j, cap_l) for k, w in enumerate(walkers)]
+    parsed = [None if w is None else _parse(w, k, cap_j, cap_l) for k, w in enumerate(walkers)]
+    present = [w for w in parsed if w is not None]
     if shape is None:
-        shape = _smallest_fit(parsed)
+        shape = _smallest_fit(present)
     for k, w in enumerate(parsed):
-        if w.max_degree > shape.degree:
+        if w is not None and w.max_degree > shape.degree:
             raise WalkerDoesNotFit(
                 k, f"a joint has {w.max_degree} links; this shape allows {shape.degree} per joint"
             )
     arrays = _empty_batch(batch_size, shape)
     for row, w in enumerate(parsed):
-        _fill(arrays, row, w)
+        if w is not None:
+            _fill(arrays, row, w)
     return _to_batch(arrays, shape)
 
 

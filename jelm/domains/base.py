@@ -1,0 +1,193 @@
+"""The Domain protocol: what a domain gives the ELM loop (ELM, arXiv 2206.08896v1, §3).
+
+In ELM a genotype is a program and its phenotype is what the program builds: a Sodarace
+walker (§4), an image, ... A :class:`Domain` says everything the generic parts of jelm
+need to know about one such world, so that the archive, the ledger, the loops, the
+mutation operators, the language models and the sandbox never name a domain:
+
+* its descriptors (names and default bounds) and the fitness floor of its QD-score;
+* how its programs look and run (:class:`ProgramSpec`);
+* its seed programs and the texts its prompts use (:class:`Prompts`);
+* a fixed-shape genotype (a pytree of arrays), ``pack`` from phenotypes into a batch of
+  genotypes, and a jittable ``evaluate(genotypes, key)`` (QDax's scoring-function shape);
+* optional renders of the best genotypes and an optional training corpus for the LMs.
+
+Domains register by name in :data:`jelm.domains.DOMAINS`; see ARCHITECTURE.md for a
+worked example of a new domain.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, NamedTuple
+
+__all__ = ["Domain", "Evaluation", "PhenotypeError", "ProgramSpec", "Prompts"]
+
+#: A batch of genotypes: a pytree of arrays with a leading batch axis.
+Genotypes = Any
+
+
+class PhenotypeError(ValueError):
+    """A program's result is not a valid phenotype of its domain.
+
+    ``code`` is a short machine-friendly reason (``too_many_joints``, ``wrong_shape``);
+    the message is one readable line. Domains may raise subclasses or any ``ValueError``
+    with a ``code`` attribute.
+    """
+
+    code = "invalid"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgramSpec:
+    """How a domain's programs are written and run.
+
+    Attributes:
+        entry: the function every program defines; running a program calls ``entry()``.
+        file_name: the program's file name in prompts (ELM's ``<NME>`` line, §3.1).
+        validate: parent-side check of what a program returned, as plain data (lists,
+            dicts, numbers): returns the canonical phenotype (plain, JSON-able) or raises
+            ``ValueError`` (:class:`PhenotypeError`). Runs on untrusted data.
+        encode: ``"module:function"`` run inside the sandbox on the value ``entry()``
+            returned, with ``encode_options``: turns it into plain data, raising
+            ``TypeError`` for a value of the wrong type and ``ValueError`` for one that is
+            clearly invalid (e.g. far too large to send back). The module must import
+            nothing beyond the standard library and ``api_module``.
+        encode_options: picklable second argument of ``encode``.
+        api_module: the module programs import their API from (pre-imported by the
+            sandbox), or ``None``.
+        allowed_imports: other modules a program may import.
+        module_aliases: other names programs may import ``api_module`` under (e.g. an
+            earlier path of the module), mapped to the module they stand for.
+        phenotype: the domain's word for a phenotype (``"walker"``): an invalid one is
+            reported as ``invalid_<phenotype>``.
+    """
+
+    entry: str
+    file_name: str
+    validate: Callable[[Any], Any]
+    encode: str
+    encode_options: Any = None
+    api_module: str | None = None
+    allowed_imports: tuple[str, ...] = ("math", "random")
+    module_aliases: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    phenotype: str = "phenotype"
+
+    @property
+    def invalid_status(self) -> str:
+        """The status of a program whose result its domain refuses."""
+        return f"invalid_{self.phenotype}"
+
+    @property
+    def imports(self) -> tuple[str, ...]:
+        """Every module a program may import (aliases excluded)."""
+        api = () if self.api_module is None else (self.api_module,)
+        return tuple(dict.fromkeys((*self.allowed_imports, *api)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Prompts:
+    """The texts the language-model operators put into prompts (ELM §3.1, §3.3).
+
+    Attributes:
+        commit_messages: ``(message, probability)`` pairs of ``lm_diff``'s commit
+            messages (the paper's three for Sodarace, 40/30/30).
+        instruction: ``lm_prompt``'s instruction after the parent program.
+        crossover_instruction: ``lm_crossover``'s instruction after the parents.
+    """
+
+    commit_messages: tuple[tuple[str, float], ...]
+    instruction: str
+    crossover_instruction: str
+
+
+class Evaluation(NamedTuple):
+    """What :meth:`Domain.evaluate` returns for a batch of ``B`` genotypes (a pytree).
+
+    ``fitness`` ``(B,)`` (higher is better; any value for invalid rows), ``descriptors``
+    ``(B, n_descriptors)``, ``valid`` ``(B,)`` bool (False for empty rows and failed
+    evaluations), ``extras``: other ``(B, ...)`` arrays the domain reports.
+    """
+
+    fitness: Any
+    descriptors: Any
+    valid: Any
+    extras: Mapping[str, Any]
+
+
+class Domain(abc.ABC):
+    """One ELM domain (see the module docstring). Subclasses are hashable, immutable
+    values (frozen dataclasses), built from their options."""
+
+    #: The name the domain is registered under.
+    name: ClassVar[str]
+    #: Descriptor names (also the ledger's descriptor columns: lower-case identifiers).
+    descriptor_names: ClassVar[tuple[str, ...]]
+    #: Default descriptor bounds of the archive.
+    descriptor_lower: ClassVar[tuple[float, ...]]
+    descriptor_upper: ClassVar[tuple[float, ...]]
+    #: The lowest plausible fitness: the QD-score adds ``fitness - fitness_offset`` per
+    #: filled cell.
+    fitness_offset: ClassVar[float]
+    #: Fitness in words, for plots (``"COM x displacement"``).
+    fitness_label: ClassVar[str] = "fitness"
+
+    # -- programs --------------------------------------------------------------------
+
+    @property
+    @abc.abstractmethod
+    def program(self) -> ProgramSpec:
+        """How this domain's programs are written and run."""
+
+    @property
+    @abc.abstractmethod
+    def prompts(self) -> Prompts:
+        """The texts of the language-model operators' prompts."""
+
+    @abc.abstractmethod
+    def seed_names(self) -> tuple[str, ...]:
+        """The names of the domain's seed programs."""
+
+    @abc.abstractmethod
+    def seed_program(self, name: str) -> str:
+        """The text of seed ``name``; ``ValueError`` listing the seeds for another name."""
+
+    # -- genotypes -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def genotype_template(self) -> Genotypes:
+        """One genotype, without the batch axis (zeros): the archive's storage layout."""
+
+    @abc.abstractmethod
+    def does_not_fit(self, phenotype: Any) -> str | None:
+        """Why a valid phenotype cannot be packed into the genotype's fixed shape (the
+        ledger records it as ``too_large``), or ``None`` when it fits."""
+
+    @abc.abstractmethod
+    def pack(self, phenotypes: Sequence[Any | None], rows: int) -> Genotypes:
+        """A batch of ``rows`` genotypes: row ``i`` holds ``phenotypes[i]``; ``None``
+        entries and rows past the end are empty (``evaluate`` marks them invalid).
+        Host code (NumPy); every phenotype fits."""
+
+    @abc.abstractmethod
+    def evaluate(self, genotypes: Genotypes, key: Any) -> Evaluation:
+        """Fitness, descriptors and validity of a batch (pure and jittable)."""
+
+    # -- optional --------------------------------------------------------------------
+
+    def render(self, genotypes: Genotypes, labels: Sequence[str], out: Path) -> list[Path]:
+        """Pictures of a batch of genotypes (one per label) written under ``out``; the
+        run writes them for its best elites. Default: none."""
+        return []
+
+    def describe(self) -> str:
+        """One line on what this domain instance evaluates (printed by the runs)."""
+        return self.name

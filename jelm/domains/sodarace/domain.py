@@ -1,0 +1,209 @@
+"""Sodarace as a :class:`jelm.domains.base.Domain` (ELM, arXiv 2206.08896v1, §4).
+
+Adapts :mod:`jelm.sim`: a genotype is a walker packed into the run's fixed bucket (the
+array fields of :class:`jelm.sim.walker.WalkerBatch` as a dict), fitness is the centre of
+mass's x displacement over ``steps`` steps times the terrain's direction, and the
+descriptors are the paper's initial height, width and mass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from jelm.domains.base import Domain, Evaluation, ProgramSpec, Prompts
+from jelm.domains.sodarace import api
+from jelm.domains.sodarace.prompts import PROMPTS
+from jelm.domains.sodarace.seeds import SEED_NAMES, seed_source
+from jelm.mutation import OPERATORS, OperatorEntry
+from jelm.sim.physics import DEFAULT_PARAMS, SurfaceSpec, as_arrays, evaluate_jit
+from jelm.sim.terrain import TERRAINS, make_terrain
+from jelm.sim.walker import (
+    MAX_DEGREE,
+    MAX_JOINTS,
+    MAX_LINKS,
+    BucketShape,
+    WalkerBatch,
+    WalkerDoesNotFit,
+    pack,
+)
+
+__all__ = ["WALKER_FIELDS", "SodaraceDomain", "walkers_of"]
+
+#: The WalkerBatch array fields a genotype carries.
+WALKER_FIELDS: tuple[str, ...] = (
+    "joints",
+    "joint_mask",
+    "link_i",
+    "link_j",
+    "muscle",
+    "amplitude",
+    "phase",
+    "link_mask",
+)
+
+#: The module path seed programs of earlier jelm versions import the walker API from.
+_LEGACY_API = "jelm.programs.walker_api"
+
+PROGRAM = ProgramSpec(
+    entry="make_walker",
+    file_name="walker.py",
+    validate=lambda raw: api.Walker.from_dict(raw).to_dict(),
+    encode="jelm.domains.sodarace.api:encode_walker",
+    encode_options=api.DEFAULT_LIMITS,
+    api_module="jelm.domains.sodarace.api",
+    allowed_imports=("math", "random"),
+    module_aliases={_LEGACY_API: "jelm.domains.sodarace.api"},
+    phenotype="walker",
+)
+
+
+def walkers_of(genotypes: Mapping[str, Any], degree: int) -> WalkerBatch:
+    """The :class:`WalkerBatch` of a batch of Sodarace genotypes."""
+    return WalkerBatch(**{name: genotypes[name] for name in WALKER_FIELDS}, max_degree=degree)
+
+
+@dataclasses.dataclass(frozen=True)
+class SodaraceDomain(Domain):
+    """Sodarace walkers on one terrain.
+
+    Attributes:
+        steps: simulated steps per evaluation (1/60 s each).
+        terrain: a terrain of :data:`jelm.sim.terrain.TERRAINS`.
+        bucket: the padded walker shape every candidate is packed into: joints, links,
+            links per joint.
+    """
+
+    steps: int = 600
+    terrain: str = "flat"
+    bucket: tuple[int, int, int] = (32, 128, 8)
+
+    name: ClassVar[str] = "sodarace"
+    descriptor_names: ClassVar[tuple[str, ...]] = ("height", "width", "mass")
+    # Measured seeds sit in the lower third of each axis; see jelm/domains/sodarace/README.md.
+    descriptor_lower: ClassVar[tuple[float, ...]] = (0.0, 0.0, 0.0)
+    descriptor_upper: ClassVar[tuple[float, ...]] = (30.0, 30.0, 400.0)
+    fitness_offset: ClassVar[float] = -100.0
+    fitness_label: ClassVar[str] = "COM x displacement"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bucket", tuple(int(v) for v in self.bucket))
+        problems = self.problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """What is wrong with these options (empty when they can run)."""
+        out = []
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            out.append(f"steps must be an integer >= 1, got {self.steps!r}")
+        if self.terrain not in TERRAINS:
+            out.append(f"unknown terrain {self.terrain!r}; choose one of {sorted(TERRAINS)}")
+        if len(self.bucket) != 3 or any(v < 1 for v in self.bucket):
+            out.append(f"bucket must be [joints, links, links per joint], got {self.bucket!r}")
+        elif (
+            self.bucket[0] > MAX_JOINTS or self.bucket[1] > MAX_LINKS or self.bucket[2] > MAX_DEGREE
+        ):
+            out.append(
+                f"bucket {list(self.bucket)} exceeds the caps ({MAX_JOINTS} joints, "
+                f"{MAX_LINKS} links, {MAX_DEGREE} links per joint)"
+            )
+        return out
+
+    # -- programs --------------------------------------------------------------------
+
+    @property
+    def program(self) -> ProgramSpec:
+        return PROGRAM
+
+    @property
+    def prompts(self) -> Prompts:
+        return PROMPTS
+
+    def seed_names(self) -> tuple[str, ...]:
+        return SEED_NAMES
+
+    def seed_program(self, name: str) -> str:
+        return seed_source(name)
+
+    # -- genotypes -------------------------------------------------------------------
+
+    @property
+    def shape(self) -> BucketShape:
+        """The padded walker shape of every genotype."""
+        return BucketShape(*self.bucket)
+
+    @property
+    def terrain_arrays(self) -> Any:
+        """The :class:`jelm.sim.terrain.Terrain` walkers are scored on."""
+        return make_terrain(self.terrain)
+
+    def genotype_template(self) -> dict[str, np.ndarray]:
+        empty = pack([None], shape=self.shape, batch_size=1)
+        return {name: np.asarray(getattr(empty, name))[0] for name in WALKER_FIELDS}
+
+    def does_not_fit(self, phenotype: Any) -> str | None:
+        try:
+            pack([phenotype], shape=self.shape)
+        except WalkerDoesNotFit as exc:
+            return exc.reason
+        return None
+
+    def pack(self, phenotypes: Sequence[Any | None], rows: int) -> dict[str, Any]:
+        batch = pack(list(phenotypes), shape=self.shape, batch_size=rows)
+        return {name: getattr(batch, name) for name in WALKER_FIELDS}
+
+    def walkers(self, genotypes: Mapping[str, Any]) -> WalkerBatch:
+        """The WalkerBatch of a batch of genotypes."""
+        return walkers_of(genotypes, self.shape.degree)
+
+    def evaluate(self, genotypes: Mapping[str, Any], key: Any) -> Evaluation:
+        """Simulate and score a batch (deterministic: ``key`` is not used)."""
+        terrain = self.terrain_arrays
+        ev = evaluate_jit(
+            self.walkers(genotypes),
+            terrain,
+            as_arrays(DEFAULT_PARAMS),
+            steps=self.steps,
+            surfaces=SurfaceSpec.of(terrain),
+        )
+        return Evaluation(ev.fitness, ev.descriptors, ev.valid, {"displacement": ev.displacement})
+
+    # -- optional --------------------------------------------------------------------
+
+    def render(self, genotypes: Mapping[str, Any], labels: Sequence[str], out: Path) -> list[Path]:
+        """GIFs of the walkers of ``genotypes`` walking on the domain's terrain."""
+        from jelm.sim.physics import rollout
+        from jelm.sim.render import render_rollout
+        from jelm.sim.walker import unpack
+
+        if not labels:
+            return []
+        batch = self.walkers(genotypes)
+        terrain = self.terrain_arrays
+        every = next(r for r in (4, 3, 2, 1) if self.steps % r == 0)  # frames at <= 15 Hz
+        frames = np.asarray(rollout(batch, terrain, self.steps, every))
+        out.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for row, label in enumerate(labels):
+            path = out / f"{label}.gif"
+            render_rollout(
+                unpack(batch, row), frames[row], path, terrain=terrain, frame_dt=every / 60
+            )
+            paths.append(path)
+        return paths
+
+    def describe(self) -> str:
+        return f"Sodarace: {self.steps} steps on {self.terrain}, bucket {list(self.bucket)}"
+
+
+OPERATORS.register(
+    "direct",
+    OperatorEntry(
+        "jelm.domains.sodarace.direct:make_direct", section="direct", domains=("sodarace",)
+    ),
+)

@@ -1,0 +1,127 @@
+"""jelm.lm.bench: the JAX-vs-torch sampling benchmark, end to end on a tiny random model.
+
+A real (tiny) jelm model directory, real ELM diff prompts from the seeds and the corpus,
+real jelm.generate and real transformers generate through the save_hf export: only the
+sizes are small (batches 1 and 2, 4 new tokens) so the whole run takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from jelm.domains.sodarace.seeds import SEED_NAMES, seed_source
+from jelm.lm import bench
+from jelm.lm.model import ModelConfig, init_params, save_model
+from jelm.lm.tokenizer import Tokenizer
+
+ENTRY_FIELDS = {
+    "batch",
+    "tokens_per_s",
+    "diffs_per_s",
+    "first_call_s",
+    "run_s",
+    "mean_new_tokens",
+    "stop_rate",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    """A jelm model directory: BPE trained on the seeds, a 1-layer d=32 random GPT-2."""
+    tok = Tokenizer.train([seed_source(n) for n in SEED_NAMES] * 3, vocab_size=1024)
+    cfg = ModelConfig(vocab_size=tok.vocab_size, n_ctx=2048, d_model=32, n_layer=1, n_head=2)
+    d = tmp_path_factory.mktemp("tiny")
+    save_model(d, init_params(cfg, jax.random.key(0)), cfg, tok)
+    return d, cfg
+
+
+@pytest.mark.slow
+def test_bench_main_prints_one_json_line(tiny_model_dir, capsys):
+    d, cfg = tiny_model_dir
+    argv = ["--model", str(d), "--batches", "1", "2", "--new-tokens", "4"]
+    res = bench.main([*argv, "--corpus-parents", "2"])
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.endswith("\n")
+    assert json.loads(out) == res
+    assert set(res) == {
+        "device",
+        "model",
+        "prompt_tokens_mean",
+        "sampling",
+        "jax",
+        "torch",
+        "peak_rss_mb",
+    }
+    assert res["device"].startswith("cpu")
+    m = res["model"]
+    assert (m["d_model"], m["n_layer"], m["n_ctx"]) == (32, 1, 2048)
+    assert m["params"] > 0 and m["vocab_size"] == cfg.vocab_size
+    # 7 seeds + 2 corpus parents, 3 messages each: real ELM prompts are hundreds of tokens.
+    assert res["sampling"]["prompts"] == (len(SEED_NAMES) + 2) * 3
+    assert res["prompt_tokens_mean"] > 200
+    for side in ("jax", "torch"):
+        rows = res[side]
+        assert [r["batch"] for r in rows] == [1, 2]
+        for r in rows:
+            want = ENTRY_FIELDS | ({"threads"} if side == "torch" else set())
+            assert set(r) == want, (side, r)
+            for key in ("tokens_per_s", "diffs_per_s", "first_call_s", "run_s"):
+                assert r[key] > 0, (side, key, r)
+            assert 0 < r["mean_new_tokens"] <= 4
+            assert 0 <= r["stop_rate"] <= 1
+            # tokens/s is the counted tokens over the timed call, not the cap.
+            tokens = r["mean_new_tokens"] * r["batch"]
+            assert r["tokens_per_s"] == pytest.approx(tokens / r["run_s"], rel=0.1)
+    assert res["torch"][0]["threads"] == 2
+    assert res["peak_rss_mb"] > 100
+
+
+def test_bench_runs_a_codegen_model(tmp_path, monkeypatch):
+    """A CodeGen-layout jelm model (rotary, parallel residual, tied head with a bias) is
+    exported as a CodeGen checkpoint and transformers runs it as CodeGenForCausalLM."""
+    import transformers
+
+    tok = Tokenizer.train([seed_source(n) for n in SEED_NAMES] * 3, vocab_size=1024)
+    cfg = ModelConfig(
+        vocab_size=tok.vocab_size,
+        n_ctx=2048,
+        d_model=32,
+        n_layer=1,
+        n_head=2,
+        rotary_dim=8,
+        parallel_residual=True,
+        tie_embeddings=True,
+        lm_head_bias=True,
+        qkv_bias=False,
+    )
+    save_model(tmp_path, init_params(cfg, jax.random.key(0)), cfg, tok)
+    loaded = []
+    real = transformers.AutoModelForCausalLM.from_pretrained
+
+    def spy(*args, **kwargs):
+        model = real(*args, **kwargs)
+        loaded.append((type(model).__name__, kwargs.get("local_files_only")))
+        return model
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", spy)
+    res = bench.run(str(tmp_path), [1], 4, corpus_parents=0, threads=[1], backends=["torch"])
+    assert loaded == [("CodeGenForCausalLM", True)]
+    assert res["jax"] == []
+    (row,) = res["torch"]
+    assert row["batch"] == 1 and row["threads"] == 1
+    assert 0 < row["mean_new_tokens"] <= 4 and row["tokens_per_s"] > 0
+    assert res["model"]["d_model"] == 32 and res["model"]["vocab_size"] == cfg.vocab_size
+
+
+def test_bench_prompts_are_elm_diff_prompts():
+    prompts = bench.bench_prompts(corpus_parents=0)
+    assert len(prompts) == len(SEED_NAMES) * 3
+    assert all(p.startswith("<NME> walker.py\n<BEF> ") and p.endswith("\n<DFF> ") for p in prompts)
+    assert sum("<MSG> Changed make_walker function.\n" in p for p in prompts) == len(prompts) // 3
+    assert bench.bench_prompts(corpus_parents=0) == prompts  # deterministic

@@ -1,0 +1,70 @@
+"""jelm.lm.evaluate: a diff model judged by what its diffs do to the seed programs (ELM
+§3.1), with real models, the real diff applier and the real sandbox."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jelm.domains.sodarace.prompts import COMMIT_MESSAGES
+from jelm.lm import evaluate as E
+from jelm.lm.backends import JelmBackend
+from tests.lm_fixtures import WRITER_MAX_NEW, WRITTEN_DIFFS, make_tiny_model, make_writer_model
+
+
+@pytest.fixture(scope="module")
+def writer(tmp_path_factory):
+    path = make_writer_model(
+        tmp_path_factory.mktemp("models") / "writer", WRITTEN_DIFFS, max_new_tokens=WRITER_MAX_NEW
+    )
+    return JelmBackend.from_dir(path)
+
+
+def test_diffs_that_apply_to_one_seed_only(writer):
+    """The writer model's diff changes the radial seed's radius: it applies to radial, the
+    child runs and is a valid walker; on square its context matches nothing."""
+    (result,) = E.evaluate(
+        writer, ("square", "radial"), (0.8,), samples=2, max_new_tokens=WRITER_MAX_NEW
+    )
+    n = 2 * len(COMMIT_MESSAGES) * 2
+    assert result["outcomes"] == {"ok": n // 2, "diff_context_mismatch": n // 2}
+    assert result["applied"] == result["changed"] == result["ran"] == result["valid"] == 0.5
+    assert result["tokens_per_diff"] > 40 and result["diffs_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_untrained_model_writes_nothing_that_applies(tmp_path):
+    backend = JelmBackend.from_dir(make_tiny_model(tmp_path / "random", n_ctx=128))
+    results = E.evaluate(backend, ("square",), (1.0, 0.0), samples=1, max_new_tokens=16)
+    assert [r["temperature"] for r in results] == [1.0, 0.0]
+    for r in results:
+        assert r["applied"] == r["valid"] == 0.0
+        assert sum(r["outcomes"].values()) == len(COMMIT_MESSAGES)
+        assert all(k.startswith("diff_") for k in r["outcomes"])
+
+
+def test_cli_prints_one_json_line(writer, tmp_path, capsys):
+    path = make_writer_model(tmp_path / "w", WRITTEN_DIFFS, max_new_tokens=WRITER_MAX_NEW)
+    argv = ["--model", str(path), "--seeds", "radial", "--samples", "1"]
+    assert E.main([*argv, "--max-new-tokens", str(WRITER_MAX_NEW), "--temperatures", "0.5"]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["prompts"] == len(COMMIT_MESSAGES) and line["seeds"] == ["radial"]
+    assert line["results"][0]["valid"] == 1.0 and line["results"][0]["temperature"] == 0.5
+    assert E.main(["--model", str(tmp_path / "missing")]) == 2
+    assert E.main(["--model", str(path), "--seeds", "no_such_seed"]) == 2
+    assert "no_such_seed" in capsys.readouterr().err
+
+
+def test_cli_against_an_openai_compatible_server(writer, capsys):
+    """--base-url: the same model behind `jelm serve`'s HTTP API on localhost, sampled
+    through OpenAIBackend, gives the same verdicts as in-process."""
+    from jelm.lm.serve import Server
+
+    with Server(writer, port=0, model_id="writer") as server:
+        argv = ["--base-url", f"{server.url}/v1", "--model-name", "writer", "--samples", "1"]
+        argv += ["--seeds", "square", "radial", "--max-new-tokens", str(WRITER_MAX_NEW)]
+        assert E.main(argv) == 0
+    (result,) = json.loads(capsys.readouterr().out)["results"]
+    assert result["outcomes"] == {"ok": 3, "diff_context_mismatch": 3}
+    assert result["valid"] == 0.5

@@ -1,0 +1,121 @@
+"""Soak test: 10,000 mixed good and hostile programs through one sandbox pool.
+
+Afterwards there must be no leaked processes or file descriptors, the parent's memory must
+not have grown, and the pool must still answer correctly. Marked slow (second CI pass).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+import warnings
+
+import psutil
+import pytest
+
+from jelm.programs.sandbox import Sandbox, SandboxIsolationWarning, SandboxLimits, Status
+
+API = "jelm.domains.sodarace.api"
+
+GOOD = f"""
+from {API} import walker_creator
+import math
+
+def make_walker():
+    wc = walker_creator()
+    js = [wc.add_joint(3 * math.cos(i), 3 + 3 * math.sin(i)) for i in range(6)]
+    for i in range(6):
+        wc.add_muscle(js[i], js[(i + 1) % 6])
+    return wc.get_walker()
+"""
+
+#: (program, expected status) pairs: guard-refused, OS-stopped, crashing and good programs.
+MIX: list[tuple[str, Status]] = [
+    (GOOD, Status.OK),
+    ("def make_walker(:\n    pass", Status.SYNTAX_ERROR),
+    ("def make_walker():\n    return 1 / 0", Status.EXCEPTION),
+    ("import os\ndef make_walker():\n    os.fork()", Status.FORBIDDEN),
+    ("def make_walker():\n    return bytes(10**10)", Status.MEMORY_LIMIT),
+    ("def make_walker():\n    while True:\n        print('x' * 100000)", Status.OUTPUT_TOO_LARGE),
+    ("def make_walker():\n    return 42", Status.WRONG_TYPE),
+    ("def make_walker():\n    return ().__class__.__base__.__subclasses__()", Status.FORBIDDEN),
+    (GOOD, Status.OK),
+]
+OS_MIX: list[tuple[str, Status]] = [
+    ("import os\ndef make_walker():\n    os.fork()", Status.FORBIDDEN),
+    ("import os\ndef make_walker():\n    os._exit(3)", Status.CRASHED),
+    ("import os\ndef make_walker():\n    os.system('true')", Status.FORBIDDEN),
+    ("def make_walker():\n    open('/tmp/jelm-soak', 'w')", Status.EXCEPTION),
+    ("import os, signal\ndef make_walker():\n    os.kill(1, signal.SIGKILL)", Status.FORBIDDEN),
+    ("def make_walker():\n    open('f', 'w').write('x' * 1000)\n    return 1", Status.WRONG_TYPE),
+    (GOOD, Status.OK),
+]
+LOOP = ("def make_walker():\n    while True:\n        pass", Status.TIMEOUT)
+
+
+def _rss(p: psutil.Process) -> int:
+    try:
+        return p.memory_info().rss
+    except psutil.Error:  # a child that just exited
+        return 0
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.slow
+def test_soak_10k_mixed_programs() -> None:
+    me = psutil.Process()
+    fds0 = _fds()
+    children0 = {p.pid for p in me.children(recursive=True)}
+    limits = SandboxLimits(
+        timeout_s=0.5, walker_module=API, allowed_imports=("math", "random", API)
+    )
+    os_limits = SandboxLimits(
+        timeout_s=0.5,
+        walker_module=API,
+        allowed_imports=("math", "random", API, "os", "signal"),
+        guard=False,
+        audit_hook=False,
+    )
+    t0 = time.monotonic()
+    total = 0
+    rss_samples: list[int] = []
+    pool_rss: list[int] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SandboxIsolationWarning)
+        with Sandbox(workers=2, limits=limits) as sb, Sandbox(workers=2, limits=os_limits) as osb:
+            worker_pids = {p.pid for p in me.children(recursive=True)} - children0
+            assert worker_pids
+            for _round in range(10):
+                batch = [MIX[i % len(MIX)] for i in range(700)] + [LOOP] * 2
+                res = sb.execute([p for p, _ in batch])
+                for (_, want), r in zip(batch, res, strict=True):
+                    assert r.status is want, r
+                os_batch = [OS_MIX[i % len(OS_MIX)] for i in range(300)]
+                res = osb.execute([p for p, _ in os_batch])
+                for (_, want), r in zip(os_batch, res, strict=True):
+                    assert r.status is want, r
+                total += len(batch) + len(os_batch)
+                gc.collect()
+                rss_samples.append(me.memory_info().rss)
+                pool_rss.append(sum(_rss(p) for p in me.children(recursive=True)))
+                # no child process outlives its program: only workers (+ zygotes) remain
+                live = [p for p in me.children(recursive=True) if p.status() != "zombie"]
+                assert len(live) <= 4 * 3, [(p.pid, p.name(), p.status()) for p in live]
+                assert not os.path.exists("/tmp/jelm-soak")
+            assert sb.stats["workers_replaced"] == 0 and osb.stats["workers_replaced"] == 0
+            assert all(r.ok for r in sb.execute([GOOD] * 20))
+    assert total >= 10_000
+    elapsed = time.monotonic() - t0
+    time.sleep(0.2)
+    assert _fds() == fds0
+    leftover = [p for p in me.children(recursive=True) if p.pid not in children0]
+    assert leftover == [], leftover
+    # parent memory: flat after the first rounds (allow 16 MiB of allocator noise)
+    assert rss_samples[-1] - rss_samples[1] < 16 << 20, rss_samples
+    # workers (managers, zygotes) too: their memory stays flat
+    assert pool_rss[-1] - pool_rss[1] < 16 << 20, pool_rss
+    print(f"soak: {total} programs in {elapsed:.1f} s")
