@@ -139,6 +139,8 @@ class Domain(abc.ABC):
     fitness_offset: ClassVar[float]
     #: Fitness in words, for plots (``"COM x displacement"``).
     fitness_label: ClassVar[str] = "fitness"
+    #: The seeds a run starts from when its configuration names none.
+    default_seeds: ClassVar[tuple[str, ...]]
 
     # -- programs --------------------------------------------------------------------
 

@@ -1,86 +1,117 @@
-"""The Sodarace run's configuration: Hydra YAML (``configs/``) checked into a dataclass.
+"""The configuration of an ELM run: dataclasses that hold every default once.
+
+A run's configuration (:func:`config_class`) is :class:`RunConfig` plus, flat, the
+options of its domain (the domain dataclass's fields: Sodarace's ``steps``, ``terrain``,
+``bucket``) plus one section per mutation operator usable on the domain (the operator's
+options dataclass: ``gp``, ``lm``, Sodarace's ``direct``). Hydra's structured config
+(``configs/<domain>.yaml`` names it as its schema) and the validator
+(:func:`from_mapping`) both read these classes, so a default is written in one place.
 
 Every problem a configuration can have (an unknown operator, a batch of zero, an empty
-grid, a missing seed file, inverted descriptor bounds, ...) is found here, before any
-work starts, and reported as one :class:`ConfigError` listing every problem found.
+grid, a missing seed file, inverted bounds, a model directory that is not there) is
+found before any work starts and reported as one :class:`ConfigError` listing them all.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from jelm.domains.sodarace.seeds import SEED_NAMES, seed_source
-from jelm.lm.backends import BACKEND_KINDS, SHIPPED_DIR, spec_problems  # stdlib only: cheap
-from jelm.sim.terrain import TERRAINS
-from jelm.sim.walker import MAX_DEGREE, MAX_JOINTS, MAX_LINKS, BucketShape
+from jelm.domains import DOMAINS
+from jelm.mutation import OPERATORS, options_class
+from jelm.programs.sandbox import SandboxLimits
+from jelm.registry import UnknownEntry
 
-#: Operators the loop knows.
-OPERATORS = ("gp", "direct", "lm_diff", "lm_prompt", "lm_crossover")
-LM_OPERATORS = ("lm_diff", "lm_prompt", "lm_crossover")
+__all__ = [
+    "ConfigError",
+    "QDConfig",
+    "RunConfig",
+    "SandboxConfig",
+    "config_class",
+    "from_mapping",
+    "identity",
+    "json_ready",
+]
 
-#: Language-model settings (``lm:`` in configs/sodarace.yaml) and their defaults.
-LM_DEFAULTS: dict[str, Any] = {
-    "backend": {"kind": "jelm", "path": "shipped"},
-    "max_new_tokens": 384,
-    "temperature": 0.8,
-    "top_p": 0.95,
-    "fuzzy": True,
-    "messages": None,  # [[message, probability], ...]; None: the paper's 40/30/30
-    "instruction": None,  # lm_prompt / lm_crossover; None: the operator's default
-    "n_parents": 2,  # lm_crossover
-}
+#: Keys a resumed run may change (budget and presentation).
+RESUMABLE_KEYS = ("generations", "progress", "renders", "checkpoint_every")
 
 
 class ConfigError(ValueError):
     """The configuration cannot run; the message lists every problem found."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class QDConfig:
-    """The archive (see jelm.qd.archive.ArchiveConfig for the meaning of each field)."""
+    """The archive (see :class:`jelm.qd.archive.ArchiveConfig`).
+
+    ``lower``, ``upper`` and ``fitness_offset`` left ``None`` take the domain's.
+    """
 
     kind: str = "grid"
-    grid: tuple[int, ...] = (12, 12, 12)
-    lower: tuple[float, ...] = (0.0, 0.0, 0.0)
-    upper: tuple[float, ...] = (30.0, 30.0, 400.0)
+    grid: list[int] = dataclasses.field(default_factory=lambda: [12, 12, 12])
+    lower: list[float] | None = None
+    upper: list[float] | None = None
     n_centroids: int = 1728
     deep: int = 1
-    fitness_offset: float = -100.0
+    fitness_offset: float | None = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
+class SandboxConfig:
+    """The sandbox pool: ``workers`` processes (``None``: one per CPU) and the wall-clock
+    limit of one program."""
+
+    workers: int | None = 2
+    timeout_s: float = SandboxLimits.timeout_s
+
+
+@dataclasses.dataclass
 class RunConfig:
-    """One ELM run on Sodarace (keys of ``configs/sodarace.yaml``)."""
+    """One ELM run (the keys every domain shares).
 
+    Attributes:
+        domain: the domain's registered name (set by the entry point).
+        seed: PRNG seed of the whole run (selection, mutation, evaluation, CVT).
+        mutation: the operator's registered name.
+        seeds: seed program names of the domain, or paths to ``.py`` files.
+        generations: ELM generations after the seeds.
+        batch: candidates per generation.
+        checkpoint_every: generations between checkpoints (the last one is always saved).
+        renders: pictures of the best elites written at the end.
+        progress: a progress bar with live QD-score and coverage (else one line each).
+    """
+
+    domain: str = "sodarace"
     seed: int = 0
     mutation: str = "lm_diff"
-    seeds: tuple[str, ...] = ("square", "radial", "cppn_fixed", "cppn_mutable")
+    seeds: list[str] = dataclasses.field(default_factory=list)
     generations: int = 20
     batch: int = 32
-    steps: int = 600
-    terrain: str = "flat"
-    bucket: tuple[int, int, int] = (32, 128, 8)
     qd: QDConfig = dataclasses.field(default_factory=QDConfig)
-    gp: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    direct: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    sandbox: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    lm: Mapping[str, Any] = dataclasses.field(default_factory=lambda: dict(LM_DEFAULTS))
+    sandbox: SandboxConfig = dataclasses.field(default_factory=SandboxConfig)
     checkpoint_every: int = 5
     renders: int = 4
     progress: bool = True
 
-    @property
-    def shape(self) -> BucketShape:
-        """The padded walker shape every candidate is packed into."""
-        return BucketShape(*self.bucket)
-
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (for the run directory and the ledger's config hash)."""
         return json_ready(dataclasses.asdict(self))
+
+    def domain_options(self) -> dict[str, Any]:
+        """The domain's options (its dataclass fields) of this configuration."""
+        cls = DOMAINS.get(self.domain)
+        return {f.name: getattr(self, f.name) for f in _domain_fields(cls)}
+
+    def operator_options(self, name: str | None = None) -> Any:
+        """The options object of operator ``name`` (default: the run's)."""
+        entry = OPERATORS.get(name or self.mutation)
+        return getattr(self, entry.section)
 
 
 def json_ready(value: Any) -> Any:
@@ -92,178 +123,230 @@ def json_ready(value: Any) -> Any:
     return value
 
 
-def seed_program(name: str) -> str:
-    """The program text of a seed given by name (jelm.domains.sodarace.seeds) or file path."""
-    if name in SEED_NAMES:
-        return seed_source(name)
+def identity(config: RunConfig) -> dict[str, Any]:
+    """The part of the configuration that defines the run (hashed into the ledger)."""
+    out = config.to_dict()
+    for key in RESUMABLE_KEYS:
+        out.pop(key, None)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Building a domain's configuration class
+
+
+def _domain_fields(cls: type) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(cls) if f.init]
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _config_type(hint: Any) -> Any:
+    """A dataclass field type as a structured config reads it (tuples become lists)."""
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        return list[args[0]] if args else list[Any]
+    return hint
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        value = f.default
+        if isinstance(value, tuple):
+            return dataclasses.field(default_factory=lambda v=value: list(v))
+        return dataclasses.field(default=value)
+    if f.default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=f.default_factory)
+    raise TypeError(f"option {f.name!r} has no default")
+
+
+def _sections(domain: str) -> dict[str, type]:
+    """Section name -> options dataclass of every operator usable on ``domain``."""
+    out: dict[str, type] = {}
+    for _, entry in OPERATORS.items():
+        if entry.domains is None or domain in entry.domains:
+            out.setdefault(entry.section, options_class(entry))
+    return out
+
+
+def _section_config(cls: type) -> type:
+    """A mutable structured-config copy of an options dataclass (same fields)."""
+    hints = _hints(cls)
+    fields = [(f.name, _config_type(hints[f.name]), _field_default(f)) for f in _domain_fields(cls)]
+    return dataclasses.make_dataclass(f"{cls.__name__}Section", fields)
+
+
+@functools.cache
+def config_class(domain: str) -> type[RunConfig]:
+    """The configuration class of runs on ``domain``: :class:`RunConfig` plus the domain's
+    options (flat) and one section per usable operator; ``seeds`` defaults to the
+    domain's default seeds."""
+    cls = DOMAINS.get(domain)
+    hints = _hints(cls)
+    fields: list[tuple[str, Any, Any]] = [
+        ("domain", str, dataclasses.field(default=domain)),
+        (
+            "seeds",
+            list[str],
+            dataclasses.field(default_factory=lambda: list(cls.default_seeds)),
+        ),
+    ]
+    taken = {f.name for f in dataclasses.fields(RunConfig)}
+    for f in _domain_fields(cls):
+        if f.name in taken:
+            raise TypeError(f"domain option {f.name!r} clashes with a run configuration key")
+        fields.append((f.name, _config_type(hints[f.name]), _field_default(f)))
+    for section, options in _sections(domain).items():
+        section_cls = _section_config(options)
+        fields.append((section, section_cls, dataclasses.field(default_factory=section_cls)))
+    name = "".join(part.title() for part in domain.split("_")) + "RunConfig"
+    return dataclasses.make_dataclass(name, fields, bases=(RunConfig,))
+
+
+# ---------------------------------------------------------------------------------------
+# Validation
+
+
+def seed_program(domain: Any, name: str) -> str:
+    """The program text of a seed given by name (one of the domain's) or by file path."""
+    if name in domain.seed_names():
+        return domain.seed_program(name)
     path = Path(name)
     if path.suffix == ".py" and path.is_file():
         return path.read_text(encoding="utf-8")
     raise ConfigError(
-        f"seed {name!r} is neither a seed name ({', '.join(SEED_NAMES)}) nor an existing .py file"
+        f"seed {name!r} is neither a seed name ({', '.join(domain.seed_names())}) nor an "
+        "existing .py file"
     )
 
 
-def _int(raw: Mapping[str, Any], key: str, problems: list[str], minimum: int) -> int:
-    value = raw.get(key)
-    if isinstance(value, bool) or not isinstance(value, int):
-        problems.append(f"{key} must be an integer, got {value!r}")
-        return minimum
-    if value < minimum:
-        problems.append(f"{key} must be at least {minimum}, got {value}")
+def _section(raw: Any, cls: type, name: str, problems: list[str], used: bool) -> Any:
+    """Build section ``name`` of class ``cls`` from ``raw``; unknown keys and bad values
+    are problems (values are only checked when the section is used)."""
+    if not isinstance(raw, Mapping):
+        problems.append(f"{name} must be a mapping, got {raw!r}")
+        return cls()
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        problems.append(f"unknown {name} keys {unknown} (known: {sorted(known)})")
+    try:
+        value = cls(**{k: v for k, v in raw.items() if k in known})
+    except (TypeError, ValueError) as exc:
+        problems.append(f"{name}: {exc}")
+        return cls()
+    if used and hasattr(value, "problems"):
+        problems.extend(value.problems())
     return value
 
 
-def from_mapping(raw: Mapping[str, Any]) -> RunConfig:
-    """Check a configuration (e.g. Hydra's, as a plain dict) and build a RunConfig.
+def _int(raw: Mapping[str, Any], key: str, problems: list[str], minimum: int) -> None:
+    value = raw.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        problems.append(f"{key} must be an integer, got {value!r}")
+    elif value < minimum:
+        problems.append(f"{key} must be at least {minimum}, got {value}")
 
-    Unknown keys are errors too, so a typo (``generation=5``) does not pass silently.
-    """
-    problems: list[str] = []
-    known = {f.name for f in dataclasses.fields(RunConfig)}
-    for key in raw:
-        if key not in known and key != "hydra":
-            problems.append(f"unknown key {key!r} (known: {', '.join(sorted(known))})")
-    defaults = RunConfig()
-    raw = {**json_ready(dataclasses.asdict(defaults)), **json_ready(raw)}
 
-    mutation = raw["mutation"]
-    if mutation not in OPERATORS:
-        problems.append(f"unknown operator {mutation!r}; choose one of {', '.join(OPERATORS)}")
-    seeds = raw["seeds"]
-    if isinstance(seeds, str):
-        seeds = [seeds]
-    if not seeds:
-        problems.append("seeds is empty: give at least one seed name or .py file")
-    for name in seeds:
-        try:
-            seed_program(str(name))
-        except ConfigError as exc:
-            problems.append(str(exc))
-    generations = _int(raw, "generations", problems, 0)
-    batch = _int(raw, "batch", problems, 1)
-    steps = _int(raw, "steps", problems, 1)
-    checkpoint_every = _int(raw, "checkpoint_every", problems, 1)
-    renders = _int(raw, "renders", problems, 0)
-    seed = _int(raw, "seed", problems, 0)
-    if raw["terrain"] not in TERRAINS:
-        problems.append(f"unknown terrain {raw['terrain']!r}; choose one of {sorted(TERRAINS)}")
-    bucket = raw["bucket"]
-    if (
-        not isinstance(bucket, list)
-        or len(bucket) != 3
-        or not all(isinstance(v, int) and v > 0 for v in bucket)
-    ):
-        problems.append(f"bucket must be [joints, links, links per joint], got {bucket!r}")
-        bucket = list(defaults.bucket)
-    elif bucket[0] > MAX_JOINTS or bucket[1] > MAX_LINKS or bucket[2] > MAX_DEGREE:
-        problems.append(
-            f"bucket {bucket} exceeds the caps ({MAX_JOINTS} joints, {MAX_LINKS} links, "
-            f"{MAX_DEGREE} links per joint)"
-        )
-
-    qd_raw = raw["qd"]
-    unknown_qd = set(qd_raw) - {f.name for f in dataclasses.fields(QDConfig)}
-    if unknown_qd:
-        problems.append(f"unknown qd keys {sorted(unknown_qd)}")
-    qd_raw = {k: v for k, v in qd_raw.items() if k not in unknown_qd}
-    qd = QDConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in qd_raw.items()})
+def _check_qd(qd: QDConfig, domain: Any, problems: list[str]) -> None:
+    names = domain.descriptor_names
     if qd.kind not in ("grid", "cvt"):
         problems.append(f"qd.kind must be grid or cvt, got {qd.kind!r}")
     if qd.kind == "grid" and (not qd.grid or any(int(n) < 1 for n in qd.grid)):
         problems.append(f"qd.grid must have at least one cell on every axis, got {list(qd.grid)}")
-    if len(qd.lower) != 3 or len(qd.upper) != 3:
-        problems.append("qd.lower and qd.upper need 3 values (height, width, mass)")
+    if len(qd.lower) != len(names) or len(qd.upper) != len(names):
+        problems.append(f"qd.lower and qd.upper need {len(names)} values ({', '.join(names)})")
     else:
-        for axis, lo, hi in zip(("height", "width", "mass"), qd.lower, qd.upper, strict=True):
+        for axis, lo, hi in zip(names, qd.lower, qd.upper, strict=True):
             if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
                 problems.append(f"qd bounds of {axis} are inverted or empty: [{lo}, {hi}]")
-    if qd.kind == "grid" and len(qd.grid) != len(qd.lower):
-        problems.append(f"qd.grid has {len(qd.grid)} axes; the descriptors have 3")
+    if qd.kind == "grid" and len(qd.grid) != len(names):
+        problems.append(f"qd.grid has {len(qd.grid)} axes; the descriptors have {len(names)}")
     if qd.deep < 1:
         problems.append(f"qd.deep must be at least 1, got {qd.deep}")
+    if qd.kind == "cvt" and qd.n_centroids < 1:
+        problems.append(f"qd.n_centroids must be at least 1, got {qd.n_centroids}")
 
-    lm = _check_lm(raw["lm"], problems, used=mutation in LM_OPERATORS)
 
+def from_mapping(raw: Mapping[str, Any], domain: str | None = None) -> RunConfig:
+    """Check a configuration (e.g. Hydra's, as a plain dict) and build its config object.
+
+    ``domain`` defaults to ``raw["domain"]`` (then ``sodarace``). Unknown keys are errors
+    too, so a typo (``generation=5``) does not pass silently; ``None`` bounds and fitness
+    offset are resolved to the domain's, so the resolved configuration says what ran.
+    """
+    name = domain or raw.get("domain") or "sodarace"
+    try:
+        cls = config_class(name)
+    except UnknownEntry as exc:
+        raise ConfigError(f"bad configuration:\n  - {exc}") from None
+    problems: list[str] = []
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in known and key != "hydra":
+            problems.append(f"unknown key {key!r} (known: {', '.join(sorted(known))})")
+    defaults = json_ready(dataclasses.asdict(cls()))
+    merged = {**defaults, **json_ready({k: v for k, v in raw.items() if k in known})}
+    if merged["domain"] != name:
+        problems.append(f"domain is {merged['domain']!r} but this is a {name!r} configuration")
+
+    if merged["mutation"] not in OPERATORS:
+        problems.append(
+            f"unknown operator {merged['mutation']!r}; choose one of {', '.join(OPERATORS)}"
+        )
+    used = None
+    sections = _sections(name)
+    if merged["mutation"] in OPERATORS:
+        entry = OPERATORS.get(merged["mutation"])
+        if entry.domains is not None and name not in entry.domains:
+            problems.append(
+                f"operator {merged['mutation']!r} works on {', '.join(entry.domains)}, not "
+                f"on {name!r}"
+            )
+        used = entry.section
+    for key in ("generations", "seed", "renders"):
+        _int(merged, key, problems, 0)
+    for key in ("batch", "checkpoint_every"):
+        _int(merged, key, problems, 1)
+
+    domain_cls = DOMAINS.get(name)
+    options = {f.name: merged[f.name] for f in _domain_fields(domain_cls)}
+    try:
+        domain_obj = domain_cls(**options)
+    except (TypeError, ValueError) as exc:
+        problems.append(str(exc))
+        domain_obj = domain_cls()
+    seeds = merged["seeds"]
+    if isinstance(seeds, str):
+        seeds = [seeds]
+    if not seeds:
+        problems.append("seeds is empty: give at least one seed name or .py file")
+    for seed in seeds:
+        try:
+            seed_program(domain_obj, str(seed))
+        except ConfigError as exc:
+            problems.append(str(exc))
+
+    qd = _section(merged["qd"], QDConfig, "qd", problems, used=False)
+    qd = dataclasses.replace(
+        qd,
+        lower=list(domain_obj.descriptor_lower if qd.lower is None else qd.lower),
+        upper=list(domain_obj.descriptor_upper if qd.upper is None else qd.upper),
+        fitness_offset=float(
+            domain_obj.fitness_offset if qd.fitness_offset is None else qd.fitness_offset
+        ),
+    )
+    _check_qd(qd, domain_obj, problems)
+    sandbox = _section(merged["sandbox"], SandboxConfig, "sandbox", problems, used=False)
+    built = {
+        section: _section(merged[section], cls_, section, problems, used=section == used)
+        for section, cls_ in sections.items()
+    }
     if problems:
         raise ConfigError("bad configuration:\n  - " + "\n  - ".join(problems))
-    return RunConfig(
-        seed=seed,
-        mutation=mutation,
-        seeds=tuple(str(s) for s in seeds),
-        generations=generations,
-        batch=batch,
-        steps=steps,
-        terrain=raw["terrain"],
-        bucket=tuple(bucket),
-        qd=qd,
-        gp=dict(raw["gp"]),
-        direct=dict(raw["direct"]),
-        sandbox=dict(raw["sandbox"]),
-        lm=lm,
-        checkpoint_every=checkpoint_every,
-        renders=renders,
-        progress=bool(raw["progress"]),
-    )
-
-
-def _check_lm(raw: Any, problems: list[str], used: bool) -> dict[str, Any]:
-    """Check the ``lm`` section; the backend is only checked when an LM operator runs."""
-    if not isinstance(raw, Mapping):
-        problems.append(f"lm must be a mapping, got {raw!r}")
-        return dict(LM_DEFAULTS)
-    unknown = set(raw) - set(LM_DEFAULTS)
-    if unknown:
-        problems.append(f"unknown lm keys {sorted(unknown)} (known: {sorted(LM_DEFAULTS)})")
-    lm = {**LM_DEFAULTS, **{k: v for k, v in raw.items() if k in LM_DEFAULTS}}
-    if isinstance(lm["max_new_tokens"], bool) or not isinstance(lm["max_new_tokens"], int):
-        problems.append(f"lm.max_new_tokens must be an integer, got {lm['max_new_tokens']!r}")
-    elif lm["max_new_tokens"] < 1:
-        problems.append(f"lm.max_new_tokens must be at least 1, got {lm['max_new_tokens']}")
-    temperature, top_p = lm["temperature"], lm["top_p"]
-    if not isinstance(temperature, int | float) or not 0 <= temperature <= 10:
-        problems.append(f"lm.temperature must be in [0, 10], got {temperature!r}")
-    if not isinstance(top_p, int | float) or not 0 < top_p <= 1:
-        problems.append(f"lm.top_p must be in (0, 1], got {top_p!r}")
-    if not isinstance(lm["n_parents"], int) or lm["n_parents"] < 2:
-        problems.append(f"lm.n_parents must be an integer >= 2, got {lm['n_parents']!r}")
-    messages = lm["messages"]
-    if messages is not None:
-        try:
-            pairs = [(str(m), float(p)) for m, p in messages]
-            if not pairs or any(p < 0 for _, p in pairs) or sum(p for _, p in pairs) <= 0:
-                raise ValueError
-        except (TypeError, ValueError):
-            problems.append(
-                "lm.messages must be a non-empty list of [message, probability] with "
-                f"probabilities >= 0 and a positive sum, got {messages!r}"
-            )
-    backend = lm["backend"]
-    if not isinstance(backend, Mapping) or backend.get("kind") not in BACKEND_KINDS:
-        problems.append(
-            f"lm.backend must be a mapping with kind one of {', '.join(BACKEND_KINDS)}, "
-            f"got {backend!r}"
-        )
-        return lm
-    if backend["kind"] == "openai":
-        # Hydra merges overrides into configs/sodarace.yaml's backend, so choosing
-        # `lm.backend.kind=openai` keeps the jelm default `path: shipped`; it means nothing
-        # to an OpenAI backend.
-        backend = {k: v for k, v in backend.items() if k != "path"}
-        lm["backend"] = backend
-    if used:
-        problems.extend(_backend_problems(backend))
-    return lm
-
-
-def _backend_problems(backend: Mapping[str, Any]) -> list[str]:
-    """What is wrong with a backend specification, found before any work starts."""
-    problems = [f"lm.backend: {p}" for p in spec_problems(backend)]
-    if problems or backend["kind"] == "openai":
-        return problems
-    kind, path = backend["kind"], backend["path"]
-    if kind == "jelm" and path == "shipped":
-        path = SHIPPED_DIR
-    if not Path(path, "config.json").is_file():
-        return [f"lm.backend ({kind}): {path} is not a model directory (no config.json)"]
-    return []
+    plain = {k: merged[k] for k in known if k not in ("qd", "sandbox", *sections)}
+    plain["seeds"] = [str(s) for s in seeds]
+    return cls(**plain, qd=qd, sandbox=sandbox, **built)

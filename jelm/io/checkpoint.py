@@ -1,9 +1,8 @@
 """Checkpoints of a run's device state (archive, PRNG keys, operator state) with orbax.
 
-A run directory keeps its checkpoints under ``checkpoints/<step>/``. Resuming a killed
-run (DESIGN.md "Runs"; issue "The ELM loop on QDax": kill -9 at any moment and rerun)
-restores the newest complete checkpoint; orbax writes each one to a temporary directory
-and renames it when complete, so a kill mid-save leaves the previous one intact.
+A run directory keeps its checkpoints under ``checkpoints/<step>/``; orbax writes each one
+to a temporary directory and renames it when complete, so a kill mid-save leaves the
+previous one intact (resuming is :mod:`jelm.qd.run`'s job).
 
 Everything that can go wrong on restore (a checkpoint from another configuration, with
 other shapes or dtypes, or damaged on disk) raises :class:`CheckpointError` with a
@@ -24,12 +23,26 @@ class CheckpointError(RuntimeError):
     """A checkpoint cannot be written or restored; the message says why."""
 
 
+def _path_name(path: tuple[Any, ...]) -> str:
+    """A leaf's path as ``a/b/0``, the same whether a level is a dict, a dataclass or a
+    sequence (orbax's metadata keeps dicts where the state has dataclasses)."""
+    parts = []
+    for key in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+        else:
+            parts.append(str(key))
+    return "/".join(parts)
+
+
 def _describe(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
     """Path -> (shape, dtype) of every leaf, for comparing a checkpoint to a template."""
     out = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         arr = np.asarray(leaf) if not hasattr(leaf, "shape") else leaf
-        out[jax.tree_util.keystr(path)] = (tuple(arr.shape), str(arr.dtype))
+        out[_path_name(path)] = (tuple(arr.shape), str(arr.dtype))
     return out
 
 
@@ -59,6 +72,10 @@ class Checkpoints:
         """Every complete checkpoint's step, oldest first."""
         return sorted(self._manager.all_steps())
 
+    def reload(self) -> None:
+        """Read the directory again (after a checkpoint was moved away)."""
+        self._manager.reload()
+
     def save(self, step: int, state: Any) -> None:
         """Write ``state`` (a pytree of arrays) as checkpoint ``step``."""
         try:
@@ -79,6 +96,10 @@ class Checkpoints:
             step = self.latest_step()
         if step is None:
             raise CheckpointError(f"no checkpoint in {self.directory}")
+        want = _describe(template)
+        stored = self._stored(step)
+        if stored is not None:
+            self._compare(step, stored, want, "it was written by another configuration")
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
         try:
             state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
@@ -86,17 +107,40 @@ class Checkpoints:
             raise CheckpointError(
                 f"checkpoint {step} in {self.directory} does not restore "
                 f"({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); it was written "
-                "by another configuration or is damaged. Start a new run directory, or "
-                "delete the checkpoint to resume from an earlier one."
+                "by another configuration or is damaged"
             ) from exc
-        want, got = _describe(template), _describe(state)
-        for key, spec in want.items():
-            if got.get(key) != spec:
-                raise CheckpointError(
-                    f"checkpoint {step} in {self.directory}: {key} is {got.get(key)}, "
-                    f"this run expects {spec}; it was written by another configuration"
-                )
+        self._compare(step, _describe(state), want, "it was written by another configuration")
         return step, state
+
+    def _stored(self, step: int) -> dict[str, tuple[tuple[int, ...], str]] | None:
+        """Path -> (shape, dtype) of every leaf checkpoint ``step`` holds, from its
+        metadata (``None`` when the metadata cannot be read: restoring then says why)."""
+        try:
+            tree = self._manager.item_metadata(step).tree
+            leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+            return {
+                _path_name(path): (tuple(meta.shape), str(np.dtype(meta.dtype)))
+                for path, meta in leaves
+            }
+        except Exception:
+            return None
+
+    def _compare(
+        self,
+        step: int,
+        got: dict[str, tuple[tuple[int, ...], str]],
+        want: dict[str, tuple[tuple[int, ...], str]],
+        why: str,
+    ) -> None:
+        """Raise a :class:`CheckpointError` naming the first leaf that differs."""
+        for key in sorted(set(want) | set(got)):
+            if got.get(key) != want.get(key):
+                has = "absent" if key not in got else f"{got[key]}"
+                expects = "no such leaf" if key not in want else f"{want[key]}"
+                raise CheckpointError(
+                    f"checkpoint {step} in {self.directory}: leaf {key} is {has}, this run "
+                    f"expects {expects}; {why}"
+                )
 
     def close(self) -> None:
         """Release orbax's resources."""

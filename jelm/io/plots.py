@@ -14,7 +14,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-DESCRIPTORS = ("height", "width", "mass")
+
+def _names(names: Sequence[str] | None, n: int) -> list[str]:
+    return list(names) if names is not None else [f"d{k}" for k in range(n)]
 
 
 def archive_heatmaps(
@@ -23,15 +25,23 @@ def archive_heatmaps(
     lower: Sequence[float],
     upper: Sequence[float],
     path: str | Path,
+    names: Sequence[str] | None = None,
+    label: str = "best fitness",
     title: str = "",
 ) -> Path:
-    """One heatmap per pair of descriptors of a grid archive: each pixel is the best
-    fitness over the third axis (blank where no cell of that column is filled).
+    """One heatmap per pair of descriptors of a grid archive (``names`` label the axes):
+    each pixel is the best fitness over the other axes (blank where no cell of that
+    column is filled); one descriptor gives a single strip.
 
     ``fitness`` is the repertoire's ``(cells,)`` fitness, -inf for empty cells, cells in
     C-order over ``grid``.
     """
+    names = _names(names, len(grid))
     cube = np.asarray(fitness, np.float64).reshape(tuple(grid))
+    if len(grid) == 1:
+        cube = cube[:, None]
+        grid, lower, upper = (*grid, 1), (*lower, 0.0), (*upper, 1.0)
+        names = [*names, ""]
     pairs = list(itertools.combinations(range(len(grid)), 2))
     fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 3.8), squeeze=False)
     finite = cube[np.isfinite(cube)]
@@ -50,9 +60,9 @@ def archive_heatmaps(
             vmax=vmax,
             cmap="viridis",
         )
-        ax.set_xlabel(DESCRIPTORS[a] if a < 3 else f"d{a}")
-        ax.set_ylabel(DESCRIPTORS[b] if b < 3 else f"d{b}")
-    return _finish(fig, axes, image, "best fitness (COM x displacement)", title, path)
+        ax.set_xlabel(names[a])
+        ax.set_ylabel(names[b])
+    return _finish(fig, axes, image, label, title, path)
 
 
 def _finish(fig: Any, axes: Any, mappable: Any, label: str, title: str, path: str | Path) -> Path:
@@ -68,9 +78,15 @@ def _finish(fig: Any, axes: Any, mappable: Any, label: str, title: str, path: st
 
 
 def cvt_scatter(
-    fitness: np.ndarray, centroids: np.ndarray, path: str | Path, title: str = ""
+    fitness: np.ndarray,
+    centroids: np.ndarray,
+    path: str | Path,
+    names: Sequence[str] | None = None,
+    title: str = "",
 ) -> Path:
-    """Filled CVT cells as points (for each pair of descriptors), coloured by fitness."""
+    """Filled CVT cells as points (for each pair of descriptors, labelled by ``names``),
+    coloured by fitness."""
+    names = _names(names, centroids.shape[1])
     fitness = np.asarray(fitness, np.float64)
     filled = np.isfinite(fitness)
     pairs = list(itertools.combinations(range(centroids.shape[1]), 2))
@@ -81,8 +97,8 @@ def cvt_scatter(
         sc = ax.scatter(
             centroids[filled, a], centroids[filled, b], s=12, c=fitness[filled], cmap="viridis"
         )
-        ax.set_xlabel(DESCRIPTORS[a])
-        ax.set_ylabel(DESCRIPTORS[b])
+        ax.set_xlabel(names[a])
+        ax.set_ylabel(names[b])
     return _finish(fig, axes, sc, "fitness", title, path)
 
 

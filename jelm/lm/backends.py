@@ -760,6 +760,18 @@ def spec_problems(spec: Any) -> list[str]:
     return problems
 
 
+def backend_problems(spec: Any) -> list[str]:
+    """:func:`spec_problems` and, for local models, whether the model directory exists:
+    everything that can be checked before loading anything."""
+    problems = spec_problems(spec)
+    if problems or spec["kind"] == "openai":
+        return problems
+    path = SHIPPED_DIR if spec["kind"] == "jelm" and spec["path"] == "shipped" else spec["path"]
+    if not Path(path, "config.json").is_file():
+        return [f"{spec['kind']} model {path} is not a model directory (no config.json)"]
+    return []
+
+
 def make_backend(spec: Mapping[str, Any]) -> Backend:
     """A backend from a config mapping (Hydra's ``mutation.backend`` group, the CLI):
 

@@ -15,13 +15,18 @@ from typing import Any
 from jelm.mutation.base import GenotypeOperator, OperatorEntry, ProgramOperator
 from jelm.registry import Registry, UnknownEntry, load_reference
 
-__all__ = ["OPERATORS", "OperatorEntry", "make_operator", "operator_entry"]
+__all__ = ["OPERATORS", "OperatorEntry", "make_operator", "operator_entry", "options_class"]
 
 #: Operators by name.
 OPERATORS: Registry[OperatorEntry] = Registry("mutation operator")
-OPERATORS.register("gp", OperatorEntry("jelm.mutation.gp:make_gp", section="gp"))
+OPERATORS.register(
+    "gp", OperatorEntry("jelm.mutation.gp:make_gp", "jelm.mutation.gp:GPOptions", section="gp")
+)
 for _name in ("lm_diff", "lm_prompt", "lm_crossover"):
-    OPERATORS.register(_name, OperatorEntry(f"jelm.mutation.lm:make_{_name}", section="lm"))
+    OPERATORS.register(
+        _name,
+        OperatorEntry(f"jelm.mutation.lm:make_{_name}", "jelm.mutation.lm:LMOptions", section="lm"),
+    )
 
 
 def operator_entry(name: str, domain: str) -> OperatorEntry:
@@ -36,13 +41,25 @@ def operator_entry(name: str, domain: str) -> OperatorEntry:
     return entry
 
 
+def options_class(entry: OperatorEntry) -> type:
+    """The options dataclass of an operator entry."""
+    options = entry.options
+    return load_reference(options) if isinstance(options, str) else options
+
+
 def make_operator(
-    name: str, domain: Any, options: Mapping[str, Any]
+    name: str, domain: Any, options: Mapping[str, Any] | Any = None
 ) -> ProgramOperator | GenotypeOperator:
     """Operator ``name`` for ``domain`` (a :class:`jelm.domains.base.Domain`), built from
-    its configuration section ``options``."""
+    its options: an instance of its options class, a mapping of its fields, or ``None``
+    for the defaults."""
     entry = operator_entry(name, domain.name)
+    cls = options_class(entry)
+    if options is None:
+        options = cls()
+    elif isinstance(options, Mapping):
+        options = cls(**options)
     factory = entry.factory
     if isinstance(factory, str):
         factory = load_reference(factory)
-    return factory(domain, dict(options))
+    return factory(domain, options)

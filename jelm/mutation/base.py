@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -65,17 +65,25 @@ class ProgramOperator(Protocol):
         ...
 
 
-@runtime_checkable
 class GenotypeOperator(Protocol):
     """Mutates a batch of genotypes on the device; ``key`` is the only randomness.
 
-    ``mutate`` is pure and jittable and keeps every shape (empty rows stay empty)."""
+    ``mutate`` is pure and jittable and keeps every shape (empty rows stay empty).
+    ``on_device`` (a class attribute, True) tells the loops apart from program operators
+    (:func:`on_device`)."""
 
     name: str
+    on_device: ClassVar[bool]
 
     def mutate(self, key: Any, genotypes: Any) -> Any:
         """One child genotype per row of ``genotypes``."""
         ...
+
+
+def on_device(operator: Any) -> bool:
+    """Whether ``operator`` is a :class:`GenotypeOperator` (it says so with
+    ``on_device = True``) rather than a :class:`ProgramOperator`."""
+    return bool(getattr(operator, "on_device", False))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,12 +92,16 @@ class OperatorEntry:
 
     Attributes:
         factory: ``factory(domain, options) -> operator`` (or a lazy ``"module:attribute"``
-            reference to it); ``options`` is the configuration section ``section``.
+            reference to it).
+        options: the dataclass of its options (or a reference): the fields and defaults of
+            the run configuration's section ``section``, built and checked by the config
+            (an optional ``problems() -> list[str]`` method reports bad values).
         section: the name of the run configuration's section that holds its options.
         domains: the domains it works on (``None``: every domain).
     """
 
-    factory: Callable[[Any, Mapping[str, Any]], ProgramOperator | GenotypeOperator] | str
+    factory: Callable[[Any, Any], ProgramOperator | GenotypeOperator] | str
+    options: type | str
     section: str
     domains: tuple[str, ...] | None = None
 

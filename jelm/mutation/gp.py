@@ -665,10 +665,29 @@ class GPOperator:
         return None
 
 
-def make_gp(domain: Any, options: Mapping[str, Any]) -> GPOperator:
-    """The ``gp`` operator for ``domain`` from the run's ``gp`` options (the registry's
-    factory)."""
-    return GPOperator(**dict(options), file_name=domain.program.file_name)
+@dataclasses.dataclass(frozen=True)
+class GPOptions:
+    """The ``gp`` section of a run configuration (the meaning of each field is
+    :class:`GPOperator`'s)."""
+
+    weights: dict[str, float] | None = None
+    sigma: float = 0.2
+    max_edits: int = 2
+    loop_scale_prob: float = 0.2
+    cache_size: int = 256
+
+    def problems(self) -> list[str]:
+        """What is wrong with these options (empty when they can run)."""
+        try:
+            GPOperator(**dataclasses.asdict(self))
+        except (TypeError, ValueError) as exc:
+            return [str(exc)]
+        return []
+
+
+def make_gp(domain: Any, options: GPOptions) -> GPOperator:
+    """The ``gp`` operator for ``domain`` (the registry's factory)."""
+    return GPOperator(**dataclasses.asdict(options), file_name=domain.program.file_name)
 
 
 # --------------------------------------------------------------------------- CLI

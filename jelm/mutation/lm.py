@@ -279,51 +279,110 @@ class LMCrossoverOperator(LMPromptOperator):
 # --------------------------------------------------------------------------- factories
 
 
-def _sampling(options: Mapping[str, Any]) -> Sampling:
+@dataclasses.dataclass(frozen=True)
+class LMOptions(Sampling):
+    """The ``lm`` section of a run configuration: the backend and the operators' settings.
+
+    Attributes:
+        backend: where completions come from (``jelm.lm.backends.make_backend``'s spec):
+            ``{kind: jelm, path: shipped | <model dir>}``, ``{kind: hf, path: <dir>}`` or
+            ``{kind: openai, base_url, model, ...}``.
+        fuzzy: ``lm_diff`` applies diffs fuzzily (drifted line numbers, whitespace).
+        messages: ``lm_diff``'s ``[[message, probability], ...]``; ``None``: the domain's.
+        instruction: ``lm_prompt``'s / ``lm_crossover``'s instruction; ``None``: the
+            domain's.
+        n_parents: parents per ``lm_crossover`` prompt.
+    """
+
+    backend: dict[str, Any] = dataclasses.field(
+        default_factory=lambda: {"kind": "jelm", "path": "shipped"}
+    )
+    fuzzy: bool = True
+    messages: list[Any] | None = None
+    instruction: str | None = None
+    n_parents: int = 2
+
+    def __post_init__(self) -> None:
+        backend = dict(self.backend) if isinstance(self.backend, Mapping) else self.backend
+        if isinstance(backend, dict) and backend.get("kind") == "openai":
+            # Overriding only ``lm.backend.kind`` keeps the default ``path: shipped``,
+            # which means nothing to an OpenAI-compatible server.
+            backend.pop("path", None)
+        object.__setattr__(self, "backend", backend)
+
+    def problems(self) -> list[str]:
+        """What is wrong with these options, the backend included (a model directory that
+        is not there, an unknown kind), found before any work starts."""
+        from jelm.lm.backends import backend_problems
+
+        out = []
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int):
+            out.append(f"lm.max_new_tokens must be an integer, got {self.max_new_tokens!r}")
+        elif self.max_new_tokens < 1:
+            out.append(f"lm.max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if not isinstance(self.temperature, int | float) or not 0 <= self.temperature <= 10:
+            out.append(f"lm.temperature must be in [0, 10], got {self.temperature!r}")
+        if not isinstance(self.top_p, int | float) or not 0 < self.top_p <= 1:
+            out.append(f"lm.top_p must be in (0, 1], got {self.top_p!r}")
+        if not isinstance(self.n_parents, int) or self.n_parents < 2:
+            out.append(f"lm.n_parents must be an integer >= 2, got {self.n_parents!r}")
+        if self.messages is not None:
+            try:
+                pairs = [(str(m), float(p)) for m, p in self.messages]
+                if not pairs or any(p < 0 for _, p in pairs) or sum(p for _, p in pairs) <= 0:
+                    raise ValueError
+            except (TypeError, ValueError):
+                out.append(
+                    "lm.messages must be a non-empty list of [message, probability] with "
+                    f"probabilities >= 0 and a positive sum, got {self.messages!r}"
+                )
+        out.extend(f"lm.backend: {p}" for p in backend_problems(self.backend))
+        return out
+
+
+def _sampling(options: LMOptions) -> Sampling:
     return Sampling(
-        max_new_tokens=int(options["max_new_tokens"]),
-        temperature=float(options["temperature"]),
-        top_p=float(options["top_p"]),
+        max_new_tokens=int(options.max_new_tokens),
+        temperature=float(options.temperature),
+        top_p=float(options.top_p),
     )
 
 
-def _backend(options: Mapping[str, Any]) -> Any:
+def _backend(options: LMOptions) -> Any:
     from jelm.lm.backends import make_backend
 
-    return make_backend(dict(options["backend"]))
+    return make_backend(dict(options.backend))
 
 
-def make_lm_diff(domain: Any, options: Mapping[str, Any]) -> LMDiffOperator:
-    """``lm_diff`` for ``domain`` from the run's ``lm`` options (the registry's factory);
-    ``messages: null`` takes the domain's commit messages."""
+def make_lm_diff(domain: Any, options: LMOptions) -> LMDiffOperator:
+    """``lm_diff`` for ``domain`` (the registry's factory)."""
     return LMDiffOperator(
         _backend(options),
-        options.get("messages") or domain.prompts.commit_messages,
+        options.messages or domain.prompts.commit_messages,
         domain.program.file_name,
         _sampling(options),
-        fuzzy=bool(options["fuzzy"]),
+        fuzzy=bool(options.fuzzy),
     )
 
 
-def make_lm_prompt(domain: Any, options: Mapping[str, Any]) -> LMPromptOperator:
-    """``lm_prompt`` for ``domain`` from the run's ``lm`` options; ``instruction: null``
-    takes the domain's."""
+def make_lm_prompt(domain: Any, options: LMOptions) -> LMPromptOperator:
+    """``lm_prompt`` for ``domain`` (the registry's factory)."""
     return LMPromptOperator(
         _backend(options),
-        options.get("instruction") or domain.prompts.instruction,
+        options.instruction or domain.prompts.instruction,
         domain.program.entry,
         domain.program.file_name,
         _sampling(options),
     )
 
 
-def make_lm_crossover(domain: Any, options: Mapping[str, Any]) -> LMCrossoverOperator:
-    """``lm_crossover`` for ``domain`` from the run's ``lm`` options."""
+def make_lm_crossover(domain: Any, options: LMOptions) -> LMCrossoverOperator:
+    """``lm_crossover`` for ``domain`` (the registry's factory)."""
     return LMCrossoverOperator(
         _backend(options),
-        options.get("instruction") or domain.prompts.crossover_instruction,
+        options.instruction or domain.prompts.crossover_instruction,
         domain.program.entry,
         domain.program.file_name,
         _sampling(options),
-        n_parents=int(options["n_parents"]),
+        n_parents=int(options.n_parents),
     )

@@ -129,6 +129,10 @@ class Result:
     detail: str = ""
     elapsed_s: float = 0.0
 
+    @property
+    def value(self) -> dict[str, Any] | None:
+        return self.walker
+
 
 @dataclasses.dataclass(frozen=True)
 class SandboxLimits:
@@ -345,6 +349,7 @@ class Sandbox:
         workers: int | None = None,
         limits: SandboxLimits | None = None,
         *,
+        program: Any = None,
         strict: bool = False,
         chunk: int = 16,
         start_timeout_s: float = 30.0,

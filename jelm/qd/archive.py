@@ -1,68 +1,16 @@
-"""The archive of the ELM loop: a QDax MAP-Elites repertoire of walkers (paper §4.2).
+"""The archive of the ELM loop: a QDax MAP-Elites repertoire of any domain's genotypes.
 
-MAP-Elites (Mouret & Clune 2015, arXiv 1504.04909) keeps the best candidate ("elite") of
-every niche of a descriptor space; ELM (Lehman et al. 2022, arXiv 2206.08896, §4.2) runs
-it on Sodarace with a 12 x 12 x 12 grid over the walker's initial height, width and mass.
-The elites live in QDax's :class:`~qdax.core.containers.mapelites_repertoire.
-MapElitesRepertoire` (qdax 0.5.0), so QDax's selectors, metrics and plots read it
-directly; insertion is jelm's own (below) because the loop needs per-row acceptance, a
-deterministic tie rule and the deep grid, which QDax's ``add`` does not give.
+MAP-Elites (Mouret & Clune 2015, arXiv 1504.04909) keeps the best candidate of every
+niche of a descriptor space; ELM (arXiv 2206.08896v1, §4.2) runs it with a 12 x 12 x 12
+grid over Sodarace's height, width and mass. The elites live in QDax's
+``MapElitesRepertoire``, so QDax's selectors, metrics and plots read it; insertion is
+jelm's own (per-row acceptance, a deterministic tie rule, the deep grid). The rules
+(cells, CVT, QD-score, ties, deep grid, selection) are written down in
+``jelm/qd/README.md``.
 
-Everything on the device is a pure function over pytrees with explicit keys (evosax /
-QDax style). :class:`Archive` is a hashable, static description (config + bucket shape);
-:class:`ArchiveState` is the pytree that changes (checkpoint it with orbax).
-
-Genotype. One pytree of batch-leading arrays: ``program_id`` (int32, the ledger's id of
-the program that built the walker; for the ``direct`` operator a per-run counter) plus the
-packed walker arrays of one fixed :class:`jelm.sim.walker.BucketShape` (the fields of
-:class:`~jelm.sim.walker.WalkerBatch`: ``joints``, ``joint_mask``, ``link_i``,
-``link_j``, ``muscle``, ``amplitude``, ``phase``, ``link_mask``). A plain dict of arrays
-(not a ``WalkerBatch``) so orbax restores it without custom node types;
-:func:`genotype_of` and :meth:`Archive.walkers` convert.
-
-Choices (written down as DESIGN.md asks):
-
-* Descriptor bounds. Measured on flat ground with ``jelm.sim`` (600 steps), the seeds'
-  (height, width, mass) are square (10, 10, 39), radial (12, 12, 51), wheel (12, 12, 104),
-  galloper (9, 13, 78), cppn_fixed (7.5, 10, 92), cppn_mutable (8, 12, 115), runner
-  (6, 18.6, 119). Defaults: height and width in [0, 30], mass in [0, 400]: the seeds sit in
-  the lower third of each axis (cells 2-7 of 12 in height/width, 1-3 in mass) with room
-  for growth (a 32-joint walker 30 x 30 with ~100 links has mass ~400). Values outside
-  the bounds are clipped into the edge cells (what QDax's nearest-centroid rule does).
-* Grid cells. Cell ``i`` of an axis covers ``[lo + i w, lo + (i + 1) w)``, ``w = (hi -
-  lo) / n``; the flat niche index is C-order over (height, width, mass), i.e.
-  ``np.ravel_multi_index((ih, iw, im), grid)``. (QDax's ``compute_euclidean_centroids``
-  orders cells by ``meshgrid``'s "xy" convention, which swaps the first two axes; jelm
-  builds the centroids itself so the index above is also the row of
-  ``repertoire.centroids``.) Exactly on a boundary the upper cell wins (QDax's argmin
-  would take the lower); nowhere else do the two rules differ.
-* CVT (``kind="cvt"``): ``n_centroids`` centroids by k-means on the host with QDax's
-  ``compute_cvt_centroids`` (seeded by ``cvt_seed``), computed in the unit cube and
-  compared with descriptors normalised by the bounds (QDax compares raw units, where
-  mass, spanning 400, would swamp height and width, spanning 30).
-  ``repertoire.centroids`` holds them in descriptor units.
-* QD-score. ``qd_score = sum over filled cells of (fitness - fitness_offset)``, the same
-  as QDax's ``default_qd_metrics(repertoire, qd_offset=-fitness_offset)`` (QDax adds
-  ``qd_offset`` once per filled cell). ``fitness_offset`` is the lowest plausible
-  fitness, default -100: fitness is the centre of mass's x displacement, and walkers
-  move a few units per simulated second (the seeds: -4..+14 in 10 s), so every filled
-  cell adds a positive term and the score only grows as cells fill or improve.
-* Coverage is reported twice: ``coverage`` as a fraction in [0, 1] and
-  ``coverage_percent`` (what QDax's ``default_qd_metrics`` calls ``coverage``).
-* Insertion. Rows that are not ``valid``, or whose fitness or descriptors are not
-  finite, are never inserted (niche -1). Per batch a cell takes at most one candidate:
-  the batch's best for that cell (ties: the lowest row), accepted iff its fitness is
-  strictly greater than the cell's elite. With ``deep == 1`` this is MAP-Elites exactly
-  (QDax's ``add`` writes every tied row and keeps an arbitrary one).
-* Deep grid (``deep = k``): "keep the last k candidates per cell", as OpenELM's
-  ``history_length``: the cell's elite stays in the QDax repertoire, and when a new elite
-  displaces it the old one moves into a per-cell ring buffer of ``k - 1`` slots (oldest
-  overwritten). A cell thus holds its last ``k`` elites, in increasing fitness. The
-  repertoire, and so every metric, is the plain MAP-Elites archive; ``select`` picks a
-  filled cell uniformly, then one of the cell's stored candidates uniformly.
-* Selection is uniform over filled cells, with replacement (QDax's ``UniformSelector``
-  for ``deep == 1``). An empty archive selects uniformly over all cells (zero genotypes);
-  the loop never selects before the seeds are in.
+A stored genotype is ``{"id": int32, "genotype": <the domain's genotype pytree>}``: ``id``
+is the candidate's ledger id. :class:`Archive` is a hashable, static description (config
+and the genotype's leaf shapes); :class:`ArchiveState` is the pytree that changes.
 """
 
 from __future__ import annotations
@@ -81,39 +29,19 @@ from qdax.core.containers.mapelites_repertoire import (
     get_cells_indices,
 )
 
-from jelm.sim.walker import BucketShape, WalkerBatch
+__all__ = ["Archive", "ArchiveConfig", "ArchiveState", "DeepHistory", "stored"]
 
-__all__ = [
-    "WALKER_FIELDS",
-    "Archive",
-    "ArchiveConfig",
-    "ArchiveState",
-    "DeepHistory",
-    "genotype_of",
-]
-
-#: The WalkerBatch array fields a genotype carries (besides ``program_id``).
-WALKER_FIELDS: tuple[str, ...] = (
-    "joints",
-    "joint_mask",
-    "link_i",
-    "link_j",
-    "muscle",
-    "amplitude",
-    "phase",
-    "link_mask",
-)
-
-Genotype = dict[str, jax.Array]
+#: A stored genotype: ``{"id": ..., "genotype": <domain pytree>}``.
+Genotype = dict[str, Any]
 
 
 @dataclasses.dataclass(frozen=True)
 class ArchiveConfig:
-    """How the archive tessellates (height, width, mass) and scores itself.
+    """How the archive tessellates the descriptor space and scores itself.
 
     Attributes:
-        grid: cells per descriptor axis (``kind="grid"``), the paper's 12 x 12 x 12.
-        lower, upper: descriptor bounds (see the module docstring for the choice).
+        grid: cells per descriptor axis (``kind="grid"``).
+        lower, upper: descriptor bounds (values outside are clipped into the edge cells).
         kind: ``"grid"`` (regular grid) or ``"cvt"`` (centroidal Voronoi tessellation).
         n_centroids: number of CVT cells (``kind="cvt"``).
         cvt_samples: uniform samples k-means clusters into the CVT centroids.
@@ -206,29 +134,10 @@ class ArchiveState:
     history: DeepHistory | None = None
 
 
-def genotype_of(batch: WalkerBatch, program_id: Any) -> Genotype:
-    """The archive genotype of ``batch``'s rows: ``program_id`` (scalar or ``(B,)``) plus
-    the walker arrays."""
-    rows = batch.joints.shape[0]
-    ids = jnp.broadcast_to(jnp.asarray(program_id, jnp.int32), (rows,))
-    out = {"program_id": ids}
-    out.update({name: getattr(batch, name) for name in WALKER_FIELDS})
-    return out
-
-
-def _empty_genotype(shape: BucketShape) -> Genotype:
-    j, ell = shape.joints, shape.links
-    return {
-        "program_id": jnp.zeros((), jnp.int32),
-        "joints": jnp.zeros((j, 2), jnp.float32),
-        "joint_mask": jnp.zeros((j,), bool),
-        "link_i": jnp.zeros((ell,), jnp.int32),
-        "link_j": jnp.zeros((ell,), jnp.int32),
-        "muscle": jnp.zeros((ell,), bool),
-        "amplitude": jnp.zeros((ell,), jnp.float32),
-        "phase": jnp.zeros((ell,), jnp.float32),
-        "link_mask": jnp.zeros((ell,), bool),
-    }
+def stored(ids: Any, genotypes: Any) -> Genotype:
+    """What the archive stores for a batch: ledger ids ``(B,)`` and the domain's
+    genotypes (leaves with a leading batch axis)."""
+    return {"id": jnp.asarray(ids, jnp.int32), "genotype": genotypes}
 
 
 @functools.lru_cache(maxsize=32)
@@ -251,19 +160,28 @@ def _unit_centroids(config: ArchiveConfig) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class Archive:
-    """A MAP-Elites archive of walkers of one bucket shape (static; pure methods).
+    """A MAP-Elites archive of one genotype layout (static; pure methods).
 
-    ``Archive(config, shape)`` describes it; :meth:`init` makes the empty state;
-    :meth:`add`, :meth:`select` and :meth:`metrics` are jitted pure functions of the state.
+    ``Archive.of(config, template)`` describes it (``template``: one genotype of the
+    domain, without the batch axis); :meth:`init` makes the empty state; :meth:`add`,
+    :meth:`select` and :meth:`metrics` are jitted pure functions of the state.
     """
 
     config: ArchiveConfig
-    shape: BucketShape
+    treedef: Any  # the domain genotype's tree structure
+    leaves: tuple[jax.ShapeDtypeStruct, ...]  # its leaves' shapes and dtypes
 
     @classmethod
-    def create(cls, config: ArchiveConfig, shape: BucketShape) -> tuple[Archive, ArchiveState]:
+    def of(cls, config: ArchiveConfig, template: Any) -> Archive:
+        """The archive of genotypes laid out like ``template`` (one genotype)."""
+        leaves, treedef = jax.tree.flatten(template)
+        specs = tuple(jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype) for x in leaves)
+        return cls(config, treedef, specs)
+
+    @classmethod
+    def create(cls, config: ArchiveConfig, template: Any) -> tuple[Archive, ArchiveState]:
         """The archive and its empty state."""
-        archive = cls(config, shape)
+        archive = cls.of(config, template)
         return archive, archive.init()
 
     # ------------------------------------------------------------------ geometry
@@ -304,7 +222,7 @@ class Archive:
 
     def init(self) -> ArchiveState:
         """The empty archive (every fitness -inf, genotypes zero)."""
-        example = _empty_genotype(self.shape)
+        example = self.empty_genotype()
         repertoire = MapElitesRepertoire.init_default(
             genotype=example, centroids=jnp.asarray(self.centroids)
         )
@@ -321,11 +239,10 @@ class Archive:
             )
         return ArchiveState(repertoire=repertoire, history=history)
 
-    def walkers(self, genotypes: Genotype) -> WalkerBatch:
-        """The WalkerBatch of a batch of genotypes."""
-        return WalkerBatch(
-            **{name: genotypes[name] for name in WALKER_FIELDS}, max_degree=self.shape.degree
-        )
+    def empty_genotype(self) -> Genotype:
+        """One stored genotype of zeros (id 0)."""
+        zeros = [jnp.zeros(spec.shape, spec.dtype) for spec in self.leaves]
+        return {"id": jnp.zeros((), jnp.int32), "genotype": self.treedef.unflatten(zeros)}
 
     # ------------------------------------------------------------------ insertion
 

@@ -1,56 +1,18 @@
-"""The ledger: every candidate an ELM run ever evaluated, in one SQLite file.
+"""The ledger: every candidate an ELM run evaluated, in one SQLite file (ELM §5-6).
 
-ELM (Lehman et al. 2022, arXiv 2206.08896) keeps only the elites in the MAP-Elites archive,
-but stage 2 trains the language model on *all* the diffs that improved a parent (§5), and a
-killed run must resume without losing evaluated work. The ledger is that record: one row
-per candidate (parents, operator, commit message, diff, program, status or failure class,
-fitness, descriptors, niche, accepted), one row per generation (metrics), written in one
-transaction per generation.
+One row per candidate (parents, operator, commit message, diff, program, status or
+failure class, fitness, one column per descriptor of the domain, niche, accepted) and one
+row per generation (metrics), written in one transaction per generation::
 
-Usage::
-
-    with Ledger(run_dir / "ledger.sqlite", run_config=cfg) as ledger:
-        with ledger.generation(g, metrics={"qd_score": 12.5}) as gen:
+    with Ledger(run / "ledger.sqlite", run_config=cfg, descriptors=("height", "width")) as led:
+        with led.generation(g, metrics={"qd_score": 12.5}) as gen:
             ids = gen.add_many(records)      # ids known now, before the commit
             ...                              # e.g. put ids into the archive
         # here the candidates and the generation row are committed, together
 
-Decisions (the "why" a user of the file needs):
-
-- **Crash safety.** WAL journal, ``synchronous=FULL``. In WAL mode ``NORMAL`` already
-  survives a killed process (``kill -9``): a commit is in the WAL before it returns. It does
-  not survive an OS crash or power loss, which may drop the last committed generations.
-  jelm writes its device checkpoint *after* the ledger commit and assumes the ledger is never
-  behind it, so a commit must be durable when it returns: ``FULL`` fsyncs the WAL once per
-  commit, i.e. once per generation (a few ms; measured in tests/test_ledger.py).
-- **Atomic generations.** ``ledger.generation(g)`` opens ``BEGIN IMMEDIATE``; the candidates
-  and the ``generations`` row commit together at the end of the ``with`` block, and an
-  exception inside it rolls all of them back. A generation row therefore always has exactly
-  ``n_candidates`` candidate rows, and no candidate exists without its generation row.
-  Generations are append-only: ``g`` must be greater than every committed generation
-  (committing one twice raises :class:`LedgerError`). Seeds are generation 0, ``parent_ids=()``.
-- **Ids.** Assigned by the ledger when a candidate is added (so the loop can put them in the
-  archive before the commit), strictly increasing, never reused: a high-water mark is kept in
-  the ``meta`` table and in memory, so the ids of a rolled-back generation are skipped, not
-  handed out again, and ids stay monotonic across reopen. (After a crash the ids of the
-  generation that was being written may be handed out again: nothing durable refers to them,
-  because the checkpoint is written after the commit.)
-- **NaN.** SQLite cannot store a REAL NaN (it binds it as NULL), so NaN fitness, descriptors
-  or timings are stored as NULL and read back as ``None``: "no value". ``±inf`` is kept.
-- **Run config.** A SHA-256 of the canonical JSON of the run config is stored at creation;
-  reopening with a different config raises :class:`LedgerError` naming the keys that
-  differ. Opening without a config (readers, analysis) skips the check. Pass only the part
-  of the config that must not change on resume.
-- **Bad files.** A file that is not SQLite, is truncated or corrupt, or is SQLite but not a
-  ledger raises ``LedgerError("… is not a jelm ledger (reason)")``, never a raw sqlite3
-  error. Opening checks the header, the meta table and the schema version (cheap);
-  :meth:`Ledger.integrity_check` runs SQLite's full check on demand.
-- **Concurrency.** One writer at a time (SQLite serialises writers); any number of readers,
-  in other processes too, read the last committed generation while the writer writes
-  (``Ledger(path, readonly=True)``).
-
-Only the standard library (sqlite3, json); no JAX, so notebooks and dataset builders can
-read a ledger without loading a device runtime.
+Durability, ids, NaN, the run-config check, bad files and concurrency are described in
+``jelm/qd/README.md``. Only the standard library: notebooks and dataset builders read a
+ledger without loading JAX.
 """
 
 from __future__ import annotations
@@ -60,35 +22,23 @@ import hashlib
 import json
 import math
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-SCHEMA_VERSION = 1
+from jelm.io.rundir import config_differences
+from jelm.qd.records import CandidateRecord, GenerationInfo, Improvement
+
+#: The schema this module writes. Version 1 (no ``descriptor_names`` in ``meta``) had the
+#: Sodarace columns height, width and mass; it is read as such.
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+LEGACY_DESCRIPTORS = ("height", "width", "mass")
 FORMAT = "jelm-ledger"
 SYNCHRONOUS = "FULL"  # see the module docstring: durable commits, one fsync per generation
-
-#: Status values the loop writes; the column is free text so operators can add classes.
-STATUSES = (
-    "ok",  # executed, valid walker, simulated: fitness and descriptors set
-    "not_evaluated",  # produced but not (yet) run, e.g. a batch cut short
-    "mutation_failed",  # the operator produced no program (no failure class given)
-    # lm_diff: the model's diff did not give a program (jelm.programs.diff.DiffError kinds)
-    "diff_empty",
-    "diff_malformed_header",
-    "diff_no_hunk",
-    "diff_context_mismatch",
-    "diff_unchanged",  # the diff applied but changed nothing
-    "backend_error",  # the language-model backend failed (HTTP error, timeout, ...)
-    "lm_empty",  # lm_prompt / lm_crossover: the model wrote no function body
-    "syntax_error",  # the program did not parse
-    "runtime_error",  # the program raised
-    "timeout",  # the sandbox killed it
-    "invalid_walker",  # it returned something walker validation refused
-    "sandbox_error",  # the sandbox itself failed (resource limit, crash)
-)
 
 _COLUMNS = (
     "id",
@@ -101,19 +51,11 @@ _COLUMNS = (
     "status",
     "error",
     "fitness",
-    "height",
-    "width",
-    "mass",
     "niche",
     "accepted",
     "created",
     "elapsed_s",
 )
-_SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM candidates"
-_INSERT = (
-    f"INSERT INTO candidates ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-)
-
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE candidates (
@@ -127,13 +69,10 @@ CREATE TABLE candidates (
     status TEXT NOT NULL,
     error TEXT,
     fitness REAL,
-    height REAL,
-    width REAL,
-    mass REAL,
     niche INTEGER,
     accepted INTEGER NOT NULL,
     created REAL NOT NULL,
-    elapsed_s REAL
+    elapsed_s REAL{descriptor_columns}
 );
 CREATE INDEX candidates_generation ON candidates (generation);
 CREATE INDEX candidates_accepted ON candidates (accepted);
@@ -144,84 +83,13 @@ CREATE TABLE generations (
     metrics TEXT NOT NULL
 );
 """
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 _CHUNK = 500  # ids per IN (...) query, well under SQLite's bound-variable limit
 
 
 class LedgerError(Exception):
     """A ledger that cannot be opened or written as asked; the message says why."""
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class CandidateRecord:
-    """One candidate, mirroring a row of the ``candidates`` table.
-
-    ``id`` is ``None`` until the ledger assigns it (``gen.add`` returns it) and
-    ``generation`` may be left ``None``: the generation being written fills it in.
-    ``created`` defaults to the time of ``add``. Floats that are NaN read back as ``None``.
-    """
-
-    id: int | None = None
-    generation: int | None = None
-    parent_ids: tuple[int, ...] = ()
-    operator: str = ""
-    message: str | None = ""
-    diff: str | None = ""
-    program: str | None = None
-    status: str = "not_evaluated"
-    error: str | None = None
-    fitness: float | None = None
-    height: float | None = None
-    width: float | None = None
-    mass: float | None = None
-    niche: int | None = None
-    accepted: bool = False
-    created: float | None = None
-    elapsed_s: float | None = None
-
-    @classmethod
-    def from_child(cls, child: Any, **fields: Any) -> CandidateRecord:
-        """A record from a ``jelm.mutation.base.Child`` (duck-typed: no import of mutation).
-
-        A child without a program gets the operator's failure class as its status
-        (``child.failure``, e.g. ``diff_context_mismatch``; ``mutation_failed`` when the
-        operator gave none) and the operator's error; ``fields`` (status, fitness,
-        descriptors, ...) override.
-        """
-        ok = child.program is not None and child.error is None
-        base: dict[str, Any] = {
-            "parent_ids": tuple(int(p) for p in child.parent_ids),
-            "operator": child.operator,
-            "message": child.message,
-            "diff": child.diff,
-            "program": child.program,
-            "status": "not_evaluated"
-            if ok
-            else (getattr(child, "failure", None) or "mutation_failed"),
-            "error": child.error,
-        }
-        base.update(fields)
-        return cls(**base)
-
-
-class Improvement(NamedTuple):
-    """A stage-2 training example: an accepted child that beat its single parent."""
-
-    parent_program: str
-    child_program: str
-    diff: str
-    message: str
-    fitness_gain: float
-
-
-@dataclasses.dataclass(frozen=True)
-class GenerationInfo:
-    """One row of the ``generations`` table."""
-
-    generation: int
-    committed: float
-    n_candidates: int
-    metrics: dict[str, Any]
 
 
 def _json_default(obj: Any) -> Any:
@@ -245,25 +113,15 @@ def config_hash(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(_dumps(config).encode()).hexdigest()
 
 
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(obj, dict) and obj:
-        out: dict[str, Any] = {}
-        for k, v in obj.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: obj}
-
-
-def _config_diff(old: Any, new: Any, limit: int = 5) -> str:
-    a, b = _flatten(old), _flatten(new)
-    missing = object()
-    diffs = [
-        f"{k}: {a.get(k, '<absent>')!r} (ledger) vs {b.get(k, '<absent>')!r} (now)"
-        for k in sorted(set(a) | set(b))
-        if a.get(k, missing) != b.get(k, missing)
-    ]
-    more = f"; and {len(diffs) - limit} more" if len(diffs) > limit else ""
-    return "; ".join(diffs[:limit]) + more
+def _check_names(names: tuple[str, ...]) -> None:
+    """Descriptor names become columns: lower-case identifiers, distinct, not a base
+    column's name."""
+    bad = [n for n in names if not _NAME.match(n) or n in _COLUMNS]
+    if bad or len(set(names)) != len(names):
+        raise LedgerError(
+            f"descriptor names {list(names)} cannot be ledger columns: each must be a distinct "
+            f"lower-case identifier and none of {', '.join(_COLUMNS)}"
+        )
 
 
 def _real(x: Any) -> float | None:
@@ -275,13 +133,6 @@ def _real(x: Any) -> float | None:
 
 def _int(x: Any) -> int | None:
     return None if x is None else int(x)
-
-
-def _record(row: tuple) -> CandidateRecord:
-    d = dict(zip(_COLUMNS, row, strict=True))
-    d["parent_ids"] = tuple(json.loads(d["parent_ids"]))
-    d["accepted"] = bool(d["accepted"])
-    return CandidateRecord(**d)
 
 
 def _filters(
@@ -305,8 +156,10 @@ class Ledger:
     """An SQLite ledger of every candidate of a run; see the module docstring.
 
     ``Ledger(path)`` opens ``path`` or creates it; ``run_config`` (a JSON-able mapping) is
-    stored at creation and checked on reopen; ``readonly=True`` opens an existing ledger for
-    reading only (safe next to a running writer).
+    stored at creation and checked on reopen; ``descriptors`` names the domain's
+    descriptors, one column each (lower-case identifiers): a new ledger takes them, an
+    existing one must have the same (``None``: whatever it has); ``readonly=True`` opens an
+    existing ledger for reading only (safe next to a running writer).
     """
 
     def __init__(
@@ -314,10 +167,14 @@ class Ledger:
         path: str | os.PathLike,
         *,
         run_config: Mapping[str, Any] | None = None,
+        descriptors: Iterable[str] | None = None,
         readonly: bool = False,
     ) -> None:
         self.path = Path(path)
         self.readonly = readonly
+        wanted = None if descriptors is None else tuple(descriptors)
+        if wanted is not None:
+            _check_names(wanted)
         self._open_generation: GenerationWriter | None = None
         if self.path.is_dir():
             raise LedgerError(f"{self.path} is a directory, not a jelm ledger file")
@@ -336,7 +193,7 @@ class Ledger:
         except sqlite3.Error as e:
             raise LedgerError(f"cannot open ledger {self.path}: {e}") from None
         try:
-            self._init(run_config)
+            self._init(run_config, wanted)
         except LedgerError:
             self._db.close()
             raise
@@ -349,13 +206,13 @@ class Ledger:
                 raise LedgerError(f"{self.path} is not a jelm ledger ({e})") from None
             raise LedgerError(f"cannot open ledger {self.path}: {e}") from None
 
-    def _init(self, run_config: Mapping[str, Any] | None) -> None:
+    def _init(self, run_config: Mapping[str, Any] | None, wanted: tuple[str, ...] | None) -> None:
         db = self._db
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if not tables:
             if self.readonly:
                 raise LedgerError(f"{self.path} is not a jelm ledger (empty database)")
-            self._create(run_config)
+            self._create(run_config, wanted or ())
             tables = {"meta", "candidates", "generations"}
         elif "meta" not in tables:
             raise LedgerError(
@@ -365,11 +222,25 @@ class Ledger:
         if meta.get("format") != FORMAT:
             raise LedgerError(f"{self.path} is not a jelm ledger (meta table has no ledger mark)")
         version = int(meta.get("schema_version", -1))
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
             raise LedgerError(
-                f"ledger {self.path} has schema version {version}; this jelm reads version "
-                f"{SCHEMA_VERSION}. Open it with the jelm that wrote it or export it to JSONL."
+                f"ledger {self.path} has schema version {version}; this jelm reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}. Open it with the jelm that wrote it "
+                "or export it to JSONL."
             )
+        names = (
+            tuple(json.loads(meta["descriptor_names"]))
+            if "descriptor_names" in meta
+            else LEGACY_DESCRIPTORS
+        )
+        if wanted is not None and wanted != names:
+            raise LedgerError(
+                f"ledger {self.path} records the descriptors {list(names)}; this run has "
+                f"{list(wanted)}. Use a new run directory."
+            )
+        self.descriptor_names: tuple[str, ...] = names
+        self._columns = (*_COLUMNS, *names)
+        self._select = f"SELECT {', '.join(self._columns)} FROM candidates"
         if not {"candidates", "generations"} <= tables:
             raise LedgerError(f"{self.path} is not a jelm ledger (tables missing)")
         if not self.readonly:
@@ -388,15 +259,15 @@ class Ledger:
                 raise LedgerError(
                     f"ledger {self.path} was written by a run with a different config "
                     f"(hash {stored[:12]} in the ledger, {digest[:12]} now): "
-                    f"{_config_diff(old, new)}. Resume with the original config or use a new "
-                    "run directory."
+                    f"{'; '.join(config_differences(old, new)[:5])}. Resume with the original "
+                    "config or use a new run directory."
                 )
         # Touch the candidates b-tree so a truncated or corrupt file fails here, not later.
         (max_id,) = db.execute("SELECT max(id) FROM candidates").fetchone()
         db.execute("SELECT max(generation) FROM generations").fetchone()
         self._next_id = max(int(meta.get("next_id", 1)), (max_id or 0) + 1)
 
-    def _create(self, run_config: Mapping[str, Any] | None) -> None:
+    def _create(self, run_config: Mapping[str, Any] | None, names: tuple[str, ...]) -> None:
         db = self._db
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={SYNCHRONOUS}")
@@ -405,13 +276,15 @@ class Ledger:
             "schema_version": str(SCHEMA_VERSION),
             "created": repr(time.time()),
             "next_id": "1",
+            "descriptor_names": json.dumps(list(names)),
         }
+        columns = "".join(f",\n    {name} REAL" for name in names)
         if run_config is not None:
             meta["run_config_hash"] = config_hash(run_config)
             meta["run_config"] = _dumps(run_config)
         db.execute("BEGIN IMMEDIATE")
         try:
-            for stmt in _SCHEMA.split(";"):
+            for stmt in _SCHEMA.format(descriptor_columns=columns).split(";"):
                 if stmt.strip():
                     db.execute(stmt)
             self._set_meta(meta, commit=False)
@@ -490,10 +363,10 @@ class Ledger:
 
     def get(self, id: int) -> CandidateRecord:
         """The candidate with this id; ``KeyError`` if there is none."""
-        row = self._conn().execute(f"{_SELECT} WHERE id = ?", (int(id),)).fetchone()
+        row = self._conn().execute(f"{self._select} WHERE id = ?", (int(id),)).fetchone()
         if row is None:
             raise KeyError(f"no candidate {int(id)} in ledger {self.path}")
-        return _record(row)
+        return self._record(row)
 
     def programs(self, ids: Iterable[int]) -> dict[int, str]:
         """Program text by id; ``KeyError`` for ids that are absent or have no program."""
@@ -520,8 +393,16 @@ class Ledger:
     ) -> Iterator[CandidateRecord]:
         """Committed candidates matching the filters, in id order (lazily)."""
         where, args = _filters(generation, accepted, status)
-        for row in self._conn().execute(f"{_SELECT}{where} ORDER BY id", args):
-            yield _record(row)
+        for row in self._conn().execute(f"{self._select}{where} ORDER BY id", args):
+            yield self._record(row)
+
+    def _record(self, row: tuple) -> CandidateRecord:
+        base = len(_COLUMNS)
+        d = dict(zip(_COLUMNS, row[:base], strict=True))
+        d["parent_ids"] = tuple(json.loads(d["parent_ids"]))
+        d["accepted"] = bool(d["accepted"])
+        d["descriptors"] = dict(zip(self.descriptor_names, row[base:], strict=True))
+        return CandidateRecord(**d)
 
     def generations(self) -> list[GenerationInfo]:
         """Every committed generation row, in order."""
@@ -628,6 +509,7 @@ class GenerationWriter:
         if not self._active:
             raise LedgerError("add outside the `with ledger.generation(g) as gen:` block")
         led, g, now = self.ledger, self.generation, time.time()
+        names = led.descriptor_names
         rows = []
         start = led._next_id
         for k, r in enumerate(records):
@@ -637,6 +519,12 @@ class GenerationWriter:
                 raise LedgerError(f"record of generation {r.generation} added to generation {g}")
             if not r.status:
                 raise LedgerError("record without a status")
+            unknown = set(r.descriptors) - set(names)
+            if unknown:
+                raise LedgerError(
+                    f"record has descriptors {sorted(unknown)} this ledger does not record "
+                    f"(it records {list(names)})"
+                )
             rows.append(
                 (
                     start + k,
@@ -649,19 +537,22 @@ class GenerationWriter:
                     r.status,
                     r.error,
                     _real(r.fitness),
-                    _real(r.height),
-                    _real(r.width),
-                    _real(r.mass),
                     _int(r.niche),
                     1 if r.accepted else 0,
                     now if r.created is None else float(r.created),
                     _real(r.elapsed_s),
+                    *(_real(r.descriptors.get(name)) for name in names),
                 )
             )
         ids = list(range(start, start + len(rows)))
         led._next_id = start + len(rows)  # never handed out again, even after a rollback
         try:
-            led._conn().executemany(_INSERT, rows)
+            columns = led._columns
+            insert = (
+                f"INSERT INTO candidates ({', '.join(columns)}) "
+                f"VALUES ({', '.join('?' * len(columns))})"
+            )
+            led._conn().executemany(insert, rows)
         except sqlite3.Error as e:
             raise LedgerError(f"cannot write to ledger {led.path}: {e}") from e
         self.ids.extend(ids)

@@ -61,11 +61,15 @@ def test_no_checkpoint_is_a_clear_error(tmp_path: Path):
 def test_mismatched_template_names_the_leaf(tmp_path: Path):
     with Checkpoints(tmp_path / "ck") as ck:
         ck.save(1, _state(1, n=8))
-        with pytest.raises(CheckpointError, match="another configuration"):
+        with pytest.raises(
+            CheckpointError,
+            match=r"leaf fitness is \(\(8,\), 'float32'\), this run expects "
+            r"\(\(16,\), 'float32'\); it was written by another configuration",
+        ):
             ck.restore(_state(0, n=16))  # other shapes
         other = _state(0)
         other["extra"] = jnp.zeros(3)
-        with pytest.raises(CheckpointError):
+        with pytest.raises(CheckpointError, match=r"leaf extra is absent"):
             ck.restore(other)  # other structure
 
 

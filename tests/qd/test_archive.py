@@ -11,10 +11,10 @@ import pytest
 from qdax.core.containers.mapelites_repertoire import MapElitesRepertoire, get_cells_indices
 from qdax.utils.metrics import default_qd_metrics
 
-from jelm.qd.archive import Archive, ArchiveConfig, genotype_of
-from jelm.sim.walker import BucketShape, WalkerBatch
+from jelm.qd.archive import Archive, ArchiveConfig, stored
 
-SHAPE = BucketShape(joints=4, links=4, degree=2)
+#: A toy genotype (the archive knows no domain): a float vector and an int per row.
+TEMPLATE = {"x": np.zeros(3, np.float32), "n": np.zeros((), np.int32)}
 # A 4 x 4 x 4 grid over [0, 4]^3: the cell of a descriptor is floor() of each coordinate.
 SMALL = ArchiveConfig(grid=(4, 4, 4), lower=(0, 0, 0), upper=(4, 4, 4), fitness_offset=-10.0)
 
@@ -22,20 +22,9 @@ SMALL = ArchiveConfig(grid=(4, 4, 4), lower=(0, 0, 0), upper=(4, 4, 4), fitness_
 def genos(ids) -> dict:
     """Genotypes whose every array is tagged with the row's id (to recognise it later)."""
     ids = np.asarray(ids, np.int32)
-    b = len(ids)
     tag = ids.astype(np.float32)
-    batch = WalkerBatch(
-        joints=jnp.asarray(np.broadcast_to(tag[:, None, None], (b, SHAPE.joints, 2))),
-        joint_mask=jnp.ones((b, SHAPE.joints), bool),
-        link_i=jnp.asarray(np.broadcast_to(ids[:, None], (b, SHAPE.links))),
-        link_j=jnp.zeros((b, SHAPE.links), jnp.int32),
-        muscle=jnp.asarray(np.broadcast_to((ids % 2 == 1)[:, None], (b, SHAPE.links))),
-        amplitude=jnp.asarray(np.broadcast_to(tag[:, None], (b, SHAPE.links))),
-        phase=jnp.zeros((b, SHAPE.links), jnp.float32),
-        link_mask=jnp.ones((b, SHAPE.links), bool),
-        max_degree=SHAPE.degree,
-    )
-    return genotype_of(batch, ids)
+    genotype = {"x": jnp.asarray(np.broadcast_to(tag[:, None], (len(ids), 3))), "n": ids}
+    return stored(ids, genotype)
 
 
 def cell_desc(cells) -> np.ndarray:
@@ -54,11 +43,11 @@ def add(archive, state, ids, cells, fitness, valid=None):
 
 def elites(state) -> tuple[np.ndarray, np.ndarray]:
     rep = state.repertoire
-    return np.asarray(rep.fitnesses[:, 0]), np.asarray(rep.genotypes["program_id"])
+    return np.asarray(rep.fitnesses[:, 0]), np.asarray(rep.genotypes["id"])
 
 
 def test_insertion_keeps_the_better_fitness_per_cell():
-    archive = Archive(SMALL, SHAPE)
+    archive = Archive.of(SMALL, TEMPLATE)
     state = archive.init()
     a, b = (0, 0, 0), (3, 2, 1)
     state, acc, niche = add(archive, state, [1, 2, 3], [a, a, b], [1.0, 3.0, 2.0])
@@ -73,8 +62,8 @@ def test_insertion_keeps_the_better_fitness_per_cell():
     f, ids = elites(state)
     assert f[flat([a])[0]] == 3.0 and ids[flat([a])[0]] == 2
     assert f[flat([b])[0]] == 7.0 and ids[flat([b])[0]] == 5
-    stored = jax.tree.map(lambda x: np.asarray(x[flat([b])[0]]), state.repertoire.genotypes)
-    assert np.all(stored["joints"] == 5.0) and np.all(stored["link_i"] == 5)
+    kept = jax.tree.map(lambda x: np.asarray(x[flat([b])[0]]), state.repertoire.genotypes)
+    assert np.all(kept["genotype"]["x"] == 5.0) and kept["genotype"]["n"] == 5
     np.testing.assert_allclose(state.repertoire.descriptors[flat([b])[0]], cell_desc([b])[0])
     # equal fitness does not replace (strictly better only)
     state, acc, _ = add(archive, state, [6], [b], [7.0])
@@ -83,7 +72,7 @@ def test_insertion_keeps_the_better_fitness_per_cell():
 
 
 def test_invalid_rows_and_non_finite_values_are_never_inserted():
-    archive = Archive(SMALL, SHAPE)
+    archive = Archive.of(SMALL, TEMPLATE)
     state = archive.init()
     cells = [(0, 0, 0), (1, 1, 1), (2, 2, 2), (3, 3, 3)]
     fitness = [100.0, -np.inf, np.nan, 1.0]
@@ -105,7 +94,7 @@ def test_invalid_rows_and_non_finite_values_are_never_inserted():
 
 
 def test_acceptance_mask_matches_a_reference_over_random_batches():
-    archive = Archive(SMALL, SHAPE)
+    archive = Archive.of(SMALL, TEMPLATE)
     state = archive.init()
     rng = np.random.default_rng(0)
     best = np.full(archive.n_cells, -np.inf)
@@ -137,7 +126,7 @@ def test_acceptance_mask_matches_a_reference_over_random_batches():
 
 
 def test_niche_index_matches_a_hand_computation():
-    archive = Archive(ArchiveConfig(), SHAPE)  # 12 x 12 x 12 over [0,30] x [0,30] x [0,400]
+    archive = Archive.of(ArchiveConfig(), TEMPLATE)  # 12 x 12 x 12 over [0,30] x [0,30] x [0,400]
     desc = np.asarray(
         [
             [10.0, 10.0, 39.142136],  # the square seed: cells (4, 4, 1)
@@ -167,7 +156,7 @@ def test_niche_index_matches_a_hand_computation():
 
 
 def test_plain_grid_equals_qdax_map_elites_add():
-    archive = Archive(SMALL, SHAPE)
+    archive = Archive.of(SMALL, TEMPLATE)
     state = archive.init()
     rep = MapElitesRepertoire.init_default(
         genotype=jax.tree.map(lambda x: x[0], genos([0])),
@@ -183,32 +172,34 @@ def test_plain_grid_equals_qdax_map_elites_add():
         rep = rep.add(g, jnp.asarray(desc), jnp.asarray(fitness))
     np.testing.assert_array_equal(state.repertoire.fitnesses, rep.fitnesses)
     np.testing.assert_array_equal(state.repertoire.descriptors, rep.descriptors)
-    for name, leaf in rep.genotypes.items():
-        np.testing.assert_array_equal(state.repertoire.genotypes[name], leaf, err_msg=name)
+    for ours, theirs in zip(
+        jax.tree.leaves(state.repertoire.genotypes), jax.tree.leaves(rep.genotypes), strict=True
+    ):
+        np.testing.assert_array_equal(ours, theirs)
 
 
 def test_select_returns_filled_cells_uniformly():
-    archive = Archive(SMALL, SHAPE)
+    archive = Archive.of(SMALL, TEMPLATE)
     state = archive.init()
     cells = [(0, 0, 0), (1, 2, 3), (3, 3, 3), (2, 0, 1), (0, 3, 2)]
     state, _, _ = add(archive, state, [10, 11, 12, 13, 14], cells, [5.0, -1.0, 0.0, 2.0, 9.0])
     n = 5000
     picked = archive.select(state, jax.random.key(0), n)
-    ids = np.asarray(picked["program_id"])
+    ids = np.asarray(picked["id"])
     assert set(ids) == {10, 11, 12, 13, 14}
     # whole genotypes come along (joints are tagged with the id)
-    np.testing.assert_array_equal(np.asarray(picked["joints"])[:, 0, 0], ids.astype(np.float32))
+    np.testing.assert_array_equal(np.asarray(picked["genotype"]["x"])[:, 0], ids.astype(np.float32))
     counts = np.bincount(ids - 10, minlength=5)
     expected = n / 5
     chi2 = float(np.sum((counts - expected) ** 2 / expected))
     assert chi2 < 30.0, counts  # 4 degrees of freedom: P(chi2 > 30) ~ 5e-6
     # the same key selects the same parents
     again = archive.select(state, jax.random.key(0), n)
-    np.testing.assert_array_equal(again["program_id"], ids)
+    np.testing.assert_array_equal(again["id"], ids)
 
 
 def test_metrics_by_hand():
-    archive = Archive(SMALL, SHAPE)
+    archive = Archive.of(SMALL, TEMPLATE)
     state = archive.init()
     m = archive.metrics(state)
     assert float(m["qd_score"]) == 0.0 and float(m["coverage"]) == 0.0
@@ -232,7 +223,7 @@ def test_metrics_by_hand():
 
 def test_deep_grid_keeps_the_last_k_elites_per_cell():
     cfg = ArchiveConfig(grid=(4, 4, 4), lower=(0, 0, 0), upper=(4, 4, 4), deep=3)
-    archive = Archive(cfg, SHAPE)
+    archive = Archive.of(cfg, TEMPLATE)
     state = archive.init()
     a, b = (1, 1, 1), (2, 2, 2)
     for i, f in enumerate([1.0, 2.0, 0.5, 3.0, 4.0]):  # 0.5 is no new elite: not kept
@@ -243,7 +234,7 @@ def test_deep_grid_keeps_the_last_k_elites_per_cell():
     f, ids = elites(state)
     assert f[ca] == 4.0 and ids[ca] == 4  # the elite of a
     h = state.history
-    kept = sorted(np.asarray(h.genotypes["program_id"][ca])[: int(h.count[ca])].tolist())
+    kept = sorted(np.asarray(h.genotypes["id"][ca])[: int(h.count[ca])].tolist())
     assert kept == [1, 3]  # the two previous elites; the oldest (id 0, fitness 1) evicted
     assert sorted(np.asarray(h.fitnesses[ca]).tolist()) == [2.0, 3.0]
     assert int(h.count[cb]) == 0
@@ -252,7 +243,7 @@ def test_deep_grid_keeps_the_last_k_elites_per_cell():
     assert float(m["qd_score"]) == pytest.approx((4.0 + 100.0) + (7.0 + 100.0))
     # selection: cells uniformly, then a cell's stored candidates uniformly
     n = 6000
-    ids = np.asarray(archive.select(state, jax.random.key(3), n)["program_id"])
+    ids = np.asarray(archive.select(state, jax.random.key(3), n)["id"])
     assert set(ids) == {1, 3, 4, 50}
     counts = np.array([np.sum(ids == k) for k in (50, 4, 3, 1)])
     expected = n * np.array([1 / 2, 1 / 6, 1 / 6, 1 / 6])
@@ -260,9 +251,11 @@ def test_deep_grid_keeps_the_last_k_elites_per_cell():
 
 
 def test_deep_one_is_plain_map_elites():
-    archive = Archive(SMALL, SHAPE)
+    archive = Archive.of(SMALL, TEMPLATE)
     assert archive.init().history is None
-    deep = Archive(ArchiveConfig(grid=(4, 4, 4), lower=(0, 0, 0), upper=(4, 4, 4), deep=2), SHAPE)
+    deep = Archive.of(
+        ArchiveConfig(grid=(4, 4, 4), lower=(0, 0, 0), upper=(4, 4, 4), deep=2), TEMPLATE
+    )
     s1, s2 = archive.init(), deep.init()
     rng = np.random.default_rng(4)
     for _ in range(4):
@@ -279,7 +272,7 @@ def test_cvt_archive_with_few_centroids():
     cfg = ArchiveConfig(
         kind="cvt", n_centroids=8, cvt_samples=2000, lower=(0, 0, 0), upper=(30, 30, 400)
     )
-    archive = Archive(cfg, SHAPE)
+    archive = Archive.of(cfg, TEMPLATE)
     state = archive.init()
     cent = archive.centroids
     assert cent.shape == (8, 3)
@@ -304,7 +297,7 @@ def test_cvt_archive_with_few_centroids():
             assert f[c] == -np.inf
     assert int(np.sum(acc)) == len(np.unique(by_hand))
     # the same seed gives the same tessellation
-    np.testing.assert_array_equal(Archive(cfg, SHAPE).centroids, cent)
+    np.testing.assert_array_equal(Archive.of(cfg, TEMPLATE).centroids, cent)
 
 
 @pytest.mark.parametrize(
@@ -324,7 +317,9 @@ def test_bad_configurations_fail_clearly(kwargs, message):
 
 
 def test_state_is_a_pytree_that_round_trips_and_goes_through_jit():
-    archive = Archive(ArchiveConfig(grid=(4, 4, 4), lower=(0,) * 3, upper=(4,) * 3, deep=2), SHAPE)
+    archive = Archive.of(
+        ArchiveConfig(grid=(4, 4, 4), lower=(0,) * 3, upper=(4,) * 3, deep=2), TEMPLATE
+    )
     state = archive.init()
     state, _, _ = add(archive, state, [1, 2], [(0, 0, 0), (0, 0, 0)], [1.0, 2.0])
     leaves, tree = jax.tree.flatten(state)

@@ -1,5 +1,5 @@
 """The ELM loop with language-model operators, end to end (ELM, Lehman et al. 2022, §3.1
-and §4): jelm.qd.loop.SodaraceLoop and ``python -m jelm.experiments.sodarace`` with
+and §4): jelm.experiments.run.evolve and ``python -m jelm.experiments.sodarace`` with
 ``lm_diff``, ``lm_prompt`` and ``lm_crossover`` on real tiny jelm models, directly and
 through a real ``jelm serve`` subprocess over HTTP; what reaches the ledger; resume after
 kill -9; bad LM configurations.
@@ -33,10 +33,9 @@ from omegaconf import OmegaConf
 
 from jelm.domains.sodarace.prompts import COMMIT_MESSAGES
 from jelm.experiments.config import from_mapping
-from jelm.experiments.sodarace import CONFIG_DIR
+from jelm.experiments.run import CONFIG_DIR, evolve, register_schema
 from jelm.programs.sandbox import Status
 from jelm.qd.ledger import CandidateRecord, Ledger
-from jelm.qd.loop import SodaraceLoop
 from tests.lm_fixtures import WRITER_MAX_NEW, WRITTEN_DIFFS, make_tiny_model, make_writer_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,14 +57,14 @@ RANDOM_MAX_NEW = 32  # tokens the random model writes per child
 MESSAGES = {m for m, _ in COMMIT_MESSAGES}
 #: Ledger statuses of a failed child: an operator failure class (jelm.mutation.lm: the
 #: diff's DiffError kind, ...), or what became of its program (a sandbox outcome,
-#: jelm.programs.sandbox.Status; too_large or simulation_failed from the loop).
+#: jelm.programs.sandbox.Status; too_large or evaluation_failed from the loop).
 DIFF_FAILURES = {
     f"diff_{kind}" for kind in ("empty", "malformed_header", "no_hunk", "context_mismatch")
 } | {"diff_unchanged"}
 OPERATOR_FAILURES = DIFF_FAILURES | {"backend_error", "lm_empty"}
 SANDBOX_FAILURES = {str(s) for s in Status if s is not Status.OK} | {
     "too_large",
-    "simulation_failed",
+    "evaluation_failed",
 }
 
 
@@ -86,10 +85,9 @@ def _config(mutation: str, backend: dict, max_new: int, **lm: Any):
 
 
 def _run(config, path: Path) -> dict[str, Any]:
-    with SodaraceLoop(config, path, log=lambda s: None) as loop:
-        metrics = loop.run()
-        fitness = np.asarray(loop.state.repertoire.fitnesses[:, 0])
-        ids = np.asarray(loop.state.repertoire.genotypes["program_id"])
+    _, _, state, metrics = evolve(config, path, log=str)
+    fitness = np.asarray(state.repertoire.fitnesses[:, 0])
+    ids = np.asarray(state.repertoire.genotypes["id"])
     return {"metrics": metrics, "fitness": fitness, "ids": ids}
 
 
@@ -282,6 +280,7 @@ def _dead_port() -> int:
 
 def _hydra_config(overrides: list[str]):
     """The RunConfig the Hydra CLI would build from ``overrides`` (configs/sodarace.yaml)."""
+    register_schema("sodarace")
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
         cfg = compose(config_name="sodarace", overrides=overrides)
     return from_mapping(OmegaConf.to_container(cfg, resolve=True))
@@ -305,7 +304,7 @@ def test_openai_backend_on_a_dead_port_fails_every_child_cleanly(tmp_path: Path)
             "+lm.backend.backoff_s=0.01",
         ]
     )
-    assert "path" not in config.lm["backend"]
+    assert "path" not in config.lm.backend
     out = _run(config, tmp_path / "run")
     children = _check_children(_records(tmp_path / "run"), "lm_diff", generations=2, batch=8)
     assert {r.status for r in children} == {"backend_error"}
@@ -341,7 +340,7 @@ def test_kill_9_of_an_lm_diff_run_then_rerun_ends_identical(tmp_path: Path, writ
     randomness comes from the operator's per-generation seed) is killed with SIGKILL inside
     a generation, with generations in the ledger that no checkpoint holds; rerunning the
     same command replays them from the ledger, samples the rest, and finishes with the
-    archive and ledger of a run never interrupted (as tests/test_loop.py does for gp)."""
+    archive and ledger of a run never interrupted (as tests/qd/test_loop.py does for gp)."""
     generations = 5
     raw = {
         **BASE,
@@ -375,10 +374,8 @@ def test_kill_9_of_an_lm_diff_run_then_rerun_ends_identical(tmp_path: Path, writ
     assert "(resuming)" in rerun.stdout
     assert f"resumed: checkpoint 0, replayed ledger generations 1..{last}" in rerun.stdout
     config = from_mapping(json.loads((out / "config.json").read_text()))  # Hydra's
-    with SodaraceLoop(config, out, log=lambda s: None) as loop:
-        loop.run()  # finished: restores the archive only
-        fitness = np.asarray(loop.state.repertoire.fitnesses[:, 0])
-        ids = np.asarray(loop.state.repertoire.genotypes["program_id"])
+    finished = _run(config, out)  # finished: restores the archive only
+    fitness, ids = finished["fitness"], finished["ids"]
     np.testing.assert_array_equal(whole["fitness"], fitness)
     np.testing.assert_array_equal(whole["ids"], ids)
     assert [_outcome(r) for r in _records(out)] == [
@@ -396,14 +393,14 @@ def test_kill_9_of_an_lm_diff_run_then_rerun_ends_identical(tmp_path: Path, writ
 @pytest.mark.slow
 def test_cli_rejects_bad_lm_configurations_before_work(tmp_path: Path, random_model: Path):
     cases = {
-        "kind": (["lm.backend.kind=nope"], "lm.backend must be a mapping with kind one of"),
+        "kind": (["lm.backend.kind=nope"], "lm.backend: backend kind must be one of"),
         "temperature": (
             [f"lm.backend.path={random_model}", "lm.temperature=-1"],
             "lm.temperature must be in [0, 10], got -1",
         ),
         "path": (
             ["lm.backend.path=/nonexistent"],
-            "lm.backend (jelm): /nonexistent is not a model directory (no config.json)",
+            "lm.backend: jelm model /nonexistent is not a model directory (no config.json)",
         ),
         "option": (
             [f"lm.backend.path={random_model}", "+lm.backend.base_url=http://x"],

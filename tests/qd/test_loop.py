@@ -1,5 +1,6 @@
-"""The ELM loop end to end (jelm.qd.loop): ledger, archive, checkpoints, resume after a
-clean stop and after kill -9, bad configurations and damaged checkpoints."""
+"""The ELM host loop in a run directory (jelm.qd.loop, jelm.qd.run): ledger, archive,
+metrics, checkpoints, resume after a clean stop, a kill -9 or a damaged checkpoint, and
+the configuration errors that stop a run before any work."""
 
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from jelm.experiments.config import ConfigError, from_mapping
-from jelm.io.checkpoint import CheckpointError
-from jelm.qd.loop import SodaraceLoop
+from jelm.experiments.run import evolve
+from jelm.qd.loop import SeedError
+from jelm.qd.run import DamagedCheckpointWarning
 
 TINY = {
     "mutation": "gp",
@@ -35,11 +38,10 @@ def _config(**over):
     return from_mapping({**TINY, **over})
 
 
-def _run(path: Path, generations: int) -> dict:
-    with SodaraceLoop(_config(generations=generations), path, log=lambda s: None) as loop:
-        metrics = loop.run()
-        fitness = np.asarray(loop.state.repertoire.fitnesses[:, 0])
-        ids = np.asarray(loop.state.repertoire.genotypes["program_id"])
+def _run(path: Path, generations: int, **over) -> dict:
+    _, _, state, metrics = evolve(_config(generations=generations, **over), path, log=print)
+    fitness = np.asarray(state.repertoire.fitnesses[:, 0])
+    ids = np.asarray(state.repertoire.genotypes["id"])
     return {"metrics": metrics, "fitness": fitness, "ids": ids}
 
 
@@ -90,10 +92,9 @@ KILLED = textwrap.dedent(
     import json, sys
     import jelm.sim
     from jelm.experiments.config import from_mapping
-    from jelm.qd.loop import SodaraceLoop
+    from jelm.experiments.run import evolve
     config = from_mapping(json.loads(sys.argv[2]))
-    with SodaraceLoop(config, sys.argv[1], log=lambda s: None) as loop:
-        loop.run(progress=lambda m: print(int(m["generation"]), flush=True))
+    evolve(config, sys.argv[1], lambda m: print(int(m["generation"]), flush=True), log=str)
     """
 )
 
@@ -116,26 +117,44 @@ def test_kill_9_then_rerun_ends_identical(tmp_path: Path, after: int):
             break
     time.sleep(0.05 * after)  # land somewhere inside the next generation
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL  # the kill landed: the run did not finish first
+    with sqlite3.connect(tmp_path / "killed" / "ledger.sqlite") as db:
+        (last,) = db.execute("SELECT max(generation) FROM generations").fetchone()
+    assert after <= last < generations  # the run was cut short
     resumed = _run(tmp_path / "killed", generations=generations)
     np.testing.assert_array_equal(whole["fitness"], resumed["fitness"])
     np.testing.assert_array_equal(whole["ids"], resumed["ids"])
     assert _ledger_rows(tmp_path / "whole") == _ledger_rows(tmp_path / "killed")
 
 
-def test_damaged_checkpoint_is_a_clear_error(tmp_path: Path):
-    _run(tmp_path / "run", generations=2)
-    for path in (tmp_path / "run" / "checkpoints" / "2").rglob("*"):
+def test_a_damaged_newest_checkpoint_is_skipped_and_the_run_ends_identical(tmp_path: Path):
+    """A damaged newest checkpoint is moved aside with a warning; the run resumes from the
+    one before and replays the ledger, ending where an uninterrupted run ends."""
+    whole = _run(tmp_path / "whole", generations=4)
+    _run(tmp_path / "run", generations=3)  # checkpoints 0, 2, 3
+    damaged = 0
+    for path in (tmp_path / "run" / "checkpoints" / "3").rglob("*"):
         if path.is_file() and path.stat().st_size > 0:
             path.write_bytes(b"\0garbage")
-    with pytest.raises(CheckpointError, match="damaged"):
-        _run(tmp_path / "run", generations=3)
+            damaged += 1
+    assert damaged
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = _run(tmp_path / "run", generations=4)
+    assert any(issubclass(w.category, DamagedCheckpointWarning) for w in caught)
+    assert [p.name.split("-")[:2] for p in (tmp_path / "run" / "damaged").iterdir()] == [
+        ["checkpoint", "3"]
+    ]
+    np.testing.assert_array_equal(whole["fitness"], resumed["fitness"])
+    np.testing.assert_array_equal(whole["ids"], resumed["ids"])
+    assert _ledger_rows(tmp_path / "whole") == _ledger_rows(tmp_path / "run")
 
 
 @pytest.mark.parametrize(
     ("override", "message"),
     [
         ({"mutation": "lm_magic"}, "unknown operator 'lm_magic'"),
+        ({"terrain": "lava"}, "unknown terrain 'lava'"),
         ({"batch": 0}, "batch must be at least 1"),
         ({"qd": {"grid": [0, 4, 4]}}, "at least one cell"),
         ({"seeds": ["nope.py"]}, "neither a seed name"),
@@ -168,35 +187,10 @@ def test_cli_reports_a_bad_configuration_and_exits_2(tmp_path: Path):
     assert not (tmp_path / "run" / "ledger.sqlite").exists()
 
 
-@pytest.mark.slow
-def test_direct_run_resumes_identically(tmp_path: Path):
-    """The jitted direct loop with the run machinery: a run stopped after 2 generations
-    and continued to 4 equals a run of 4 (archive and ledger)."""
-    from jelm.qd.direct_loop import run_direct
-
-    def go(path: Path, generations: int):
-        config = _config(mutation="direct", generations=generations, checkpoint_every=1)
-        _, _, state, _ = run_direct(config, path, log=lambda s: None)
-        return np.asarray(state.repertoire.fitnesses[:, 0])
-
-    whole = go(tmp_path / "whole", 4)
-    go(tmp_path / "parts", 2)
-    parts = go(tmp_path / "parts", 4)
-    np.testing.assert_array_equal(whole, parts)
-    assert _ledger_rows(tmp_path / "whole") == _ledger_rows(tmp_path / "parts")
-    assert len(_ledger_rows(tmp_path / "whole")) == 2 + 4 * 8
-
-
 def test_seeds_that_fit_no_bucket_stop_the_run_clearly(tmp_path: Path):
-    from jelm.qd.loop import SeedError
-
     config = _config(seeds=["cppn_fixed"], bucket=[8, 16, 4], generations=1)
-    loop = SodaraceLoop(config, tmp_path / "run", log=lambda s: None)
-    try:
-        with pytest.raises(SeedError, match=r"cppn_fixed: too_large .*raise it"):
-            loop.run()
-    finally:
-        loop.close()
+    with pytest.raises(SeedError, match=r"cppn_fixed: too_large .*bucket \[8, 16, 4\]"):
+        evolve(config, tmp_path / "run", log=str)
 
 
 @pytest.mark.slow

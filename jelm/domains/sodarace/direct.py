@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -78,7 +78,7 @@ class DirectParams:
 
     joint_sigma: float = 0.5
     joint_rate: float = 0.25
-    amplitude_sigma: float = 1.5
+    amplitude_sigma: float = 1.0
     phase_sigma: float = 0.1
     link_rate: float = 0.25
     p_flip: float = 0.2
@@ -228,6 +228,7 @@ class DirectOperator:
     params: DirectParams
     degree: int
     name: str = "direct"
+    on_device: ClassVar[bool] = True
 
     def mutate(self, key: jax.Array, genotypes: dict[str, jax.Array]) -> dict[str, jax.Array]:
         """One mutated child per row of the Sodarace genotypes ``genotypes``."""
@@ -237,7 +238,6 @@ class DirectOperator:
         return {f: getattr(child, f) for f in fields}
 
 
-def make_direct(domain: Any, options: dict[str, Any]) -> DirectOperator:
-    """The ``direct`` operator for a Sodarace domain from the run's ``direct`` options
-    (the registry's factory)."""
-    return DirectOperator(DirectParams(**dict(options)), domain.shape.degree)
+def make_direct(domain: Any, options: DirectParams) -> DirectOperator:
+    """The ``direct`` operator for a Sodarace domain (the registry's factory)."""
+    return DirectOperator(options, domain.shape.degree)

@@ -89,12 +89,17 @@ class SodaraceDomain(Domain):
     descriptor_upper: ClassVar[tuple[float, ...]] = (30.0, 30.0, 400.0)
     fitness_offset: ClassVar[float] = -100.0
     fitness_label: ClassVar[str] = "COM x displacement"
+    default_seeds: ClassVar[tuple[str, ...]] = ("square", "radial", "cppn_fixed", "cppn_mutable")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bucket", tuple(int(v) for v in self.bucket))
         problems = self.problems()
         if problems:
             raise ValueError("; ".join(problems))
+        # Built here, on the host: evaluate() is traced, and the surface spec needs values.
+        terrain = make_terrain(self.terrain)
+        object.__setattr__(self, "_terrain", terrain)
+        object.__setattr__(self, "_surfaces", SurfaceSpec.of(terrain))
 
     def problems(self) -> list[str]:
         """What is wrong with these options (empty when they can run)."""
@@ -140,7 +145,7 @@ class SodaraceDomain(Domain):
     @property
     def terrain_arrays(self) -> Any:
         """The :class:`jelm.sim.terrain.Terrain` walkers are scored on."""
-        return make_terrain(self.terrain)
+        return self._terrain
 
     def genotype_template(self) -> dict[str, np.ndarray]:
         empty = pack([None], shape=self.shape, batch_size=1)
@@ -163,13 +168,12 @@ class SodaraceDomain(Domain):
 
     def evaluate(self, genotypes: Mapping[str, Any], key: Any) -> Evaluation:
         """Simulate and score a batch (deterministic: ``key`` is not used)."""
-        terrain = self.terrain_arrays
         ev = evaluate_jit(
             self.walkers(genotypes),
-            terrain,
+            self._terrain,
             as_arrays(DEFAULT_PARAMS),
             steps=self.steps,
-            surfaces=SurfaceSpec.of(terrain),
+            surfaces=self._surfaces,
         )
         return Evaluation(ev.fitness, ev.descriptors, ev.valid, {"displacement": ev.displacement})
 
@@ -204,6 +208,9 @@ class SodaraceDomain(Domain):
 OPERATORS.register(
     "direct",
     OperatorEntry(
-        "jelm.domains.sodarace.direct:make_direct", section="direct", domains=("sodarace",)
+        "jelm.domains.sodarace.direct:make_direct",
+        "jelm.domains.sodarace.direct:DirectParams",
+        section="direct",
+        domains=("sodarace",),
     ),
 )

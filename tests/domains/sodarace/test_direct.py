@@ -10,10 +10,11 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 
 from jelm.domains.sodarace.api import Walker, WalkerLimits, WalkerValidationError
-from jelm.domains.sodarace.direct import DirectParams, mutate
+from jelm.domains.sodarace.direct import DirectParams, make_direct, mutate
+from jelm.domains.sodarace.domain import SodaraceDomain
 from jelm.domains.sodarace.seeds import SEED_NAMES, seed_walker
 from jelm.qd.archive import Archive, ArchiveConfig
-from jelm.qd.direct_loop import direct_map_elites
+from jelm.qd.device import evolve
 from jelm.sim.walker import BucketShape, pack, unpack
 from tests.strategies import valid_walker_dicts
 
@@ -175,12 +176,20 @@ def test_mutate_vmaps_over_keys():
     np.testing.assert_array_equal(out.link_mask[0], first.link_mask)
 
 
-def test_direct_map_elites_improves_the_archive_from_the_seeds():
+def _device_run(generations: int):
+    domain = SodaraceDomain(steps=30, bucket=(16, 64, 8))
     cfg = ArchiveConfig(grid=(5, 5, 5), lower=(0, 0, 0), upper=(30, 30, 200))
-    seeds = [SEEDS["square"], SEEDS["radial"]]
-    kw = dict(generations=6, batch_size=32, steps=30)
-    state, hist = direct_map_elites(cfg, seeds, jax.random.key(0), **kw)
-    hist = {k: np.asarray(v) for k, v in hist.items()}
+    archive = Archive.of(cfg, domain.genotype_template())
+    seeds = domain.pack([SEEDS["square"], SEEDS["radial"]], 2)
+    operator = make_direct(domain, DirectParams())
+    state, hist = evolve(domain, operator, archive, seeds, jax.random.key(0), generations, 32)
+    return domain, archive, state, {k: np.asarray(v) for k, v in hist.items()}
+
+
+def test_the_device_loop_improves_the_archive_from_the_seeds():
+    """``direct`` through jelm.qd.device.evolve: scores only grow, coverage rises, the
+    children are valid walkers with unique ledger-style ids, and a key replays exactly."""
+    domain, archive, state, hist = _device_run(6)
     assert all(len(v) == 7 for v in hist.values())
     assert np.all(np.diff(hist["qd_score"]) >= 0)
     assert np.all(np.diff(hist["max_fitness"]) >= 0)
@@ -188,25 +197,24 @@ def test_direct_map_elites_improves_the_archive_from_the_seeds():
     assert hist["coverage"][-1] > hist["coverage"][0]
     assert hist["valid_rate"][1:].min() > 0.9
     assert np.all((hist["acceptance_rate"] >= 0) & (hist["acceptance_rate"] <= 1))
-    # the archive holds valid walkers with unique ids (seeds 0, 1; children counted on)
-    archive = Archive(cfg, BucketShape(16, 64, 8))
     m = archive.metrics(state)
     assert float(m["qd_score"]) == pytest.approx(hist["qd_score"][-1])
     f = np.asarray(state.repertoire.fitnesses[:, 0])
-    ids = np.asarray(state.repertoire.genotypes["program_id"])[np.isfinite(f)]
-    assert len(set(ids.tolist())) == len(ids) and ids.max() < 2 + 6 * 32
-    walkers = archive.walkers(state.repertoire.genotypes)
+    ids = np.asarray(state.repertoire.genotypes["id"])[np.isfinite(f)]
+    assert len(set(ids.tolist())) == len(ids) and ids.min() >= 1 and ids.max() <= 2 + 6 * 32
+    walkers = domain.walkers(state.repertoire.genotypes["genotype"])
     for row in np.flatnonzero(np.isfinite(f)):
         Walker.from_dict(unpack(walkers, int(row)))
-    # deterministic for a key
-    _, hist2 = direct_map_elites(cfg, seeds, jax.random.key(0), **kw)
-    np.testing.assert_array_equal(np.asarray(hist2["qd_score"]), hist["qd_score"])
+    _, _, _, again = _device_run(6)
+    np.testing.assert_array_equal(again["qd_score"], hist["qd_score"])
 
 
-def test_direct_map_elites_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="batch_size"):
-        direct_map_elites(
-            ArchiveConfig(), [SEEDS["square"]], jax.random.key(0), 1, batch_size=0, steps=10
-        )
-    with pytest.raises(ValueError, match="seed"):
-        direct_map_elites(ArchiveConfig(), [], jax.random.key(0), 1, batch_size=4, steps=10)
+def test_the_device_loop_rejects_bad_arguments():
+    domain = SodaraceDomain(steps=10, bucket=(16, 64, 8))
+    archive = Archive.of(ArchiveConfig(), domain.genotype_template())
+    operator = make_direct(domain, DirectParams())
+    seeds = domain.pack([SEEDS["square"]], 1)
+    with pytest.raises(ValueError, match="batch >= 1"):
+        evolve(domain, operator, archive, seeds, jax.random.key(0), 1, 0)
+    with pytest.raises(ValueError, match="at least one seed"):
+        evolve(domain, operator, archive, domain.pack([], 0), jax.random.key(0), 1, 4)

@@ -1,0 +1,249 @@
+"""Run ELM on any registered domain (ELM, arXiv 2206.08896v1, §3-4): the entry points'
+shared body.
+
+:func:`run` builds the domain, the archive and the operator a configuration names, runs
+the host loop (program operators) or the device loop (genotype operators) in a run
+directory, then writes the plots and the pictures of the best elites. :func:`hydra_main`
+makes the Hydra entry point of one domain (``python -m jelm.experiments.sodarace``,
+``python -m jelm.experiments.image``).
+
+A run directory holds ``config.json``, ``metrics.jsonl``, ``ledger.sqlite``,
+``checkpoints/``, ``plots/`` (archive heatmaps, QD-score and coverage curves),
+``renders/`` (the best elites as the domain draws them) and Hydra's ``.hydra/``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jelm.experiments.config import (
+    RESUMABLE_KEYS,
+    ConfigError,
+    RunConfig,
+    from_mapping,
+    identity,
+    seed_program,
+)
+
+__all__ = ["build", "evolve", "hydra_main", "register_schema", "run", "write_outputs"]
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+def build(config: RunConfig) -> tuple[Any, Any, Any]:
+    """The domain, the archive and the operator ``config`` names."""
+    from jelm.domains import make_domain
+    from jelm.mutation import make_operator
+    from jelm.qd.archive import Archive, ArchiveConfig
+
+    domain = make_domain(config.domain, **config.domain_options())
+    qd = config.qd
+    archive = Archive.of(
+        ArchiveConfig(
+            grid=tuple(qd.grid),
+            lower=tuple(qd.lower),
+            upper=tuple(qd.upper),
+            kind=qd.kind,
+            n_centroids=qd.n_centroids,
+            cvt_seed=config.seed,
+            fitness_offset=qd.fitness_offset,
+            deep=qd.deep,
+        ),
+        domain.genotype_template(),
+    )
+    operator = make_operator(config.mutation, domain, config.operator_options())
+    return domain, archive, operator
+
+
+def _progress(config: RunConfig, label: str) -> Callable[[dict], None]:
+    """A tqdm bar over generations showing live QD-score and coverage (or plain lines)."""
+    if not config.progress:
+        return lambda m: print(
+            f"gen {int(m['generation'])}: qd_score {m['qd_score']:.1f} "
+            f"coverage {100 * m['coverage']:.1f}% max {m['max_fitness']:.2f}",
+            flush=True,
+        )
+    from tqdm import tqdm
+
+    bar = tqdm(total=config.generations + 1, desc=label, unit="gen", dynamic_ncols=True)
+
+    def update(m: dict) -> None:
+        bar.n = int(m["generation"]) + 1
+        bar.set_postfix(
+            qd=f"{m['qd_score']:.0f}",
+            cov=f"{100 * m['coverage']:.1f}%",
+            best=f"{m['max_fitness']:.1f}",
+            valid=f"{100 * m['valid_rate']:.0f}%",
+        )
+
+    update.close = bar.close  # type: ignore[attr-defined]
+    return update
+
+
+def write_outputs(
+    domain: Any, archive: Any, state: Any, config: RunConfig, out: Path
+) -> dict[str, Any]:
+    """Plots (archive heatmaps, metric curves) and pictures of the best elites of a
+    finished run; returns a summary."""
+    from jelm.io import plots
+
+    fitness = np.asarray(state.repertoire.fitnesses[:, 0])
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
+    title = f"{config.mutation} from {', '.join(config.seeds)}"
+    names = domain.descriptor_names
+    if config.qd.kind == "grid":
+        plots.archive_heatmaps(
+            fitness,
+            config.qd.grid,
+            config.qd.lower,
+            config.qd.upper,
+            out / "plots" / "archive.png",
+            names=names,
+            label=f"best fitness ({domain.fitness_label})",
+            title=title,
+        )
+    else:
+        plots.cvt_scatter(fitness, archive.centroids, out / "plots" / "archive.png", names=names)
+    plots.curves({config.mutation: rows}, out / "plots" / "curves.png")
+
+    filled = np.flatnonzero(np.isfinite(fitness))
+    ranked = filled[np.argsort(-fitness[filled], kind="stable")]
+    best = ranked[: config.renders]
+    ids = np.asarray(state.repertoire.genotypes["id"])
+    renders: list[str] = []
+    if len(best):
+        genotypes = jax_take(state.repertoire.genotypes["genotype"], best)
+        labels = [f"best{rank + 1}_id{int(ids[cell])}" for rank, cell in enumerate(best)]
+        renders = [str(p) for p in domain.render(genotypes, labels, out / "renders")]
+    return {
+        "best_fitness": float(fitness[ranked[0]]) if len(ranked) else None,
+        "best_id": int(ids[ranked[0]]) if len(ranked) else None,
+        "renders": renders,
+    }
+
+
+def jax_take(tree: Any, rows: np.ndarray) -> Any:
+    """Rows ``rows`` of every leaf of a batched pytree (host arrays)."""
+    import jax
+
+    return jax.tree.map(lambda a: np.asarray(a)[rows], tree)
+
+
+def evolve(
+    config: RunConfig,
+    out: Path,
+    progress: Callable[[dict], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """Run (or resume) the configured search in run directory ``out``: the host loop for
+    a program operator, the device loop for a genotype operator. Returns the domain, the
+    archive, its final state and the final metrics."""
+    from jelm.mutation.base import on_device
+    from jelm.programs.sandbox import Sandbox, SandboxLimits
+    from jelm.qd.device import run_device
+    from jelm.qd.loop import HostLoop, run_host
+    from jelm.qd.run import Run, Schedule
+
+    domain, archive, operator = build(config)
+    schedule = Schedule(config.generations, config.batch, config.checkpoint_every, config.seed)
+    seeds = [(name, seed_program(domain, name)) for name in config.seeds]
+    limits = SandboxLimits(timeout_s=float(config.sandbox.timeout_s))
+    with (
+        Run(
+            out,
+            config.to_dict(),
+            identity(config),
+            domain.descriptor_names,
+            resume_ignore=RESUMABLE_KEYS,
+            log=log,
+        ) as run_dir,
+        Sandbox(program=domain.program, workers=config.sandbox.workers, limits=limits) as sandbox,
+    ):
+        log(f"writing to {out}/" + (" (resuming)" if run_dir.resumed else ""))
+        if on_device(operator):
+            state, metrics = run_device(
+                domain, operator, archive, sandbox, run_dir, schedule, seeds, progress
+            )
+        else:
+            loop = HostLoop(domain, operator, archive, sandbox, config.batch, config.seed)
+            state, metrics = run_host(loop, run_dir, schedule, seeds, progress)
+    return domain, archive, state, metrics
+
+
+def run(config: RunConfig, out: Path) -> dict[str, Any]:
+    """The main job: :func:`evolve` with a progress bar, then plots and renders; prints
+    what it runs and where; returns the final metrics and a summary."""
+    t0 = time.perf_counter()
+    space = list(config.qd.grid) if config.qd.kind == "grid" else f"{config.qd.n_centroids} cells"
+    options = ", ".join(f"{k}={v}" for k, v in config.domain_options().items())
+    print(
+        f"ELM on {config.domain} ({options}): {config.mutation} from "
+        f"{', '.join(config.seeds)}, {config.generations} generations x {config.batch} "
+        f"candidates, archive {config.qd.kind} {space}",
+        flush=True,
+    )
+    progress = _progress(config, config.mutation)
+    domain, archive, state, metrics = evolve(
+        config, out, progress, log=lambda line: print(line, flush=True)
+    )
+    getattr(progress, "close", lambda: None)()
+    summary = write_outputs(domain, archive, state, config, out)
+    elapsed = time.perf_counter() - t0
+    evaluations = int(metrics.get("evaluations", 0))
+    print(
+        f"done in {elapsed:.0f} s: {evaluations} candidates, QD-score "
+        f"{metrics['qd_score']:.1f}, coverage {100 * metrics['coverage']:.1f}%, best fitness "
+        f"{metrics['max_fitness']:.2f} (candidate {summary['best_id']})"
+    )
+    print(f"ledger, metrics, checkpoints, plots and renders in {out}/")
+    return {**metrics, **summary, "elapsed_s": elapsed}
+
+
+def register_schema(domain: str) -> str:
+    """Register ``domain``'s configuration class with Hydra's ConfigStore as
+    ``<domain>_schema`` (the first entry of ``configs/<domain>.yaml``'s defaults)."""
+    from hydra.core.config_store import ConfigStore
+
+    from jelm.experiments.config import config_class
+
+    name = f"{domain}_schema"
+    ConfigStore.instance().store(name=name, node=config_class(domain))
+    return name
+
+
+def hydra_main(domain: str) -> Callable[[], None]:
+    """The Hydra entry point of runs on ``domain`` (``configs/<domain>.yaml``, whose
+    schema is the domain's configuration class)."""
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import DictConfig, OmegaConf
+
+    from jelm.io.checkpoint import CheckpointError
+    from jelm.io.rundir import RunDirError
+    from jelm.qd.ledger import LedgerError
+    from jelm.qd.loop import SeedError
+
+    register_schema(domain)
+
+    @hydra.main(version_base=None, config_path=str(CONFIG_DIR), config_name=domain)
+    def main(cfg: DictConfig) -> None:
+        raw = OmegaConf.to_container(cfg, resolve=True)
+        try:
+            config = from_mapping(raw, domain)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            sys.exit(2)
+        try:
+            run(config, Path(HydraConfig.get().runtime.output_dir))
+        except (SeedError, CheckpointError, RunDirError, LedgerError) as exc:
+            print(f"jelm: {exc}", file=sys.stderr)
+            sys.exit(1)
+
+    return main

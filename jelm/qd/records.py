@@ -1,0 +1,115 @@
+"""What the ledger stores: one record per candidate, one per generation (ELM §5-6).
+
+Stage 2 of ELM (arXiv 2206.08896v1, §6) trains a language model on what the search found,
+and the fine-tuning of the diff model (§5) on the diffs that improved a parent; the
+ledger (:mod:`jelm.qd.ledger`) keeps every candidate as a :class:`CandidateRecord` so
+both can be built after the run. Only the standard library.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+__all__ = ["STATUSES", "CandidateRecord", "GenerationInfo", "Improvement"]
+
+#: Status values the loops write; the column is free text, so operators and domains add
+#: their own (an invalid phenotype is ``invalid_<the domain's word>``, e.g. ``invalid_walker``).
+STATUSES = (
+    "ok",  # ran, valid phenotype, evaluated: fitness and descriptors set
+    "not_evaluated",  # produced but not (yet) run, e.g. a batch cut short
+    "mutation_failed",  # the operator produced no program (no failure class given)
+    # lm_diff: the model's diff did not give a program (jelm.programs.diff.DiffError kinds)
+    "diff_empty",
+    "diff_malformed_header",
+    "diff_no_hunk",
+    "diff_context_mismatch",
+    "diff_unchanged",  # the diff applied but changed nothing
+    "backend_error",  # the language-model backend failed (HTTP error, timeout, ...)
+    "lm_empty",  # lm_prompt / lm_crossover: the model wrote no function body
+    # the sandbox's verdicts (jelm.programs.sandbox.Status); an invalid phenotype is
+    # "invalid_<the domain's word>" (invalid_walker, invalid_image)
+    "syntax_error",
+    "exception",
+    "timeout",
+    "memory_limit",
+    "forbidden",
+    "wrong_type",
+    "output_too_large",
+    "crashed",
+    "internal_error",
+    "too_large",  # a valid phenotype that does not fit the run's genotype shape
+    "evaluation_failed",  # the domain's evaluation marked it invalid (e.g. non-finite)
+)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CandidateRecord:
+    """One candidate, mirroring a row of the ``candidates`` table.
+
+    ``id`` is ``None`` until the ledger assigns it (``gen.add`` returns it) and
+    ``generation`` may be left ``None``: the generation being written fills it in.
+    ``descriptors`` maps the domain's descriptor names to values (missing names and NaN
+    read back as ``None``). ``created`` defaults to the time of ``add``.
+    """
+
+    id: int | None = None
+    generation: int | None = None
+    parent_ids: tuple[int, ...] = ()
+    operator: str = ""
+    message: str | None = ""
+    diff: str | None = ""
+    program: str | None = None
+    status: str = "not_evaluated"
+    error: str | None = None
+    fitness: float | None = None
+    descriptors: Mapping[str, float | None] = dataclasses.field(default_factory=dict)
+    niche: int | None = None
+    accepted: bool = False
+    created: float | None = None
+    elapsed_s: float | None = None
+
+    @classmethod
+    def from_child(cls, child: Any, **fields: Any) -> CandidateRecord:
+        """A record from a ``jelm.mutation.base.Child`` (duck-typed: no import of mutation).
+
+        A child without a program gets the operator's failure class as its status
+        (``child.failure``, e.g. ``diff_context_mismatch``; ``mutation_failed`` when the
+        operator gave none) and the operator's error; ``fields`` (status, fitness,
+        descriptors, ...) override.
+        """
+        ok = child.program is not None and child.error is None
+        base: dict[str, Any] = {
+            "parent_ids": tuple(int(p) for p in child.parent_ids),
+            "operator": child.operator,
+            "message": child.message,
+            "diff": child.diff,
+            "program": child.program,
+            "status": "not_evaluated"
+            if ok
+            else (getattr(child, "failure", None) or "mutation_failed"),
+            "error": child.error,
+        }
+        base.update(fields)
+        return cls(**base)
+
+
+class Improvement(NamedTuple):
+    """A fine-tuning example: an accepted child that beat its single parent."""
+
+    parent_program: str
+    child_program: str
+    diff: str
+    message: str
+    fitness_gain: float
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationInfo:
+    """One row of the ``generations`` table."""
+
+    generation: int
+    committed: float
+    n_candidates: int
+    metrics: dict[str, Any]
