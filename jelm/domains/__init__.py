@@ -30,6 +30,7 @@ __all__ = [
 #: Domain classes by name (lazy: importing this module loads no domain).
 DOMAINS: Registry[type[Domain]] = Registry("domain")
 DOMAINS.register("sodarace", "jelm.domains.sodarace.domain:SodaraceDomain")
+DOMAINS.register("image", "jelm.domains.image.domain:ImageDomain")
 
 
 def make_domain(name: str, **options: Any) -> Domain:
