@@ -141,6 +141,10 @@ class Domain(abc.ABC):
     fitness_label: ClassVar[str] = "fitness"
     #: The seeds a run starts from when its configuration names none.
     default_seeds: ClassVar[tuple[str, ...]]
+    #: Cells per descriptor of the default grid archive.
+    default_grid: ClassVar[tuple[int, ...]]
+    #: The mutation operator a run uses when its configuration names none.
+    default_operator: ClassVar[str] = "lm_diff"
 
     # -- programs --------------------------------------------------------------------
 

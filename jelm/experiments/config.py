@@ -50,11 +50,11 @@ class ConfigError(ValueError):
 class QDConfig:
     """The archive (see :class:`jelm.qd.archive.ArchiveConfig`).
 
-    ``lower``, ``upper`` and ``fitness_offset`` left ``None`` take the domain's.
+    ``grid``, ``lower``, ``upper`` and ``fitness_offset`` left ``None`` take the domain's.
     """
 
     kind: str = "grid"
-    grid: list[int] = dataclasses.field(default_factory=lambda: [12, 12, 12])
+    grid: list[int] | None = None
     lower: list[float] | None = None
     upper: list[float] | None = None
     n_centroids: int = 1728
@@ -78,7 +78,7 @@ class RunConfig:
     Attributes:
         domain: the domain's registered name (set by the entry point).
         seed: PRNG seed of the whole run (selection, mutation, evaluation, CVT).
-        mutation: the operator's registered name.
+        mutation: the operator's registered name (default: the domain's).
         seeds: seed program names of the domain, or paths to ``.py`` files.
         generations: ELM generations after the seeds.
         batch: candidates per generation.
@@ -188,6 +188,7 @@ def config_class(domain: str) -> type[RunConfig]:
     hints = _hints(cls)
     fields: list[tuple[str, Any, Any]] = [
         ("domain", str, dataclasses.field(default=domain)),
+        ("mutation", str, dataclasses.field(default=cls.default_operator)),
         (
             "seeds",
             list[str],
@@ -333,6 +334,7 @@ def from_mapping(raw: Mapping[str, Any], domain: str | None = None) -> RunConfig
     qd = _section(merged["qd"], QDConfig, "qd", problems, used=False)
     qd = dataclasses.replace(
         qd,
+        grid=list(domain_obj.default_grid if qd.grid is None else qd.grid),
         lower=list(domain_obj.descriptor_lower if qd.lower is None else qd.lower),
         upper=list(domain_obj.descriptor_upper if qd.upper is None else qd.upper),
         fitness_offset=float(

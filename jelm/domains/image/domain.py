@@ -70,6 +70,10 @@ class ImageDomain(Domain):
     descriptor_upper: ClassVar[tuple[float, ...]] = (1.0, 1.0)
     fitness_offset: ClassVar[float] = INVALID_FITNESS
     fitness_label: ClassVar[str] = "negative mean squared error to the target"
+    default_seeds: ClassVar[tuple[str, ...]] = SEED_NAMES
+    default_grid: ClassVar[tuple[int, ...]] = (10, 10)
+    # The shipped diff model writes walkers, not drawings: GP by default.
+    default_operator: ClassVar[str] = "gp"
 
     def __post_init__(self) -> None:
         problems = self.problems()

@@ -90,6 +90,7 @@ class SodaraceDomain(Domain):
     fitness_offset: ClassVar[float] = -100.0
     fitness_label: ClassVar[str] = "COM x displacement"
     default_seeds: ClassVar[tuple[str, ...]] = ("square", "radial", "cppn_fixed", "cppn_mutable")
+    default_grid: ClassVar[tuple[int, ...]] = (12, 12, 12)  # the paper's grid
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bucket", tuple(int(v) for v in self.bucket))
