@@ -1,6 +1,6 @@
 """What the comparison scripts in experiments/ share: one Sodarace run, and a table cell.
 
-A comparison runs the main job (``jelm.experiments.sodarace.run``) once per seed, operator
+A comparison runs the main job (``jelm.experiments.run.run``) once per seed, operator
 and random seed at one budget, keeps each run's per-generation metrics under
 ``experiments/results/`` and throws the run directory away (ledgers are large).
 """
@@ -17,7 +17,7 @@ import numpy as np
 
 import jelm.sim  # noqa: F401  (pins XLA flags before JAX starts)
 from jelm.experiments.config import from_mapping
-from jelm.experiments.sodarace import run
+from jelm.experiments.run import run
 
 HERE = Path(__file__).resolve().parent
 

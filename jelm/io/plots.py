@@ -19,6 +19,31 @@ def _names(names: Sequence[str] | None, n: int) -> list[str]:
     return list(names) if names is not None else [f"d{k}" for k in range(n)]
 
 
+def projections(fitness: np.ndarray, grid: Sequence[int]) -> list[tuple[int, int, np.ndarray]]:
+    """What :func:`archive_heatmaps` draws: for each pair of axes ``(a, b)`` of a grid
+    archive, the best fitness over the other axes as a ``(grid[a], grid[b])`` array (NaN
+    where no cell of that column is filled). One axis gives one ``(grid[0], 1)`` strip."""
+    cube = np.asarray(fitness, np.float64).reshape(tuple(grid))
+    if len(grid) == 1:
+        cube = cube[:, None]
+    axes = range(cube.ndim)
+    out = []
+    for a, b in itertools.combinations(axes, 2):
+        other = tuple(k for k in axes if k not in (a, b))
+        best = cube.max(axis=other) if other else cube
+        out.append((a, b, np.where(np.isfinite(best), best, np.nan)))
+    return out
+
+
+def series(
+    rows: Sequence[dict[str, Any]], key: str, x: str = "evaluations"
+) -> tuple[list[Any], list[Any]]:
+    """The ``(x, y)`` points of metric ``key`` of one run's metrics rows (rows without the
+    metric are skipped): what :func:`curves` draws."""
+    points = [(r.get(x), r[key]) for r in rows if r.get(key) is not None]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
 def archive_heatmaps(
     fitness: np.ndarray,
     grid: Sequence[int],
@@ -37,20 +62,15 @@ def archive_heatmaps(
     C-order over ``grid``.
     """
     names = _names(names, len(grid))
-    cube = np.asarray(fitness, np.float64).reshape(tuple(grid))
+    planes = projections(fitness, grid)
     if len(grid) == 1:
-        cube = cube[:, None]
-        grid, lower, upper = (*grid, 1), (*lower, 0.0), (*upper, 1.0)
-        names = [*names, ""]
-    pairs = list(itertools.combinations(range(len(grid)), 2))
-    fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 3.8), squeeze=False)
-    finite = cube[np.isfinite(cube)]
+        lower, upper, names = (*lower, 0.0), (*upper, 1.0), [*names, ""]
+    finite = np.asarray(fitness, np.float64)
+    finite = finite[np.isfinite(finite)]
     vmin, vmax = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+    fig, axes = plt.subplots(1, len(planes), figsize=(4.2 * len(planes), 3.8), squeeze=False)
     image = None
-    for ax, (a, b) in zip(axes[0], pairs, strict=True):
-        other = tuple(k for k in range(len(grid)) if k not in (a, b))
-        best = cube.max(axis=other) if other else cube
-        best = np.where(np.isfinite(best), best, np.nan)
+    for ax, (a, b, best) in zip(axes[0], planes, strict=True):
         image = ax.imshow(
             best.T,
             origin="lower",
@@ -112,9 +132,7 @@ def curves(
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
     for ax, key in zip(axes[0], keys, strict=True):
         for label, rows in runs.items():
-            xs = [r.get(x) for r in rows if r.get(key) is not None]
-            ys = [r[key] for r in rows if r.get(key) is not None]
-            ax.plot(xs, ys, label=label)
+            ax.plot(*series(rows, key, x), label=label)
         ax.set_xlabel(x)
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)

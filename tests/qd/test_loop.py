@@ -226,3 +226,26 @@ def test_cli_quick_run_writes_everything(tmp_path: Path):
         assert (out / name).is_file(), name
     assert list((out / "checkpoints").iterdir())
     assert len(list((out / "renders").glob("*.gif"))) == 1
+
+
+def test_ledger_fitness_is_the_worked_out_displacement_times_the_direction(tmp_path: Path):
+    """Through the loop, on the right wall (direction -1): a seed's fitness in the ledger
+    is minus the x displacement of its centre of mass, worked out here from the joint
+    trajectory (unit masses: the mean x of the joints, last frame minus first)."""
+    from jelm.domains.sodarace.seeds import seed_walker
+    from jelm.sim.physics import rollout
+    from jelm.sim.terrain import make_terrain
+    from jelm.sim.walker import pack
+
+    steps = 60
+    evolve(_config(generations=0, terrain="right_wall", steps=steps), tmp_path / "run", log=str)
+    rows = _ledger_rows(tmp_path / "run")
+    terrain = make_terrain("right_wall")
+    assert terrain.direction == -1
+    for name, row in zip(TINY["seeds"], rows, strict=True):
+        walker = seed_walker(name).to_dict()
+        frames = np.asarray(rollout(pack([walker]), terrain, steps, steps))[0]
+        n = len(walker["joints"])
+        moved = frames[-1, :n, 0].astype(np.float64).mean() - frames[0, :n, 0].mean()
+        assert abs(moved) > 0.01  # it moves, so a wrong sign cannot pass
+        assert row[6] == pytest.approx(-moved, rel=1e-4, abs=1e-5)
