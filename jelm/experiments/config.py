@@ -179,12 +179,20 @@ def _section_config(cls: type) -> type:
     return dataclasses.make_dataclass(f"{cls.__name__}Section", fields)
 
 
-@functools.cache
 def config_class(domain: str) -> type[RunConfig]:
     """The configuration class of runs on ``domain``: :class:`RunConfig` plus the domain's
-    options (flat) and one section per usable operator; ``seeds`` defaults to the
-    domain's default seeds."""
+    options (flat) and one section per usable operator; ``seeds``, ``mutation`` and the
+    grid default to the domain's. One class per domain and set of registered operators
+    (registering an operator later gives a class with its section)."""
     cls = DOMAINS.get(domain)
+    sections = tuple(sorted(_sections(domain).items()))
+    return _config_class(domain, cls, sections)
+
+
+@functools.cache
+def _config_class(
+    domain: str, cls: type, sections: tuple[tuple[str, type], ...]
+) -> type[RunConfig]:
     hints = _hints(cls)
     fields: list[tuple[str, Any, Any]] = [
         ("domain", str, dataclasses.field(default=domain)),
@@ -200,7 +208,7 @@ def config_class(domain: str) -> type[RunConfig]:
         if f.name in taken:
             raise TypeError(f"domain option {f.name!r} clashes with a run configuration key")
         fields.append((f.name, _config_type(hints[f.name]), _field_default(f)))
-    for section, options in _sections(domain).items():
+    for section, options in sections:
         section_cls = _section_config(options)
         fields.append((section, section_cls, dataclasses.field(default_factory=section_cls)))
     name = "".join(part.title() for part in domain.split("_")) + "RunConfig"
