@@ -224,6 +224,7 @@ def run_direct(
     """A ``direct`` run of the Sodarace job (``config``: jelm.experiments.config.RunConfig)
     in run directory ``out``, with ledger, checkpoints and resume; returns the final
     metrics, the archive, its state and the terrain."""
+    from jelm.domains.sodarace.domain import PROGRAM
     from jelm.experiments.config import seed_program
     from jelm.io.checkpoint import Checkpoints
     from jelm.io.rundir import RunDir
@@ -244,13 +245,13 @@ def run_direct(
         params = DirectParams(**dict(config.direct))
         key = jax.random.PRNGKey(config.seed)
         programs = [seed_program(name) for name in config.seeds]
-        with Sandbox(workers=int(config.sandbox.get("workers", 2))) as sandbox:
+        with Sandbox(program=PROGRAM, workers=int(config.sandbox.get("workers", 2))) as sandbox:
             results = sandbox.execute(programs)
         bad = [(n, r.error) for n, r in zip(config.seeds, results, strict=True) if not r.ok]
         if bad:
             raise RuntimeError(f"seed programs failed: {bad}")
         try:
-            seed_batch = pack([r.walker for r in results], shape=archive.shape)
+            seed_batch = pack([r.value for r in results], shape=archive.shape)
         except WalkerDoesNotFit as exc:
             name = config.seeds[exc.index] if exc.index is not None else "a seed"
             raise RuntimeError(

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jelm.domains.sodarace.domain import PROGRAM
 from jelm.experiments.config import LM_OPERATORS, RunConfig, seed_program
 from jelm.io.checkpoint import Checkpoints
 from jelm.io.rundir import RunDir
@@ -153,7 +154,9 @@ class SodaraceLoop:
         self._surfaces = SurfaceSpec.of(self.terrain)
         self._params = as_arrays(DEFAULT_PARAMS)
         limits = SandboxLimits(timeout_s=float(config.sandbox.get("timeout_s", 1.0)))
-        self.sandbox = Sandbox(workers=int(config.sandbox.get("workers", 2)), limits=limits)
+        self.sandbox = Sandbox(
+            program=PROGRAM, workers=int(config.sandbox.get("workers", 2)), limits=limits
+        )
         self._base_key = jax.random.PRNGKey(config.seed)
 
     # ------------------------------------------------------------------ helpers
@@ -219,10 +222,10 @@ class SodaraceLoop:
                 fields["elapsed_s"] = res.elapsed_s
                 if not res.ok:
                     fields.update(status=str(res.status), error=res.error)
-                elif (why := _does_not_fit(res.walker, shape)) is not None:
+                elif (why := _does_not_fit(res.value, shape)) is not None:
                     fields.update(status="too_large", error=why)
                 else:
-                    walker = res.walker
+                    walker = res.value
                     fields["status"] = "ok"
             walkers.append(walker)
             records.append(CandidateRecord.from_child(child, **fields))
