@@ -56,6 +56,7 @@ def evaluate(
 ) -> list[dict[str, Any]]:
     """One result dict per temperature (see the module docstring): ``samples`` diffs for
     every seed x commit message, applied and run in the sandbox."""
+    from jelm.domains.sodarace.domain import PROGRAM
     from jelm.programs.sandbox import execute
 
     operator = LMDiffOperator(
@@ -83,7 +84,11 @@ def evaluate(
             )
         ]
         children = [c.program for c in made if c.program is not None]
-        statuses = iter(str(r.status) for r in execute(children)) if children else iter(())
+        statuses = (
+            iter(str(r.status) for r in execute(children, program=PROGRAM))
+            if children
+            else iter(())
+        )
         ends = [next(statuses) if c.program is not None else c.failure for c in made]
         n = len(prompts)
         applied = sum(c.program is not None or c.failure == "diff_unchanged" for c in made)

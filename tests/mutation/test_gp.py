@@ -448,11 +448,12 @@ def test_children_run_in_the_real_sandbox():
     """GP children of every seed through the real sandbox: a substantial fraction are valid
     walkers. Measured here (400 children per seed, seed 1): with the defaults (1-3 edits)
     28-54 % per seed, with one edit per child 50-76 %."""
+    from jelm.domains.sodarace.domain import PROGRAM
     from jelm.programs.sandbox import Sandbox
 
     n = 200
     rates, single = {}, {}
-    with Sandbox(workers=2) as sb:
+    with Sandbox(program=PROGRAM, workers=2) as sb:
         for name in SEED_NAMES:
             parent = seed_source(name)
             kids = children_of(GPOperator(), parent, n, seed=1)

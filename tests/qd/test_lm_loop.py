@@ -31,6 +31,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from jelm.domains.sodarace.domain import PROGRAM
 from jelm.domains.sodarace.prompts import COMMIT_MESSAGES
 from jelm.experiments.config import from_mapping
 from jelm.experiments.run import CONFIG_DIR, evolve, register_schema
@@ -63,6 +64,7 @@ DIFF_FAILURES = {
 } | {"diff_unchanged"}
 OPERATOR_FAILURES = DIFF_FAILURES | {"backend_error", "lm_empty"}
 SANDBOX_FAILURES = {str(s) for s in Status if s is not Status.OK} | {
+    PROGRAM.invalid_status,
     "too_large",
     "evaluation_failed",
 }

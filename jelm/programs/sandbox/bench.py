@@ -1,8 +1,10 @@
-"""Throughput of the program sandbox: ``python -m jelm.programs.bench_sandbox``.
+"""Throughput of the program sandbox: ``python -m jelm.programs.sandbox.bench``.
 
-Prints exactly one JSON line on stdout: programs/s for the seed programs (ELM's starting
-genotypes, Lehman et al. 2022 §3) and for a mix of hostile programs, with the isolation
-layers that were active and the limits in force. Progress and warnings go to stderr.
+Prints exactly one JSON line on stdout: programs/s for a domain's seed programs (ELM's
+starting genotypes, Lehman et al. 2022 §3; ``--domain``, default ``sodarace``) and for a
+mix of hostile programs, with the isolation layers that were active and the limits in
+force. Progress and warnings go to stderr. Figures and how they were measured:
+``jelm/programs/SANDBOX.md``.
 
 Besides the wall-clock rate it reports the CPU time one program costs, summed over every
 process involved (the calling process, each worker's manager and zygote, and the children
@@ -22,29 +24,34 @@ import sys
 import time
 from typing import Any
 
-from jelm.programs.sandbox import Sandbox, SandboxLimits
+from jelm.programs.sandbox.pool import Sandbox
+from jelm.programs.sandbox.types import SandboxLimits
 
-#: Fast-failing hostile programs (infinite loops are left out: each one simply costs a
-#: worker ``timeout_s`` and would measure the timeout, not the sandbox).
+#: Fast-failing hostile programs, ``{entry}`` standing for the domain's entry function
+#: (infinite loops are left out: each one simply costs a worker ``timeout_s`` and would
+#: measure the timeout, not the sandbox).
 HOSTILE: tuple[str, ...] = (
-    "def make_walker(:\n    pass",
-    "def make_walker():\n    return 1 / 0",
-    "import os\ndef make_walker():\n    os.system('id')",
-    "def make_walker():\n    return open('/etc/passwd').read()",
-    "def make_walker():\n    return 42",
-    "def make_walker():\n    return bytes(10**10)",
-    "def make_walker():\n    while True:\n        print('x' * 100000)",
-    "def make_walker():\n    return make_walker()",
-    "def make_walker():\n    return getattr(1, '_' * 2 + 'class' + '_' * 2)",
-    "def make_walker():\n    return ().__class__.__base__.__subclasses__()",
+    "def {entry}(:\n    pass",
+    "def {entry}():\n    return 1 / 0",
+    "import os\ndef {entry}():\n    os.system('id')",
+    "def {entry}():\n    return open('/etc/passwd').read()",
+    "def {entry}():\n    return 42",
+    "def {entry}():\n    return bytes(10**10)",
+    "def {entry}():\n    while True:\n        print('x' * 100000)",
+    "def {entry}():\n    return {entry}()",
+    "def {entry}():\n    return getattr(1, '_' * 2 + 'class' + '_' * 2)",
+    "def {entry}():\n    return ().__class__.__base__.__subclasses__()",
 )
 
 
-def seed_programs() -> tuple[list[str], str]:
-    """The seed programs from ``jelm.domains.sodarace.seeds`` (and where they came from)."""
-    from jelm.domains.sodarace.seeds import SEED_NAMES, seed_source
+def hostile_programs(entry: str) -> list[str]:
+    """:data:`HOSTILE` for a domain whose programs define ``entry``."""
+    return [p.replace("{entry}", entry) for p in HOSTILE]
 
-    return [seed_source(name) for name in SEED_NAMES], "jelm.domains.sodarace.seeds"
+
+def seed_programs(domain: Any) -> list[str]:
+    """The texts of a :class:`~jelm.domains.base.Domain`'s seed programs."""
+    return [domain.seed_program(name) for name in domain.seed_names()]
 
 
 def _descendants(pid: int) -> list[int]:
@@ -102,24 +109,30 @@ def run(sb: Sandbox, programs: list[str], n: int) -> tuple[float, dict[str, int]
     c1 = _cpu_by_role(sb)
     cpu = {k: round((c1.get(k, 0.0) - c0.get(k, 0.0)) / n * 1e3, 3) for k in c1}
     cpu["total"] = round(sum(cpu.values()), 3)
-    return n / dt, dict(collections.Counter(r.status.value for r in results)), cpu
+    return n / dt, dict(collections.Counter(str(r.status) for r in results)), cpu
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark and print its JSON line."""
-    ap = argparse.ArgumentParser(description=__doc__)
+    from jelm.domains import DOMAINS, make_domain
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--domain", default="sodarace", choices=DOMAINS.names())
     ap.add_argument("--n", type=int, default=3000, help="seed programs to execute")
     ap.add_argument("--n-hostile", type=int, default=3000, help="hostile programs to execute")
     ap.add_argument("--workers", type=int, default=None, help="worker processes (default: CPUs)")
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats (best is reported)")
     args = ap.parse_args(argv)
 
-    seeds, source = seed_programs()
+    domain = make_domain(args.domain)
+    program = domain.program
+    seeds = seed_programs(domain)
+    hostile = hostile_programs(program.entry)
     limits = SandboxLimits()
-    with Sandbox(workers=args.workers, limits=limits) as sb:
+    with Sandbox(program, workers=args.workers, limits=limits) as sb:
         run(sb, seeds, min(200, args.n))  # warm-up
         seed_runs = [run(sb, seeds, args.n) for _ in range(args.repeats)]
-        hostile_runs = [run(sb, list(HOSTILE), args.n_hostile) for _ in range(args.repeats)]
+        hostile_runs = [run(sb, hostile, args.n_hostile) for _ in range(args.repeats)]
         iso = sb.isolation
         seed_cpu = min((c for _, _, c in seed_runs), key=lambda c: c["total"])
         hostile_cpu = min((c for _, _, c in hostile_runs), key=lambda c: c["total"])
@@ -132,16 +145,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "hostile_runs_per_s": [round(r, 1) for r, _, _ in hostile_runs],
             "seed_cpu_ms_per_program": seed_cpu,
             "hostile_cpu_ms_per_program": hostile_cpu,
-            "seed_cpu_bound_programs_per_s": round(cpus / seed_cpu["total"] * 1e3, 1),
+            "seed_cpu_bound_programs_per_s": (
+                round(cpus / seed_cpu["total"] * 1e3, 1) if seed_cpu["total"] > 0 else None
+            ),
             "n_seed": args.n,
             "n_hostile": args.n_hostile,
             "seed_statuses": seed_runs[-1][1],
             "hostile_statuses": hostile_runs[-1][1],
-            "seeds": source,
+            "domain": args.domain,
             "n_distinct_seeds": len(seeds),
             "workers": sb.n_workers,
             "cpus": os.cpu_count(),
-            "goal_seed_programs_per_s": 1000,
             "isolation": {k: v for k, v in iso.items() if k != "limits"},
             "limits": iso.get("limits"),
             "python": sys.version.split()[0],

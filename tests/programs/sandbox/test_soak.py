@@ -6,6 +6,7 @@ not have grown, and the pool must still answer correctly. Marked slow (second CI
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import time
@@ -14,24 +15,16 @@ import warnings
 import psutil
 import pytest
 
+from jelm.domains.sodarace.domain import PROGRAM
 from jelm.programs.sandbox import Sandbox, SandboxIsolationWarning, SandboxLimits, Status
+from tests.programs.sandbox.programs import WALKER as GOOD
 
-API = "jelm.domains.sodarace.api"
-
-GOOD = f"""
-from {API} import walker_creator
-import math
-
-def make_walker():
-    wc = walker_creator()
-    js = [wc.add_joint(3 * math.cos(i), 3 + 3 * math.sin(i)) for i in range(6)]
-    for i in range(6):
-        wc.add_muscle(js[i], js[(i + 1) % 6])
-    return wc.get_walker()
-"""
+#: An invalid walker: 100 joints (the cap is 64).
+INVALID = GOOD.replace("range(6)", "range(100)").replace("% 6", "% 100")
 
 #: (program, expected status) pairs: guard-refused, OS-stopped, crashing and good programs.
-MIX: list[tuple[str, Status]] = [
+MIX: list[tuple[str, Status | str]] = [
+    (INVALID, PROGRAM.invalid_status),
     (GOOD, Status.OK),
     ("def make_walker(:\n    pass", Status.SYNTAX_ERROR),
     ("def make_walker():\n    return 1 / 0", Status.EXCEPTION),
@@ -42,7 +35,7 @@ MIX: list[tuple[str, Status]] = [
     ("def make_walker():\n    return ().__class__.__base__.__subclasses__()", Status.FORBIDDEN),
     (GOOD, Status.OK),
 ]
-OS_MIX: list[tuple[str, Status]] = [
+OS_MIX: list[tuple[str, Status | str]] = [
     ("import os\ndef make_walker():\n    os.fork()", Status.FORBIDDEN),
     ("import os\ndef make_walker():\n    os._exit(3)", Status.CRASHED),
     ("import os\ndef make_walker():\n    os.system('true')", Status.FORBIDDEN),
@@ -70,15 +63,10 @@ def test_soak_10k_mixed_programs() -> None:
     me = psutil.Process()
     fds0 = _fds()
     children0 = {p.pid for p in me.children(recursive=True)}
-    limits = SandboxLimits(
-        timeout_s=0.5, walker_module=API, allowed_imports=("math", "random", API)
-    )
-    os_limits = SandboxLimits(
-        timeout_s=0.5,
-        walker_module=API,
-        allowed_imports=("math", "random", API, "os", "signal"),
-        guard=False,
-        audit_hook=False,
+    limits = SandboxLimits(timeout_s=0.5)
+    os_limits = SandboxLimits(timeout_s=0.5, guard=False, audit_hook=False)
+    os_program = dataclasses.replace(
+        PROGRAM, allowed_imports=(*PROGRAM.allowed_imports, "os", "signal")
     )
     t0 = time.monotonic()
     total = 0
@@ -86,18 +74,21 @@ def test_soak_10k_mixed_programs() -> None:
     pool_rss: list[int] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SandboxIsolationWarning)
-        with Sandbox(workers=2, limits=limits) as sb, Sandbox(workers=2, limits=os_limits) as osb:
+        with (
+            Sandbox(program=PROGRAM, workers=2, limits=limits) as sb,
+            Sandbox(program=os_program, workers=2, limits=os_limits) as osb,
+        ):
             worker_pids = {p.pid for p in me.children(recursive=True)} - children0
             assert worker_pids
             for _round in range(10):
                 batch = [MIX[i % len(MIX)] for i in range(700)] + [LOOP] * 2
                 res = sb.execute([p for p, _ in batch])
                 for (_, want), r in zip(batch, res, strict=True):
-                    assert r.status is want, r
+                    assert r.status == want, r
                 os_batch = [OS_MIX[i % len(OS_MIX)] for i in range(300)]
                 res = osb.execute([p for p, _ in os_batch])
                 for (_, want), r in zip(os_batch, res, strict=True):
-                    assert r.status is want, r
+                    assert r.status == want, r
                 total += len(batch) + len(os_batch)
                 gc.collect()
                 rss_samples.append(me.memory_info().rss)
