@@ -380,6 +380,29 @@ def test_each_validation_error(cls, code, d, match):
     # validate() on a directly constructed Walker reports the same failure
     with pytest.raises(cls, match=match):
         Walker(d["joints"], d["muscles"]).validate()
+    # and so does the sandbox's parent-side check, its one-pass shortcut included
+    with pytest.raises(cls, match=match):
+        api.validate_walker(d)
+
+
+def _outcome(check, d):
+    try:
+        return ("ok", check(d))
+    except WalkerValidationError as exc:
+        return (type(exc).__name__, str(exc))
+
+
+@pytest.mark.parametrize(
+    "d", [c[2] for c in VALIDATION_CASES] + [{"joints": [], "muscles": [], "x": 1}, [1, 2], None]
+)
+def test_validate_walker_agrees_with_from_dict(d):
+    assert _outcome(api.validate_walker, d) == _outcome(lambda x: Walker.from_dict(x).to_dict(), d)
+
+
+@given(valid_walker_dicts())
+@settings(max_examples=60, deadline=None, derandomize=True)
+def test_validate_walker_agrees_with_from_dict_on_generated_walkers(d):
+    assert api.validate_walker(d) == Walker.from_dict(d).to_dict()
 
 
 def test_error_classes_have_distinct_stable_codes():
