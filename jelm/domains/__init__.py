@@ -24,6 +24,7 @@ __all__ = [
     "PhenotypeError",
     "ProgramSpec",
     "Prompts",
+    "load_domains",
     "make_domain",
 ]
 
@@ -31,6 +32,14 @@ __all__ = [
 DOMAINS: Registry[type[Domain]] = Registry("domain")
 DOMAINS.register("sodarace", "jelm.domains.sodarace.domain:SodaraceDomain")
 DOMAINS.register("image", "jelm.domains.image.domain:ImageDomain")
+
+
+def load_domains() -> tuple[str, ...]:
+    """Import every registered domain (a domain registers its own operators when it
+    loads, e.g. Sodarace's ``direct``); returns their names."""
+    for name in DOMAINS.names():
+        DOMAINS.get(name)
+    return DOMAINS.names()
 
 
 def make_domain(name: str, **options: Any) -> Domain:

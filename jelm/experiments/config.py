@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from jelm.domains import DOMAINS
+from jelm.domains import DOMAINS, load_domains
 from jelm.mutation import OPERATORS, options_class
 from jelm.programs.sandbox import SandboxLimits
 from jelm.registry import UnknownEntry
@@ -288,6 +288,7 @@ def from_mapping(raw: Mapping[str, Any], domain: str | None = None) -> RunConfig
     offset are resolved to the domain's, so the resolved configuration says what ran.
     """
     name = domain or raw.get("domain") or "sodarace"
+    load_domains()  # so every domain's own operators are known, and named when misused
     try:
         cls = config_class(name)
     except UnknownEntry as exc:

@@ -9,14 +9,13 @@ import jax
 import numpy as np
 import pytest
 
-from jelm.domains import DOMAINS, make_domain
+from jelm.domains import DOMAINS, load_domains, make_domain
 from jelm.mutation import OPERATORS, make_operator, operator_entry, options_class
 from jelm.mutation.base import Parent, on_device
 from jelm.registry import UnknownEntry
 from tests.lm_fixtures import make_tiny_model
 
-for _name in DOMAINS.names():  # a domain registers its own operators when it loads
-    DOMAINS.get(_name)
+load_domains()  # a domain registers its own operators when it loads
 
 PAIRS = [
     (op, dom)
