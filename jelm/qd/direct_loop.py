@@ -46,7 +46,8 @@ import numpy as np
 
 from jelm.domains.sodarace.direct import DirectParams, mutate
 from jelm.qd.archive import Archive, ArchiveConfig, ArchiveState, genotype_of
-from jelm.sim.physics import DEFAULT_PARAMS, PhysicsParams, SurfaceSpec, as_arrays, evaluate_jit
+from jelm.sim.base import DEFAULT_PARAMS, PhysicsParams, SurfaceSpec, as_arrays
+from jelm.sim.physics import evaluate_jit
 from jelm.sim.terrain import Terrain, flat
 from jelm.sim.walker import (
     BucketShape,

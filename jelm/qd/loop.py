@@ -44,7 +44,8 @@ from jelm.mutation.base import Child, Parent, ProgramOperator
 from jelm.programs.sandbox import Result, Sandbox, SandboxLimits
 from jelm.qd.archive import Archive, ArchiveConfig, ArchiveState, genotype_of
 from jelm.qd.ledger import CandidateRecord, Ledger
-from jelm.sim.physics import DEFAULT_PARAMS, SurfaceSpec, as_arrays, evaluate_jit
+from jelm.sim.base import DEFAULT_PARAMS, SurfaceSpec, as_arrays
+from jelm.sim.physics import evaluate_jit
 from jelm.sim.terrain import make_terrain
 from jelm.sim.walker import BucketShape, WalkerBatch, WalkerDoesNotFit, pack
 
