@@ -264,7 +264,7 @@ def test_grid_contact_sheet(tmp_path):
     empty_slot = px[120:240, 480:640]
     assert not _mask(empty_slot, JOINT_COLOR).any()
     assert render_grid(walkers[:2], None, cols=4).size == (2 * 240, 180)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least one walker"):
         render_grid([], None)
     with pytest.raises(ValueError, match="titles"):
         render_grid(walkers, None, titles=["a"])
