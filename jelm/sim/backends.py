@@ -23,8 +23,10 @@ from collections.abc import Callable
 
 import jax
 
-from jelm.sim import native, xla
 from jelm.sim.base import BackendUnavailable, Simulate
+from jelm.sim.native import NativeUnavailable, unavailable_reason
+from jelm.sim.native import simulate as native_simulate
+from jelm.sim.xla import simulate as xla_simulate
 
 #: The environment variable that names the default backend (``auto`` when unset).
 ENV = "JELM_SIM_BACKEND"
@@ -146,10 +148,10 @@ def resolve(name: str | None = None) -> Backend:
 register(
     Backend(
         "native",
-        native.simulate,
+        native_simulate,
         platforms=("cpu",),
-        unavailable_reason=native.unavailable_reason,
-        error=native.NativeUnavailable,
+        unavailable_reason=unavailable_reason,
+        error=NativeUnavailable,
     )
 )
-register(Backend("xla", xla.simulate))
+register(Backend("xla", xla_simulate))
