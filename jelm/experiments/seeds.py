@@ -28,7 +28,8 @@ import numpy as np
 
 import jelm.sim  # noqa: F401  (pins XLA flags before JAX starts)
 from jelm.domains.sodarace.seeds import SEED_NAMES, seed_walker
-from jelm.sim.physics import DEFAULT_STEPS, evaluate_walkers, rollout
+from jelm.sim.base import DEFAULT_STEPS
+from jelm.sim.physics import evaluate_walkers, rollout
 from jelm.sim.render import render_rollout, render_walker
 from jelm.sim.terrain import TERRAINS, make_terrain
 from jelm.sim.walker import pack

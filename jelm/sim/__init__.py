@@ -1,14 +1,9 @@
 """jelm.sim: Sodarace physics in JAX (ELM paper, Lehman et al. 2022, §4 and appendix).
 
-Importable alone: nothing here imports the rest of jelm, transformers or QDax.
-
-Determinism: on x86-64, XLA's CPU compiler contracts ``a * b + c`` into fused multiply-adds
-where its fusion decisions allow, and those depend on array shapes, so the same walker
-could round differently alone and inside a larger padded batch (and chaotic walkers then
-diverge visibly). Importing ``jelm.sim`` before JAX has started its backend therefore adds
-``--xla_cpu_max_isa=AVX`` (no FMA instructions) to ``XLA_FLAGS``, which makes results
-bit-identical across batch shapes at no measurable cost to the simulator. Set
-``JELM_SIM_ALLOW_FMA=1`` to opt out, or set ``xla_cpu_max_isa`` yourself.
+Importable alone: nothing here imports the rest of jelm, transformers or QDax. Importing
+it before JAX starts its backend turns off FMA contraction in XLA:CPU
+(``--xla_cpu_max_isa=AVX``), so that results are bit-identical across batch shapes;
+``JELM_SIM_ALLOW_FMA=1`` opts out (``jelm/sim/README.md``, "Determinism").
 """
 
 import os as _os
@@ -44,14 +39,20 @@ def _pin_cpu_isa() -> None:
 
 _pin_cpu_isa()
 
-from jelm.sim.physics import (  # noqa: E402
+from jelm.sim.base import (  # noqa: E402
     ACCURATE_PARAMS,
     DEFAULT_PARAMS,
     DEFAULT_STEPS,
+    BackendUnavailable,
     Evaluation,
     PhysicsParams,
     SimState,
+    SurfaceSpec,
+    as_arrays,
+)
+from jelm.sim.physics import (  # noqa: E402
     evaluate,
+    evaluate_jit,
     evaluate_walkers,
     init_state,
     rollout,
@@ -87,17 +88,21 @@ __all__ = [
     "DEFAULT_PARAMS",
     "DEFAULT_STEPS",
     "TERRAINS",
+    "BackendUnavailable",
     "BucketShape",
     "Evaluation",
     "PhysicsParams",
     "SimState",
+    "SurfaceSpec",
     "Terrain",
     "WalkerBatch",
     "WalkerDoesNotFit",
+    "as_arrays",
     "bucket_of",
     "bumpy",
     "default_ladder",
     "evaluate",
+    "evaluate_jit",
     "evaluate_walkers",
     "flat",
     "heightfield",

@@ -10,7 +10,7 @@ Prints exactly one JSON line on stdout (progress goes to stderr)::
      "numpy_reference": {"walker_steps_per_s": float},
      "peak_rss_mb": float}
 
-``seed_mix``: the paper's seed walkers (jelm.domains.sodarace.seeds) repeated to the batch size
+``seed_mix``: the paper's seed walkers (:mod:`jelm.sim.seed_walkers`) repeated to the batch size
 and packed into size buckets, as an ELM run evaluates them. ``max_padded``: the same
 walkers all padded to the largest bucket (64 joints, 256 links, 10 links per joint), what
 evaluation costs without bucketing. ``distinct``: the seed mix with each walker's links
@@ -20,7 +20,7 @@ walker runs on the row kernel. An ELM batch sits between the two: mutants that k
 their parent's links share its topology. ``spring_steps_per_s`` counts the walkers' real links
 (bones and muscles), not padding. ``compile_s`` is XLA compilation (lowering included)
 summed over the buckets; ``run_s`` the simulation alone, best of ``--repeats``.
-``backend``: the simulator backend of the row (:mod:`jelm.sim.native`); every row is
+``backend``: the simulator backend of the row (:mod:`jelm.sim.backends`); every row is
 measured on each of ``--backends`` (default: both, native first; a backend that is not
 available here is left out with a note on stderr).
 ``numpy_reference``: the plain NumPy oracle step (jelm.sim.oracle), one walker at a time.
@@ -40,15 +40,10 @@ import jax
 import numpy as np
 
 import jelm.sim  # noqa: F401  (pins XLA flags before JAX starts)
-from jelm.sim import native
-from jelm.sim.physics import (
-    DEFAULT_PARAMS,
-    PhysicsParams,
-    SurfaceSpec,
-    as_arrays,
-    evaluate_jit,
-    init_state,
-)
+from jelm.sim import backends
+from jelm.sim.base import DEFAULT_PARAMS, BackendUnavailable, PhysicsParams, SurfaceSpec, as_arrays
+from jelm.sim.physics import evaluate_jit, init_state
+from jelm.sim.seed_walkers import seed_walkers
 from jelm.sim.terrain import flat
 from jelm.sim.walker import BucketShape, WalkerBatch, pack, pack_buckets
 
@@ -58,9 +53,7 @@ KINDS = ("seed_mix", "max_padded", "distinct")
 
 
 def _seed_walkers() -> list[dict[str, Any]]:
-    from jelm.domains.sodarace.seeds import SEED_NAMES, seed_walker
-
-    return [seed_walker(name).to_dict() for name in SEED_NAMES]
+    return list(seed_walkers().values())
 
 
 def _distinct(walkers: Sequence[dict[str, Any]], rng: np.random.Generator) -> list[dict[str, Any]]:
@@ -91,7 +84,7 @@ def _time_batches(
     backend: str | None = None,
 ) -> tuple[float, float]:
     """Compile every batch's evaluation, then time running them all; (compile_s, run_s)."""
-    backend = native.resolve(backend)
+    backend = backends.resolve(backend).name
     terrain = flat()
     compile_s = 0.0
     compiled = []
@@ -164,7 +157,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timed runs; the best counts")
     parser.add_argument("--numpy-steps", type=int, default=20, help="oracle steps per seed")
     parser.add_argument(
-        "--backends", nargs="+", choices=["native", "xla"], default=["native", "xla"]
+        "--backends",
+        nargs="+",
+        choices=list(backends.names()),
+        default=list(backends.names()),
+        help="simulator backends to time (one that cannot run here is left out)",
     )
     parser.add_argument(
         "--walkers",
@@ -175,16 +172,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
 
-    backends = list(args.backends)
-    if "native" in backends:
+    chosen = []
+    for name in args.backends:
         try:
-            native.resolve("native")
-        except native.NativeUnavailable as exc:
-            print(f"[bench] native backend left out: {exc}", file=sys.stderr)
-            backends.remove("native")
+            chosen.append(backends.resolve(name).name)
+        except BackendUnavailable as exc:
+            print(f"[bench] {name} backend left out: {exc}", file=sys.stderr)
     seeds = _seed_walkers()
     results = []
-    for backend in backends:
+    for backend in chosen:
         for kind in args.walkers:
             for batch in args.batches:
                 walkers = [seeds[k % len(seeds)] for k in range(batch)]

@@ -1,41 +1,17 @@
 """A plain NumPy reference implementation of one Sodarace physics step (a test oracle).
 
-``jelm.sim.physics`` is written for speed: walkers are turned into per-joint slot tables,
-laid out batch-minor, summed in a fixed slot order and run in float32 inside ``jit``. This
-module implements the *same algorithm* the obvious way, one walker at a time, looping over
-its links, in float64, so that ``tests/test_physics.py`` can check the fast simulator
-against it step by step. It shares no code with ``physics.py``; it follows that module's
-docstring (which is the specification):
-
-* the Sodarace domain of the ELM paper (Lehman et al. 2022, "Evolution through Large
-  Models", §4 and appendix "Sodarace"): point masses of unit mass joined by bones (fixed
-  length) and muscles (springs whose rest length oscillates as
-  ``L0 * (1 + amplitude_scale * amplitude * sin(phase_speed * t + 2 pi phase))``), under
-  gravity and linear damping, on a terrain with ground, ceiling and walls;
-* position-based dynamics (Müller et al. 2007, "Position based dynamics") for the bones
-  and contacts, with Jacobi sweeps in which every bone moves both ends equally (weight:
-  relaxation / the larger bone count of its two ends);
-* substepping (Macklin et al. 2019, "Small steps in physics simulation").
-
-One substep of ``h = dt / substeps``: (1) muscle forces at the substep's time; (2)
-``v = (v + h (g + F)) / (1 + h c)`` (Box2D's damping), ``p = p_start + h v``; (3)
-``iterations`` sweeps, each: bone projection, side-entry check (a node deep in a steep
-face goes back to its start x), contact push along the surface normal and out of the
-walls, Coulomb friction on the
-displacement since the substep's start; (4) ``v = (p - p_start) / h``, keeping along the
-contact normal at most the outward speed from before the projections; (5) a last clamp
-of the positions into free space.
-
-Why float64: the oracle is the reference the float32 simulator is measured against. In
-float64 its own rounding (~1e-16 relative) is invisible next to float32's (~6e-8), so any
-disagreement beyond what float32 rounding can explain is a difference in the algorithm,
-not noise of the oracle. (Inputs that the simulator receives as float32, such as terrain
-tables, are read as they are and widened exactly.)
+The simulator's backends are written for speed (fixed-order sums in float32 over slot or
+link tables). This module implements the *same algorithm* the obvious way, one walker at
+a time, looping over its links, in float64, so that tests can check every backend
+against it step by step. It shares no code with them; it follows the docstring of
+:mod:`jelm.sim.xla.step`, which is the specification (the ELM paper's Sodarace, Lehman
+et al. 2022, §4 and appendix). In float64 the oracle's own rounding is invisible next to
+float32's, so a disagreement beyond float32 rounding is a difference in the algorithm.
 
 The oracle needs no JAX: ``params`` is any object with the attribute names of
-``jelm.sim.physics.PhysicsParams`` and ``terrain`` any object with the fields of
-``jelm.sim.terrain.Terrain`` (unbatched; JAX or NumPy arrays). It is slow (Python loops)
-and meant for a few walkers over tens of steps.
+``jelm.sim.base.PhysicsParams`` and ``terrain`` any object with the fields of
+``jelm.sim.terrain.Terrain`` (unbatched; JAX or NumPy arrays; float32 tables are widened
+exactly). It is slow (Python loops) and meant for a few walkers over tens of steps.
 """
 
 from __future__ import annotations

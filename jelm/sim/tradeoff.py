@@ -1,6 +1,6 @@
 """Speed against accuracy of the Sodarace solver: ``python -m jelm.sim.tradeoff``.
 
-The simulator's cost is set by two integers of :class:`~jelm.sim.physics.PhysicsParams`:
+The simulator's cost is set by two integers of :class:`~jelm.sim.base.PhysicsParams`:
 ``substeps`` per 1/60 s step and ``iterations`` (Jacobi bone sweeps) per substep (Macklin
 et al. 2019; Müller et al. 2007). Fewer of either is faster and lets bones stretch. This
 module measures both sides for each setting, so that a throughput goal can be weighed
@@ -40,15 +40,10 @@ import jax
 import numpy as np
 
 import jelm.sim  # noqa: F401  (pins XLA flags before JAX starts)
-from jelm.sim import native
-from jelm.sim.physics import (
-    ACCURATE_PARAMS,
-    DEFAULT_PARAMS,
-    DEFAULT_STEPS,
-    PhysicsParams,
-    evaluate,
-    rollout,
-)
+from jelm.sim import backends
+from jelm.sim.base import ACCURATE_PARAMS, DEFAULT_PARAMS, DEFAULT_STEPS, PhysicsParams
+from jelm.sim.physics import evaluate, rollout
+from jelm.sim.seed_walkers import seed_walkers
 from jelm.sim.terrain import flat
 from jelm.sim.walker import BucketShape, pack, pack_buckets
 
@@ -141,8 +136,6 @@ def measure(
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Measure every setting and print one JSON line."""
-    from jelm.domains.sodarace.seeds import SEED_NAMES, seed_walker
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=4096)
     parser.add_argument("--steps", type=int, default=120, help="steps per timed run")
@@ -154,7 +147,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=[f"{s}x{i}" for s, i in SETTINGS],
         help="substeps x iterations, e.g. 4x4 2x2",
     )
-    parser.add_argument("--backend", choices=["auto", "native", "xla"], default="auto")
+    parser.add_argument(
+        "--backend", choices=[backends.AUTO, *backends.names()], default=backends.AUTO
+    )
     args = parser.parse_args(argv)
     settings = []
     for text in args.settings:
@@ -166,8 +161,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             parser.error(f"setting {text!r}: substeps and iterations must be at least 1")
         settings.append((s, i))
 
-    backend = native.resolve(args.backend)
-    seeds = [seed_walker(name).to_dict() for name in SEED_NAMES]
+    backend = backends.resolve(args.backend).name
+    seeds = list(seed_walkers().values())
     reference = evaluate(pack(seeds, SEED_SHAPE), flat(), DEFAULT_STEPS, ACCURATE_PARAMS, backend)
     reference_fitness = np.asarray(reference.fitness, np.float64)
     results = []

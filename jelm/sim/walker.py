@@ -106,12 +106,21 @@ class WalkerBatch:
         return self.joints.shape[0]
 
     @property
+    def active_links(self) -> jax.Array:
+        """(B, L) the links the simulator uses: set in ``link_mask`` and with both ends
+        joints of the row. :func:`pack` makes no other kind; a link of a hand-edited batch
+        that points past the joints counts as padding."""
+        n = self.joints.shape[-2]
+        i, j = self.link_i, self.link_j
+        return self.link_mask & (i >= 0) & (i < n) & (j >= 0) & (j < n)
+
+    @property
     def rest_lengths(self) -> jax.Array:
         """(B, L) initial distance of every link (0 for padding)."""
         pi = jnp.take_along_axis(self.joints, self.link_i[..., None], axis=-2)
         pj = jnp.take_along_axis(self.joints, self.link_j[..., None], axis=-2)
         length = jnp.sqrt(jnp.sum((pj - pi) ** 2, axis=-1))
-        return jnp.where(self.link_mask, length, 0.0)
+        return jnp.where(self.active_links, length, 0.0)
 
     @property
     def walker_mask(self) -> jax.Array:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
-from jelm.domains.sodarace.seeds import SEED_NAMES, seed_walker
+from jelm.domains.sodarace.seeds import seed_walker
 from jelm.sim import terrain as terrains
 from jelm.sim.render import (
     BACKGROUND,
@@ -22,6 +22,7 @@ from jelm.sim.render import (
     render_rollout,
     render_walker,
 )
+from tests.sim.helpers import SEED_NAMES, SEEDS
 
 
 def _rgb(image: Image.Image) -> np.ndarray:
@@ -41,7 +42,7 @@ def _centroid(mask: np.ndarray) -> tuple[float, float]:
 
 @pytest.fixture(scope="module")
 def square() -> dict:
-    return seed_walker("square").to_dict()
+    return SEEDS["square"]
 
 
 def _translated(walker: dict, frames: int = 20, distance: float = 6.0) -> np.ndarray:
@@ -56,7 +57,7 @@ def _translated(walker: dict, frames: int = 20, distance: float = 6.0) -> np.nda
 @pytest.mark.parametrize("name", SEED_NAMES)
 def test_seed_png_opens_with_size_and_content(name, tmp_path):
     path = tmp_path / f"{name}.png"
-    returned = render_walker(seed_walker(name).to_dict(), path, size=(320, 240))
+    returned = render_walker(SEEDS[name], path, size=(320, 240))
     with Image.open(path) as im:
         assert im.format == "PNG"
         assert im.size == (320, 240)
@@ -249,7 +250,7 @@ def test_rollout_nan_frames_do_not_crash(square, tmp_path):
 
 
 def test_grid_contact_sheet(tmp_path):
-    walkers = [seed_walker(name).to_dict() for name in SEED_NAMES]
+    walkers = list(SEEDS.values())
     path = tmp_path / "grid.png"
     sheet = render_grid(walkers, path, cols=4, titles=list(SEED_NAMES), size=(160, 120))
     assert sheet.size == (4 * 160, 2 * 120)
@@ -263,7 +264,7 @@ def test_grid_contact_sheet(tmp_path):
     empty_slot = px[120:240, 480:640]
     assert not _mask(empty_slot, JOINT_COLOR).any()
     assert render_grid(walkers[:2], None, cols=4).size == (2 * 240, 180)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least one walker"):
         render_grid([], None)
     with pytest.raises(ValueError, match="titles"):
         render_grid(walkers, None, titles=["a"])

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from jelm.domains.sodarace.seeds import seed_walker
-from jelm.sim.physics import ACCURATE_PARAMS, PhysicsParams
+from jelm.sim.base import ACCURATE_PARAMS, PhysicsParams
 from jelm.sim.tradeoff import bone_errors, main, spearman
+from tests.sim.helpers import SEEDS
 
 
 def test_spearman_orders():
@@ -22,7 +22,7 @@ def test_spearman_orders():
 def test_fewer_sweeps_stretch_bones_more():
     """One substep of one sweep lets the square seed's bones stretch far more than the
     accurate setting does, over the same 2 s."""
-    square = [seed_walker("square").to_dict()]
+    square = [SEEDS["square"]]
     cheap = bone_errors(square, PhysicsParams(substeps=1, iterations=1), steps=120)
     accurate = bone_errors(square, ACCURATE_PARAMS, steps=120)
     assert accurate[0] < 0.01

@@ -20,7 +20,8 @@ from jelm.domains.sodarace import api
 from jelm.domains.sodarace.prompts import PROMPTS
 from jelm.domains.sodarace.seeds import SEED_NAMES, seed_source
 from jelm.mutation import OPERATORS, OperatorEntry
-from jelm.sim.physics import DEFAULT_PARAMS, SurfaceSpec, as_arrays, evaluate_jit
+from jelm.sim.base import DEFAULT_PARAMS, SurfaceSpec, as_arrays
+from jelm.sim.physics import evaluate_jit
 from jelm.sim.terrain import TERRAINS, make_terrain
 from jelm.sim.walker import (
     MAX_DEGREE,

@@ -155,3 +155,15 @@ def test_seed_source_uses_this_walker_api():
     namespace: dict = {}
     exec(compile(seed_source("square"), "<square>", "exec"), namespace)
     assert namespace["walker_creator"] is type(wc)
+
+
+def test_the_seed_walkers_shipped_with_the_simulator_are_what_the_programs_build():
+    """jelm/sim/seed_walkers.json, which the simulator's benchmark and tests read instead
+    of running this domain's programs, holds exactly what the seed programs build, in
+    their order (to regenerate it, see jelm/sim/README.md)."""
+    from jelm.sim.seed_walkers import seed_walkers
+
+    shipped = seed_walkers()
+    assert tuple(shipped) == SEED_NAMES
+    for name in SEED_NAMES:
+        assert shipped[name] == seed_walker(name).to_dict(), name

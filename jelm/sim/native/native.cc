@@ -1,18 +1,26 @@
-// The Sodarace step of jelm.sim.physics as an XLA FFI custom call for the CPU.
+// The Sodarace step of jelm.sim as an XLA FFI custom call for the CPU (ELM paper,
+// Lehman et al. 2022, section 4).
 //
-// Same physics as jelm/sim/physics.py (the module docstring there lists the five stages
-// of a substep; the ELM paper's Sodarace, Lehman et al. 2022, section 4): muscles as
-// explicit damped springs, integration with Box2D's damping law, Jacobi sweeps of bone
-// projection with per-bone weights, terrain contact along the surface normal with
-// Coulomb friction and side entry, the inelastic velocity cut, the final clamp.
+// Same physics as the XLA step, jelm/sim/xla/step.py (its module docstring lists the five
+// stages of a substep): muscles as explicit damped springs, integration with Box2D's
+// damping law, Jacobi sweeps of bone projection with per-bone weights, terrain contact
+// along the surface normal with Coulomb friction and side entry, the inelastic velocity
+// cut, the final clamp.
 //
 // Layout: one walker at a time (rows are independent), links edge-major: a link's
 // correction is computed once and added to both ends, where the XLA step gathers it from
 // per-joint slot tables. A walker's arithmetic does not depend on the batch around it,
-// so results are bit-identical alone, padded or in any bucket. Rows run on a pool of
-// threads (JELM_SIM_THREADS, default: the CPUs this process may use).
+// so results are bit-identical alone, padded or in any bucket. Rows of one topology run
+// eight to a vector (the lane kernel), every other row alone (the row kernel), on a pool
+// of threads (JELM_SIM_THREADS, default: the CPUs this process may use).
 //
-// Built on first use by jelm/sim/native.py; see there for the argument list.
+// One translation unit on purpose: the row and lane kernels share the per-joint helpers
+// and must do the same float operations in the same order (a lane is bit-identical to
+// its row), which the compiler keeps only while it inlines and vectorizes both from the
+// same definitions; and the build is one compiler call whose cache key is this file.
+//
+// Built on first use by jelm/sim/native/build.py; jelm/sim/native/ffi.py binds the
+// arguments (listed at the handler's definition, at the end of this file).
 
 #include <sched.h>
 
