@@ -59,8 +59,8 @@ from jelm.domains.sodarace.api import DEFAULT_LIMITS, Joint, Walker, WalkerLimit
 from jelm.domains.sodarace.prompts import COMMIT_MESSAGES, MSG_PARAMS, MSG_SMALL, MSG_STRUCT
 from jelm.domains.sodarace.seeds import SEED_NAMES, seed_source
 from jelm.mutation.base import unified_diff
-from jelm.mutation.gp import is_number
 from jelm.programs.diff import elm_example
+from jelm.programs.edits import is_number
 
 __all__ = [
     "KINDS",
