@@ -155,3 +155,15 @@ def test_seed_source_uses_this_walker_api():
     namespace: dict = {}
     exec(compile(seed_source("square"), "<square>", "exec"), namespace)
     assert namespace["walker_creator"] is type(wc)
+
+
+def test_seeds_run_with_the_domains_program_spec():
+    """seed_walker runs a seed the way the domain says its programs run (entry, API
+    module): the same spec the sandbox and the corpus use."""
+    from jelm.domains import make_domain
+    from jelm.domains.sodarace.program import PROGRAM
+    from jelm.programs.trusted import run_trusted
+
+    assert make_domain("sodarace").program is PROGRAM
+    for name in SEED_NAMES:
+        assert run_trusted(seed_source(name), PROGRAM) == seed_walker(name)
