@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import collections
+import hashlib
 import re
 import time
 
@@ -240,7 +241,7 @@ def test_each_kind_alone_on_each_seed(kind, seed_name):
     and differs exactly as the kind says (checked by an independent re-statement)."""
     parent = canonical(seed_source(seed_name))
     parent_dump = ast.dump(ast.parse(parent))
-    for child in children_of(only(kind), parent, N_PER_KIND, seed=hash(kind) % 1000):
+    for child in children_of(only(kind), parent, N_PER_KIND, seed=KINDS.index(kind)):
         assert child.ok, child.error
         assert child.parent_ids == (7,) and child.operator == "gp"
         assert child.message.startswith(f"{kind} line ")
@@ -307,6 +308,24 @@ def test_deterministic_given_rng_and_independent_of_cache():
     other = run(op, 12)
     assert other != first
     assert sum(a != b for a, b in zip(first, other, strict=True)) > len(first) // 2
+
+
+#: sha256 of the children in test_children_are_the_recorded_ones, recorded when GP moved onto
+#: jelm.programs.edits (the children were byte-identical before and after).
+GOLDEN_CHILDREN = "f11c53c93436ea59c5e568e629534001802a0c2712b24939c5c5276284fc9486"
+
+
+def test_children_are_the_recorded_ones():
+    """20 children of every seed from one generator: program, message and diff, byte for
+    byte. A change here changes every GP run's results; update the digest only for a
+    change of GP's behaviour that is meant."""
+    h = hashlib.sha256()
+    rng = np.random.default_rng(2024)
+    op = GPOperator()
+    for i, name in enumerate(SEED_NAMES):
+        for child in op.mutate([Parent(i, seed_source(name))] * 20, rng):
+            h.update("\0".join((child.program, child.message, child.diff)).encode())
+    assert h.hexdigest() == GOLDEN_CHILDREN
 
 
 def test_no_global_random_state():
@@ -399,6 +418,43 @@ def test_no_site_gives_an_error_child():
 def test_unparsable_parent_gives_an_error_child():
     (child,) = children_of(GPOperator(), "def make_walker(:\n", 1)
     assert child.program is None and "does not parse" in child.error
+    (child,) = children_of(GPOperator(), "x = 1\0\n", 1)
+    assert child.program is None and "does not parse" in child.error
+
+
+def test_sites_in_methods_and_try_blocks():
+    """Statement edits reach every statement list inside a function (methods, try and
+    except bodies), never module-level or class-level statements."""
+    src = (
+        "class C:\n"
+        "    X = 1\n"
+        "    def m(self):\n"
+        "        try:\n"
+        "            a = 1\n"
+        "        except ValueError:\n"
+        "            a = 2\n"
+        "        return a\n"
+        "Y = 3\n"
+    )
+    seen = set()
+    for child in children_of(only("delete_statement"), src, 40):
+        seen.add(child.program)
+    assert all("X = 1" in p and "Y = 3" in p and "return a" in p for p in seen)
+    assert any("a = 1" not in p for p in seen) and any("a = 2" not in p for p in seen)
+    assert any("try:" not in p for p in seen)  # the whole try statement is one statement
+
+
+def test_cli_prints_children_of_a_domain_seed(capsys):
+    from jelm.mutation.gp import main
+
+    main(["square", "-n", "2", "--seed", "3"])
+    out = capsys.readouterr().out
+    assert out.count("=== child ") == 2 and "--- walker.py\n+++ walker.py\n" in out
+    main(["--domain", "sodarace", "-n", "1"])  # the domain's first seed
+    assert "=== child 0: " in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["no_such_seed"])
+    assert "unknown seed 'no_such_seed' of sodarace" in capsys.readouterr().err
 
 
 def test_negative_literals_and_loop_bounds():
@@ -444,6 +500,7 @@ def test_throughput_on_seeds():
     assert min(rates.values()) > 100
 
 
+@pytest.mark.slow
 def test_children_run_in_the_real_sandbox():
     """GP children of every seed through the real sandbox: a substantial fraction are valid
     walkers. Measured here (400 children per seed, seed 1): with the defaults (1-3 edits)

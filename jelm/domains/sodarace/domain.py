@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from jelm.domains.base import Domain, Evaluation, ProgramSpec, Prompts
-from jelm.domains.sodarace import api
+from jelm.domains.sodarace.program import PROGRAM
 from jelm.domains.sodarace.prompts import PROMPTS
 from jelm.domains.sodarace.seeds import SEED_NAMES, seed_source
 from jelm.mutation import OPERATORS, OperatorEntry
@@ -45,21 +45,6 @@ WALKER_FIELDS: tuple[str, ...] = (
     "amplitude",
     "phase",
     "link_mask",
-)
-
-#: The module path seed programs of earlier jelm versions import the walker API from.
-_LEGACY_API = "jelm.programs.walker_api"
-
-PROGRAM = ProgramSpec(
-    entry="make_walker",
-    file_name="walker.py",
-    validate=api.validate_walker,
-    encode="jelm.domains.sodarace.api:encode_walker",
-    encode_options=api.DEFAULT_LIMITS,
-    api_module="jelm.domains.sodarace.api",
-    allowed_imports=("math", "random"),
-    module_aliases={_LEGACY_API: "jelm.domains.sodarace.api"},
-    phenotype="walker",
 )
 
 

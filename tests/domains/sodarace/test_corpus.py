@@ -7,6 +7,8 @@ validated, the diffs are applied with the real applier (``jelm.programs.diff``).
 from __future__ import annotations
 
 import ast
+import hashlib
+import json
 import time
 from collections import Counter
 
@@ -60,10 +62,26 @@ def test_size_types_and_determinism(examples):
     # a shorter corpus is the same lineages, cut earlier, then shuffled
     assert set(again) <= set(examples)
     assert make_corpus(0) == []
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="n must be >= 0"):
         make_corpus(-1)
 
 
+#: sha256 of make_corpus(200, seed=7), recorded when the corpus moved onto
+#: jelm.programs.edits and jelm.programs.trusted (the examples were identical before and
+#: after).
+GOLDEN_CORPUS = "3ff72657b2bf832259a25a903445535f3247e29cd1033335b019d770021101fc"
+
+
+def test_corpus_is_the_recorded_one():
+    """Every example of a small corpus, byte for byte: a change here changes the diff
+    model's training data; update the digest only for a change that is meant."""
+    h = hashlib.sha256()
+    for e in make_corpus(200, seed=7):
+        h.update("\0".join((e.parent, e.child, e.message, e.diff, e.kind)).encode())
+    assert h.hexdigest() == GOLDEN_CORPUS
+
+
+@pytest.mark.slow
 def test_workers_do_not_change_the_corpus():
     assert make_corpus(150, seed=3, workers=2) == make_corpus(150, seed=3)
 
@@ -187,7 +205,7 @@ def test_seeds_may_be_sources_and_bad_seeds_are_refused():
     broken = source.replace("return wc.get_walker()", "return None")
     with pytest.raises(ValueError, match="valid walker"):
         make_corpus(5, seeds=[broken])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no seeds"):
         make_corpus(5, seeds=[])
 
 
@@ -218,3 +236,56 @@ def test_run_program_guards():
     assert time.perf_counter() - t0 < 1.0
     invalid = seed_source("square").replace("10.0, 0.0)", "12.0, 0.0)")
     assert run_program(invalid) is None
+
+
+def test_run_program_accepts_the_legacy_api_path():
+    from jelm.domains.sodarace.program import LEGACY_API
+
+    legacy = seed_source("radial").replace("jelm.domains.sodarace.api", LEGACY_API)
+    assert walker_key(run_program(legacy)) == walker_key(run_program(seed_source("radial")))
+
+
+def test_walker_sites_know_the_walker_api():
+    """Literals of a seed get the walker API's roles; joint expressions come from the names
+    make_walker bound."""
+    from jelm.domains.sodarace.corpus.program import WalkerSites, build
+    from jelm.domains.sodarace.corpus.run import make_runner
+
+    roles = {}
+    for name in ("square", "galloper"):
+        source = seed_source(name)
+        sites = WalkerSites(source, ast.parse(source))
+        roles[name] = Counter(n.role for n in sites.nums)
+        for n in sites.nums:
+            assert float(source[n.start : n.end].replace(" ", "")) == n.value
+    assert roles["square"]["amp"] == roles["square"]["phase"] == 3
+    assert roles["galloper"]["const"] >= 5 and roles["galloper"]["range"] >= 1
+    assert roles["square"]["coord"] >= 2 and roles["galloper"]["coord"] >= 2
+    source = seed_source("radial")
+    sites = WalkerSites(source, ast.parse(source))
+    assert {n.name for n in sites.nums if n.role == "const"} == {
+        "N_RIM",
+        "RADIUS",
+        "AMPLITUDE",
+        "DIRECTION",
+    }
+    assert len(sites.phase_exprs) == 2  # "phase = ..." and the add_muscle that uses it
+    assert sites.muscles and all(c.name == "add_muscle" for c in sites.muscles)
+    assert sites.ret_line is not None
+    assert source.splitlines()[sites.ret_line - 1].strip() == "return wc.get_walker()"
+    program, reason = build(source, 0, DEFAULT_LIMITS, make_runner(1.0))
+    assert reason == "" and program is not None
+    refs, lists = program.refs
+    assert refs and all(0 <= j < program.walker.n_joints for _, j in refs)
+    assert any(name == "rim" for name, _ in lists)
+
+
+def test_cli_writes_examples(tmp_path, capsys):
+    from jelm.domains.sodarace.corpus.cli import main
+
+    out = tmp_path / "corpus.jsonl"
+    main(["--n", "30", "--seed", "4", "--out", str(out)])
+    report = json.loads(capsys.readouterr().out)
+    assert report["examples"] == 30 and set(report["parent_chars"]) >= {"min", "p50", "max"}
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [Example(**r) for r in rows] == make_corpus(30, seed=4)

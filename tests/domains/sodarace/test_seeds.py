@@ -167,3 +167,15 @@ def test_the_seed_walkers_shipped_with_the_simulator_are_what_the_programs_build
     assert tuple(shipped) == SEED_NAMES
     for name in SEED_NAMES:
         assert shipped[name] == seed_walker(name).to_dict(), name
+
+
+def test_seeds_run_with_the_domains_program_spec():
+    """seed_walker runs a seed the way the domain says its programs run (entry, API
+    module): the same spec the sandbox and the corpus use."""
+    from jelm.domains import make_domain
+    from jelm.domains.sodarace.program import PROGRAM
+    from jelm.programs.trusted import run_trusted
+
+    assert make_domain("sodarace").program is PROGRAM
+    for name in SEED_NAMES:
+        assert run_trusted(seed_source(name), PROGRAM) == seed_walker(name)

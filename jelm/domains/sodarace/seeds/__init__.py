@@ -17,6 +17,8 @@ from __future__ import annotations
 from importlib import resources
 
 from jelm.domains.sodarace.api import DEFAULT_LIMITS, Walker, WalkerLimits
+from jelm.domains.sodarace.program import PROGRAM
+from jelm.programs.trusted import run_trusted
 
 __all__ = ["SEED_NAMES", "seed_source", "seed_walker"]
 
@@ -42,16 +44,12 @@ def seed_source(name: str) -> str:
 def seed_walker(name: str, limits: WalkerLimits = DEFAULT_LIMITS) -> Walker:
     """Run seed ``name``'s ``make_walker()`` in this process and return the validated walker.
 
-    Seeds are trusted code shipped with jelm; untrusted programs go through
-    ``jelm.programs.sandbox`` instead.
+    Seeds are trusted code shipped with jelm (run by :mod:`jelm.programs.trusted`);
+    untrusted programs go through ``jelm.programs.sandbox`` instead.
     """
-    source = seed_source(name)
-    namespace: dict[str, object] = {"__name__": f"jelm_seed_{name}"}
-    exec(compile(source, f"<seed {name}>", "exec"), namespace)
-    make_walker = namespace.get("make_walker")
-    if not callable(make_walker):
-        raise TypeError(f"seed {name!r} defines no make_walker()")
-    walker = make_walker()
+    walker = run_trusted(
+        seed_source(name), PROGRAM, file_name=f"<seed {name}>", module_name=f"jelm_seed_{name}"
+    )
     if not isinstance(walker, Walker):
         raise TypeError(f"seed {name!r}: make_walker() returned {type(walker).__name__}")
     return walker.validate(limits)
