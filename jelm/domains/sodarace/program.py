@@ -8,12 +8,9 @@ programs in this process, do not import the simulator.
 from __future__ import annotations
 
 from jelm.domains.base import ProgramSpec
-from jelm.domains.sodarace import api
+from jelm.domains.sodarace import LEGACY_API, api
 
 __all__ = ["LEGACY_API", "PROGRAM"]
-
-#: The module path seed programs of earlier jelm versions import the walker API from.
-LEGACY_API = "jelm.programs.walker_api"
 
 PROGRAM = ProgramSpec(
     entry="make_walker",

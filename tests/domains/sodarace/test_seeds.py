@@ -103,9 +103,9 @@ def test_seed_imports_only_walker_api_and_math(name):
         elif isinstance(node, ast.ImportFrom):
             assert node.level == 0
             imports += [(node.module, alias.name) for alias in node.names]
-    assert ("jelm.domains.sodarace.api", "walker_creator") in imports
+    assert ("jelm.programs.walker_api", "walker_creator") in imports
     for module, name_ in imports:
-        assert (module, name_) in {("math", None), ("jelm.domains.sodarace.api", "walker_creator")}
+        assert (module, name_) in {("math", None), ("jelm.programs.walker_api", "walker_creator")}
     # no dunder or private names: the sandbox's guard would refuse them
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute):

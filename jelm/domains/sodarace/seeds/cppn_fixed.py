@@ -10,7 +10,7 @@ its numbers are the thing to change.
 
 import math
 
-from jelm.domains.sodarace.api import walker_creator
+from jelm.programs.walker_api import walker_creator
 
 COLUMNS = 5
 ROWS = 4

@@ -10,7 +10,7 @@ pattern-producing network built from the helper nodes below (`gaussian`,
 
 import math
 
-from jelm.domains.sodarace.api import walker_creator
+from jelm.programs.walker_api import walker_creator
 
 COLUMNS = 7
 ROWS = 5

@@ -6,7 +6,7 @@ to the knee swings the leg, one from the hip to the foot bends the knee. The fro
 legs move half a cycle away from the back legs, which gives a bounding gallop.
 """
 
-from jelm.domains.sodarace.api import walker_creator
+from jelm.programs.walker_api import walker_creator
 
 BODY_LENGTH = 12.0
 BODY_SECTIONS = 3  # bays of the body truss

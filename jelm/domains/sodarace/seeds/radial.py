@@ -7,7 +7,7 @@ contraction travels around the body.
 
 import math
 
-from jelm.domains.sodarace.api import walker_creator
+from jelm.programs.walker_api import walker_creator
 
 N_RIM = 8  # joints on the rim (the centre links to all of them: keep it <= 10)
 RADIUS = 6.0  # distance from the centre to the rim

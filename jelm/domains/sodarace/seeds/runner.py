@@ -6,7 +6,7 @@ foot) a quarter cycle apart, and the phase steps by a fixed fraction of a cycle
 from one leg to the next, so a wave of steps runs along the body like a millipede's.
 """
 
-from jelm.domains.sodarace.api import walker_creator
+from jelm.programs.walker_api import walker_creator
 
 N_SEGMENTS = 8  # legs, one per segment of the body
 SEGMENT_LENGTH = 2.5

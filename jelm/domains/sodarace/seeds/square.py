@@ -4,7 +4,7 @@ The four sides and one spoke are passive bones; the other three spokes are muscl
 that pull the centre around out of phase, so the body rocks and shuffles forward.
 """
 
-from jelm.domains.sodarace.api import walker_creator
+from jelm.programs.walker_api import walker_creator
 
 
 def make_square(wc, x0, y0, side):

@@ -8,7 +8,7 @@ picks which way the wave (and so the wheel) goes.
 
 import math
 
-from jelm.domains.sodarace.api import walker_creator
+from jelm.programs.walker_api import walker_creator
 
 N_HUB = 6  # joints of the inner ring
 N_RIM = 12  # joints of the outer rim (twice the hub, so each hub joint serves two)
