@@ -9,10 +9,24 @@ both can be built after the run. Only the standard library.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import math
+import os
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-__all__ = ["STATUSES", "CandidateRecord", "GenerationInfo", "Improvement"]
+__all__ = [
+    "STATUSES",
+    "CandidateRecord",
+    "GenerationInfo",
+    "Improvement",
+    "LedgerError",
+    "config_hash",
+    "dumps",
+    "int_or_none",
+    "real_or_none",
+]
 
 #: Status values the loops write; the column is free text, so operators and domains add
 #: their own (an invalid phenotype is ``invalid_<the domain's word>``, e.g. ``invalid_walker``).
@@ -113,3 +127,42 @@ class GenerationInfo:
     committed: float
     n_candidates: int
     metrics: dict[str, Any]
+
+
+class LedgerError(Exception):
+    """A ledger that cannot be opened or written as asked; the message says why."""
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):  # numpy / jax scalars and arrays
+        return obj.tolist()
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, set | frozenset):
+        return sorted(obj)
+    raise TypeError(f"cannot store a {type(obj).__name__} in the ledger as JSON: {obj!r}")
+
+
+def dumps(obj: Any) -> str:
+    """Canonical JSON (sorted keys, no spaces; numpy values as lists)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of ``config`` (sorted keys, numpy values as lists)."""
+    return hashlib.sha256(dumps(config).encode()).hexdigest()
+
+
+def real_or_none(x: Any) -> float | None:
+    """A float for SQLite: NaN (which SQLite cannot store) becomes ``None``."""
+    if x is None:
+        return None
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+def int_or_none(x: Any) -> int | None:
+    """An int for SQLite, ``None`` kept."""
+    return None if x is None else int(x)
