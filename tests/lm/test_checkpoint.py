@@ -1,4 +1,5 @@
-"""jelm.lm.checkpoint: jelm model directories saved and loaded, every problem named."""
+"""jelm.lm.checkpoint: jelm model directories saved and loaded, every problem named, and
+the shipped model (written before) still loads."""
 
 from __future__ import annotations
 
@@ -90,3 +91,19 @@ def test_load_errors_name_the_path_and_problem(tmp_path):
     shutil.rmtree(good / "params")
     with pytest.raises(C.ModelLoadError, match=r"params.*missing"):
         C.load_model(good)
+
+
+def test_the_shipped_checkpoint_loads():
+    """The shipped model, written by an earlier jelm, loads with its config and tokenizer."""
+    from jelm.lm.backends import SHIPPED_DIR
+
+    if not (SHIPPED_DIR / "config.json").is_file():
+        pytest.skip("the shipped model is not installed")
+    config = C.load_config(SHIPPED_DIR)
+    params, loaded, tok = C.load_model(SHIPPED_DIR)
+    assert loaded == config and config.rotary_dim > 0 and config.parallel_residual
+    assert (
+        M.param_count(params)
+        == json.loads((SHIPPED_DIR / "summary.json").read_text())["parameters"]
+    )
+    assert tok.vocab_size <= config.vocab_size and tok.decode(tok.encode("<NME>")) == "<NME>"

@@ -3,7 +3,8 @@
 The central check: greedy generation with the KV cache (left-padded batch of prompts of
 different lengths) gives exactly the tokens of re-running the full forward pass on the
 growing sequence without a cache, for both architectures (GPT-2 and CodeGen/GPT-J), and a
-row's result does not depend on the other rows in the batch.
+row's result does not depend on the other rows in the batch. The shipped model's tokens
+on one prompt are pinned, greedy and sampled.
 """
 
 from __future__ import annotations
@@ -216,3 +217,49 @@ def test_generate_errors():
     with pytest.raises(ValueError, match="top_p"):
         S.generate(params, GPT2, [[1]], jax.random.key(0), max_new_tokens=4, top_p=0.0)
     assert S.generate(params, GPT2, [], jax.random.key(0)) == []
+
+
+# ----------------------------------------------------------------------------- shipped model
+
+#: The shipped model's first 24 tokens on the radial seed with the first commit message:
+#: greedy, and sampled (key 3, temperature 0.8, top-p 0.95) on the square seed with the
+#: second message and cppn_fixed with the third, in one batch.
+_COMMON = [548, 368, 18, 523, 203, 830, 368, 18, 523, 203, 612, 332]  # the three share these
+SHIPPED_GREEDY = [*_COMMON, 1451, 16, 24, 298, 1451, 16, 26, 803, 1170, 349, 274, 303]
+SHIPPED_SAMPLED = [
+    [*_COMMON, 1446, 16, 27, 298, 1446, 16, 27, 803, 601, 308, 521, 373],
+    [*_COMMON, 1463, 16, 27, 298, 1463, 16, 27, 803, 1098, 439, 568, 18],
+]
+
+
+def test_shipped_model_tokens_are_pinned():
+    """Greedy and seeded sampling of the shipped checkpoint give exactly these tokens."""
+    from jelm.domains import make_domain
+    from jelm.lm.backends import SHIPPED_DIR
+    from jelm.lm.checkpoint import load_model
+    from jelm.programs.diff import elm_prompt
+
+    if not (SHIPPED_DIR / "config.json").is_file():
+        pytest.skip("the shipped model is not installed")
+    params, config, tok = load_model(SHIPPED_DIR)
+    domain = make_domain("sodarace")
+    messages = [m for m, _ in domain.prompts.commit_messages]
+
+    def prompt(seed: str, message: str) -> list[int]:
+        return tok.encode(elm_prompt(domain.seed_program(seed), message, "walker.py"))
+
+    kw = dict(max_new_tokens=24, stop_token_ids=[tok.eos_id], pad_id=tok.pad_id)
+    (greedy,) = S.generate(
+        params, config, [prompt("radial", messages[0])], jax.random.key(0), temperature=0, **kw
+    )
+    assert greedy.tokens == SHIPPED_GREEDY
+    sampled = S.generate(
+        params,
+        config,
+        [prompt("square", messages[1]), prompt("cppn_fixed", messages[2])],
+        jax.random.key(3),
+        temperature=0.8,
+        top_p=0.95,
+        **kw,
+    )
+    assert [g.tokens for g in sampled] == SHIPPED_SAMPLED
