@@ -129,6 +129,7 @@ def test_bench_prompts_are_elm_diff_prompts():
     assert bench.bench_prompts(corpus_parents=0, domain="sodarace") == prompts
 
 
+@pytest.mark.slow
 def test_synthetic_benchmark_times_generate_and_a_training_step():
     cfg = ModelConfig(vocab_size=64, n_ctx=64, d_model=16, n_layer=1, n_head=2)
     res = bench.benchmark(cfg, batches=(2,), prompt_len=40, new_tokens=4, train_shape=(2, 16))

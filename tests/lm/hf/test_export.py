@@ -179,7 +179,7 @@ def test_codegen_qkv_weight_inverts_qkv_kernel():
     )
 
 
-@pytest.fixture(scope="module", params=["tied", "untied"])
+@pytest.fixture(scope="module", params=["tied", pytest.param("untied", marks=pytest.mark.slow)])
 def exported_codegen(request, tmp_path_factory, tok):
     """(directory, params, config, tokenizer) of a jelm CodeGen (with a head bias, tied or
     untied) written by save_hf."""
