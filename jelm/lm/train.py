@@ -103,9 +103,7 @@ def model_config(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
     embedding)."""
     if cfg.arch not in ARCHS:
         raise ValueError(f"unknown arch {cfg.arch!r}; known: {sorted(ARCHS)}")
-    fields = dict(ARCHS[cfg.arch])
-    if cfg.arch == "codegen":
-        fields["rotary_dim"] = cfg.rotary_dim
+    fields = {"rotary_dim": cfg.rotary_dim, **ARCHS[cfg.arch]}  # gpt2 fixes rotary_dim=0
     return ModelConfig(
         vocab_size=vocab_size,
         n_ctx=cfg.n_ctx,
