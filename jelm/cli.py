@@ -20,19 +20,12 @@ from collections.abc import Sequence
 from typing import Any
 
 
-def _model_spec(model: str, max_batch: int) -> dict[str, Any]:
-    """``--model`` as a ``make_backend`` spec: ``shipped``, ``hf:<dir>`` or a jelm dir."""
-    if model.startswith("hf:"):
-        return {"kind": "hf", "path": model[3:], "max_batch": max_batch}
-    return {"kind": "jelm", "path": model, "max_batch": max_batch}
-
-
 def _run_serve(args: argparse.Namespace) -> int:
-    from jelm.lm.backends import make_backend
+    from jelm.lm.backends import make_backend, model_spec
     from jelm.lm.serve import serve
 
     try:
-        backend = make_backend(_model_spec(args.model, args.max_batch))
+        backend = make_backend(model_spec(args.model, max_batch=args.max_batch))
     except Exception as exc:  # missing dir, bad checkpoint, no shipped model, ...
         print(f"jelm serve: cannot load model {args.model!r}: {exc}", file=sys.stderr)
         return 2

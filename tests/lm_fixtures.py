@@ -1,10 +1,10 @@
 """Shared test helper: a tiny random jelm diff model saved to a directory.
 
-The model is real (``jelm.lm.model.init_params`` + ``save_model``) but untrained: it writes
-random text in the vocabulary of a byte-level BPE trained here on the seed walkers and an
-ELM diff example (Lehman et al. 2022, §3.1 format), so what it writes looks like code and
-diffs token by token but never applies. Small enough that generating a batch takes
-milliseconds once compiled.
+The model is real (``jelm.lm.model.init_params``, ``jelm.lm.checkpoint.save_model``) but
+untrained: it writes random text in the vocabulary of a byte-level BPE trained here on the
+seed walkers and an ELM diff example (Lehman et al. 2022, §3.1 format), so what it writes
+looks like code and diffs token by token but never applies. Small enough that generating
+a batch takes milliseconds once compiled.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import numpy as np
 
 from jelm.domains.sodarace.prompts import COMMIT_MESSAGES
 from jelm.domains.sodarace.seeds import SEED_NAMES, seed_source
-from jelm.lm.model import ModelConfig, init_params, save_model
+from jelm.lm.checkpoint import save_model
+from jelm.lm.model import ModelConfig, init_params
 from jelm.lm.tokenizer import Tokenizer
 from jelm.mutation.base import unified_diff
 from jelm.programs.diff import elm_example
@@ -31,6 +32,14 @@ WRITTEN_DIFFS = [
     "-RADIUS = 6.0  # distance from the centre to the rim\n"
     f"+RADIUS = {radius}.0  # distance from the centre to the rim\n"
     for radius in (7, 8, 9)
+]
+
+#: Texts a backend test model's tokenizer is trained on: ELM diff-format pieces and prose.
+BACKEND_TEXTS = [
+    "<NME> walker.py\n<BEF> def make_walker():\n    wc = walker_creator()\n",
+    "<MSG> Changed make_walker function.\n<DFF> --- walker.py\n+++ walker.py\n",
+    "@@ -1,3 +1,3 @@\n-    j0 = wc.add_joint(0, 0)\n+    j0 = wc.add_joint(1, 0)\n",
+    "the quick brown fox jumps over the lazy dog " * 3,
 ]
 
 

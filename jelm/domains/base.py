@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
-__all__ = ["Domain", "Evaluation", "PhenotypeError", "ProgramSpec", "Prompts"]
+__all__ = ["CorpusExample", "Domain", "Evaluation", "PhenotypeError", "ProgramSpec", "Prompts"]
 
 #: A batch of genotypes: a pytree of arrays with a leading batch axis.
 Genotypes = Any
@@ -107,6 +107,17 @@ class Prompts:
     commit_messages: tuple[tuple[str, float], ...]
     instruction: str
     crossover_instruction: str
+
+
+@dataclasses.dataclass(frozen=True)
+class CorpusExample:
+    """One training example of the diff model (ELM §3.1): ``child`` is ``parent`` after
+    the edit ``diff`` (a unified diff), described by the commit ``message``."""
+
+    parent: str
+    child: str
+    message: str
+    diff: str
 
 
 class Evaluation(NamedTuple):
@@ -197,3 +208,11 @@ class Domain(abc.ABC):
     def describe(self) -> str:
         """One line on what this domain instance evaluates (printed by the runs)."""
         return self.name
+
+    def corpus(self, size: int, seed: int) -> list[CorpusExample]:
+        """``size`` training examples for the diff model (``jelm.lm.train``), deterministic
+        for ``seed``. Default: the domain has no corpus."""
+        raise NotImplementedError(
+            f"domain {self.name!r} has no training corpus for the diff model: implement "
+            "Domain.corpus(size, seed) to train one (jelm.lm.train) on its programs"
+        )

@@ -1,1 +1,2 @@
-"""Flax diff models for ELM (Lehman et al. 2022, §3.1): tokenizer, corpus, model, training."""
+"""Flax diff models for ELM (arXiv 2206.08896v1, §3.1): the model, sampling, checkpoints,
+tokenizer, training, Hugging Face conversion, completion backends and ``jelm serve``."""

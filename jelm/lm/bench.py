@@ -1,7 +1,8 @@
-"""Diff-model sampling throughput, jelm (JAX) against transformers (torch), on one machine.
+"""Diff-model sampling throughput: jelm (JAX) against transformers (torch), one machine.
 
-``python -m jelm.lm.bench [--model shipped|<dir>] [--batches 1 8 32] [--new-tokens 256]``
-prints exactly one JSON line on stdout (progress goes to stderr)::
+``python -m jelm.lm.bench [--model shipped|<dir>|hf:<dir>] [--domain NAME]
+[--batches 1 8 32] [--new-tokens 256]`` prints one JSON line on stdout (progress goes to
+stderr)::
 
     {"device", "model": {params, d_model, n_layer, n_head, n_ctx, vocab_size, source},
      "prompt_tokens_mean", "sampling": {...},
@@ -10,39 +11,26 @@ prints exactly one JSON line on stdout (progress goes to stderr)::
      "torch": [{same fields, "threads"}, ...],
      "peak_rss_mb"}
 
-What is measured is ELM's mutation step (Lehman et al. 2022, §3.1): a batch of diff-format
-prompts ``<NME> walker.py / <BEF> parent / <MSG> message / <DFF>`` is continued by sampling
-(temperature 0.8, top-p 0.95, no top-k) until EOS or ``--new-tokens``. The parents are the
-Sodarace seed programs (§4; ``jelm.domains.sodarace.seeds``) and a few edited
-descendants from the training corpus (``jelm.domains.sodarace.corpus.make_corpus``), each
-with each of the paper's three commit messages, so prompt lengths are the real ones
-(hundreds to about a thousand tokens with the shipped tokenizer). A batch of ``b`` takes
-the first ``b`` prompts of that pool (shuffled once, cycled when ``b`` is larger); both
-sides get the same token ids.
+It measures ELM's mutation step (§3.1): a batch of diff-format prompts (the domain's seed
+programs and a few corpus parents, each with each commit message) is continued by
+sampling (temperature 0.8, top-p 0.95, no top-k) until EOS or ``--new-tokens``. A batch of
+``b`` takes the first ``b`` prompts of that pool (shuffled once, cycled when ``b`` is
+larger); both sides get the same token ids.
 
-- ``jax``: :func:`jelm.lm.model.generate` on the jelm parameters. ``first_call_s`` is the
-  first call at the batch's shapes (tracing and XLA compilation included); ``run_s`` is a
-  second call with the same shapes and another PRNG key.
-- ``torch``: the same weights exported by :func:`jelm.lm.hf.save_hf` to a temporary
-  directory (a GPT-2 or a CodeGen checkpoint, following the model's architecture; an
-  ``hf:`` model is read from its own directory) and loaded with
-  ``transformers.AutoModelForCausalLM.from_pretrained`` (local files only, so
-  ``GPT2LMHeadModel`` or ``CodeGenForCausalLM``);
-  ``model.generate(do_sample=True, temperature, top_p, top_k=0, max_new_tokens,
-  eos_token_id, pad_token_id)`` on left-padded inputs under ``torch.inference_mode()`` with
-  ``torch.set_num_threads(threads)`` (``--threads 2 1`` gives one set of rows per count).
-  ``first_call_s`` / ``run_s`` as above (torch has no compilation: the first call only pays
-  one-off allocations). On a machine whose cores other jobs are using, 2 torch threads can
-  be many times slower than 1 (measured on this 2-core machine while another process kept
-  one core busy: 128 vs 4 ms per decode step at batch 1), since every op ends in a barrier
-  that waits for a descheduled thread; compare both counts there.
+- ``jax``: :func:`jelm.lm.sampling.generate`; ``first_call_s`` is the first call at the
+  batch's shapes (compilation included), ``run_s`` a second call with another key.
+- ``torch``: the same weights exported by :func:`jelm.lm.hf.save_hf` (an ``hf:`` model is
+  read from its own directory), loaded with ``AutoModelForCausalLM`` from local files and
+  run by ``generate(do_sample=True, top_k=0, ...)`` on left-padded inputs under
+  ``torch.inference_mode()`` with ``torch.set_num_threads(threads)`` (one set of rows per
+  ``--threads`` count).
 
 ``tokens_per_s`` counts the tokens actually sampled in the timed call (each completion up
-to and including its EOS; not the cap), ``diffs_per_s`` the completions per second, both
-over ``run_s``. ``mean_new_tokens`` is the mean sampled length per completion and
-``stop_rate`` the fraction that ended with EOS: the two sides sample independently, so
-their lengths differ by chance and these say by how much. ``peak_rss_mb`` is the process's
-peak resident memory (both sides, model loading and compilation included).
+to and including its EOS), ``diffs_per_s`` the completions per second; ``mean_new_tokens``
+and ``stop_rate`` say how the two sides' lengths differ by chance.
+
+``--synthetic [generate] [train]`` instead times :func:`benchmark`: a random model of the
+shipped size, random prompts, and a training step.
 """
 
 from __future__ import annotations
@@ -57,9 +45,15 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from jelm.lm.domain import add_domain_option, resolve_domain
+
+if TYPE_CHECKING:
+    from jelm.domains.base import Domain
+    from jelm.lm.model import ModelConfig
 
 TEMPERATURE = 0.8
 TOP_P = 0.95
@@ -74,8 +68,8 @@ def load_any(model: str) -> tuple[Any, Any, Any, Path, bool]:
     directory, or a Hugging Face checkpoint directory (``hf:<dir>``, or any directory whose
     ``config.json`` has a ``model_type``)."""
     from jelm.lm.backends import SHIPPED_DIR
+    from jelm.lm.checkpoint import load_model
     from jelm.lm.hf import load_hf
-    from jelm.lm.model import load_model
 
     path = SHIPPED_DIR if model == "shipped" else Path(model.removeprefix("hf:"))
     path = path.absolute()
@@ -89,22 +83,26 @@ def load_any(model: str) -> tuple[Any, Any, Any, Path, bool]:
     return params, config, tokenizer, path, is_hf
 
 
-def bench_prompts(corpus_parents: int = 9, seed: int = 0) -> list[str]:
-    """ELM §3.1 diff prompts: every seed program and ``corpus_parents`` distinct corpus
-    parents, each with each of the paper's commit messages, in a fixed shuffled order."""
-    from jelm.domains.sodarace.corpus import make_corpus
-    from jelm.domains.sodarace.prompts import COMMIT_MESSAGES
-    from jelm.domains.sodarace.seeds import SEED_NAMES, seed_source
+def bench_prompts(
+    corpus_parents: int = 9, seed: int = 0, *, domain: Domain | str | None = None
+) -> list[str]:
+    """ELM §3.1 diff prompts: every seed program of ``domain`` and ``corpus_parents``
+    distinct parents of its training corpus, each with each of its commit messages, in a
+    fixed shuffled order."""
     from jelm.programs.diff import elm_prompt
 
-    parents = [seed_source(name) for name in SEED_NAMES]
+    domain = resolve_domain(domain)
+    seeds = domain.seed_names()
+    parents = [domain.seed_program(name) for name in seeds]
     if corpus_parents > 0:
         seen = set(parents)
-        for example in make_corpus(4 * corpus_parents, seed=seed):
-            if example.parent not in seen and len(parents) < len(SEED_NAMES) + corpus_parents:
+        for example in domain.corpus(4 * corpus_parents, seed):
+            if example.parent not in seen and len(parents) < len(seeds) + corpus_parents:
                 seen.add(example.parent)
                 parents.append(example.parent)
-    prompts = [elm_prompt(p, m, "walker.py") for p in parents for m, _ in COMMIT_MESSAGES]
+    messages = domain.prompts.commit_messages
+    file_name = domain.program.file_name
+    prompts = [elm_prompt(p, m, file_name) for p in parents for m, _ in messages]
     order = np.random.default_rng(seed).permutation(len(prompts))
     return [prompts[int(i)] for i in order]
 
@@ -131,10 +129,10 @@ def bench_jax(
     eos_id: int,
     pad_id: int,
 ) -> list[dict[str, Any]]:
-    """First-call and warm-call timings of :func:`jelm.lm.model.generate` per batch size."""
+    """First-call and warm-call timings of :func:`jelm.lm.sampling.generate` per batch size."""
     import jax
 
-    from jelm.lm.model import generate
+    from jelm.lm.sampling import generate
 
     out = []
     for b in batches:
@@ -235,13 +233,14 @@ def run(
     corpus_parents: int = 9,
     threads: Sequence[int] = (2,),
     backends: Sequence[str] = ("jax", "torch"),
+    domain: Domain | str | None = None,
 ) -> dict[str, Any]:
     """The benchmark as a dict (see the module docstring for the fields)."""
     from jelm.lm.hf import save_hf
     from jelm.lm.model import param_count
 
     params, config, tokenizer, path, is_hf = load_any(model)
-    texts = bench_prompts(corpus_parents)
+    texts = bench_prompts(corpus_parents, domain=domain)
     encoded = [tokenizer.encode(t) for t in texts]
     pool = [ids for ids in encoded if len(ids) + new_tokens <= config.n_ctx]
     if not pool:
@@ -291,10 +290,88 @@ def run(
     return res
 
 
+def benchmark(
+    config: ModelConfig | None = None,
+    *,
+    batches: Sequence[int] = (1, 8, 32),
+    prompt_len: int = 800,
+    new_tokens: int = 200,
+    train_shape: tuple[int, int] = (8, 1024),
+    parts: Sequence[str] = ("generate", "train"),
+) -> dict[str, Any]:
+    """Throughput of a random model: :func:`jelm.lm.sampling.generate` (tokens/s at each
+    batch size on random prompts; temperature 0.8, top-p 0.95, no stop tokens, second call
+    timed) and a training step (``jax.grad`` of ``masked_xent`` through ``forward``;
+    tokens/s, best of 3 after compiling).
+
+    Default model: GPT-2 layout, vocab 4096, d 256, 4 layers, 4 heads, context 2048.
+    ``python -m jelm.lm.bench --synthetic [generate] [train]`` prints it as one JSON line.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from jelm.lm.model import ModelConfig, forward, init_params, masked_xent, param_count
+    from jelm.lm.sampling import generate
+
+    cfg = config or ModelConfig(vocab_size=4096, n_ctx=2048, d_model=256, n_layer=4, n_head=4)
+    params = init_params(cfg, jax.random.key(0))
+    rng = np.random.default_rng(0)
+    res: dict[str, Any] = {
+        "config": cfg.to_dict(),
+        "params": param_count(params),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "cpus": os.cpu_count(),
+    }
+
+    def prompts(b: int) -> list[list[int]]:
+        lens = prompt_len + rng.integers(-prompt_len // 40, prompt_len // 40 + 1, b)
+        return [rng.integers(5, cfg.vocab_size, n).tolist() for n in lens]
+
+    kw = dict(max_new_tokens=new_tokens, temperature=0.8, top_p=0.95)
+    for b in batches if "generate" in parts else ():
+        t0 = time.perf_counter()
+        generate(params, cfg, prompts(b), jax.random.key(0), **kw)
+        t1 = time.perf_counter()
+        out = generate(params, cfg, prompts(b), jax.random.key(1), **kw)
+        t2 = time.perf_counter()
+        n = sum(len(g.tokens) for g in out)
+        res[f"generate_b{b}"] = {
+            "first_call_s": round(t1 - t0, 2),
+            "s": round(t2 - t1, 2),
+            "new_tokens": n,
+            "tokens_per_s": round(n / (t2 - t1), 1),
+        }
+    if "train" in parts:
+        b, t = train_shape
+        toks = jnp.asarray(rng.integers(0, cfg.vocab_size, (b, t + 1)), jnp.int32)
+        pos = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+        mask = jnp.ones((b, t), bool)
+
+        def loss(p: Any) -> jax.Array:
+            return masked_xent(forward(p, cfg, toks[:, :-1], pos, mask), toks[:, 1:], mask)
+
+        step = jax.jit(jax.value_and_grad(loss))
+        t0 = time.perf_counter()
+        jax.block_until_ready(step(params))
+        compile_s = time.perf_counter() - t0
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            jax.block_until_ready(step(params))
+            times.append(time.perf_counter() - t0)
+        res[f"train_b{b}x{t}"] = {
+            "first_call_s": round(compile_s, 2),
+            "step_s": [round(x, 2) for x in times],
+            "tokens_per_s": round(b * t / min(times), 1),
+        }
+    return res
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """``python -m jelm.lm.bench``: run the benchmark, print one JSON line, return it."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--model", default="shipped", help="shipped | <jelm dir> | hf:<dir>")
+    add_domain_option(ap)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--corpus-parents", type=int, default=9)
@@ -306,17 +383,27 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="torch intra-op thread counts (one set of torch rows per count)",
     )
     ap.add_argument("--backends", nargs="+", default=["jax", "torch"], choices=["jax", "torch"])
+    ap.add_argument(
+        "--synthetic",
+        nargs="*",
+        choices=["generate", "train"],
+        help="time a random model instead (generate and/or a training step; default both)",
+    )
     args = ap.parse_args(argv)
     stdout = sys.stdout
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON line only
-        res = run(
-            args.model,
-            args.batches,
-            args.new_tokens,
-            corpus_parents=args.corpus_parents,
-            threads=args.threads,
-            backends=args.backends,
-        )
+        if args.synthetic is not None:
+            res = benchmark(parts=args.synthetic or ("generate", "train"))
+        else:
+            res = run(
+                args.model,
+                args.batches,
+                args.new_tokens,
+                corpus_parents=args.corpus_parents,
+                threads=args.threads,
+                backends=args.backends,
+                domain=args.domain,
+            )
     print(json.dumps(res), file=stdout, flush=True)
     return res
 

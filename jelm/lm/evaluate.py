@@ -1,16 +1,15 @@
 """How good a diff model is as ELM's mutation operator: ``python -m jelm.lm.evaluate``.
 
-ELM (Lehman et al. 2022, §3.1 and Appendix A) judges a diff model by what its diffs do to
-programs: do they apply, do they change the parent, does the child run, is its walker
-valid. This command asks any backend (the shipped model, a jelm directory, a local
-Hugging Face checkpoint or an OpenAI-compatible server) for diffs of the paper's seed
-programs in the paper's format, with every commit message, at one or more sampling
-temperatures; turns each completion into a child exactly as the ``lm_diff`` operator
-does in the loop (:meth:`jelm.mutation.lm.LMDiffOperator.child`: the diff applied
-exactly, then fuzzily, or a classified failure), runs the children in the sandbox, and
+ELM (§3.1 and Appendix A) judges a diff model by what its diffs do to programs: do they
+apply, do they change the parent, does the child run, is its phenotype valid. This command
+asks any backend (the shipped model, a jelm directory, a local Hugging Face checkpoint or
+an OpenAI-compatible server) for diffs of a domain's seed programs in the paper's format,
+with every commit message, at one or more temperatures; turns each completion into a
+child exactly as the ``lm_diff`` operator does in the loop
+(:meth:`jelm.mutation.lm.LMDiffOperator.child`), runs the children in the sandbox, and
 prints one JSON line::
 
-    {"model": str, "seeds": [...], "samples": int, "prompts": int,
+    {"model": str, "domain": str, "seeds": [...], "samples": int, "prompts": int,
      "results": [{"temperature": float, "applied": float, "changed": float,
                   "ran": float, "valid": float, "outcomes": {status: count},
                   "diffs_per_s": float, "tokens_per_diff": float}, ...]}
@@ -18,7 +17,7 @@ prints one JSON line::
 Shares are of all prompts at that temperature; ``diffs_per_s`` includes compiling the
 sampler's shapes, which the first temperature pays. ``outcomes`` counts each prompt's end:
 a diff failure class (``diff_context_mismatch``, ...), ``diff_unchanged``,
-``backend_error``, or the sandbox status of the child (``ok`` is a valid walker).
+``backend_error``, or the sandbox status of the child (``ok`` is a valid phenotype).
 Sampling is seeded, so a jelm backend gives the same figures on every run.
 """
 
@@ -32,39 +31,47 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from jelm.domains.sodarace.prompts import COMMIT_MESSAGES
-from jelm.domains.sodarace.seeds import seed_source
+from jelm.domains.base import Domain
+from jelm.lm.backends import model_spec
+from jelm.lm.domain import add_domain_option, resolve_domain
 from jelm.mutation.base import Parent
 from jelm.mutation.lm import LMDiffOperator
 from jelm.programs.diff import EOS, NME, elm_prompt
 
-#: The paper's Sodarace seeds (§4.2) that the comparison in experiments/ also uses.
-DEFAULT_SEEDS = ("square", "radial", "cppn_fixed", "cppn_mutable")
-#: Sandbox statuses of children that ran to the end (valid walker or not).
-RAN = {"ok", "invalid_walker", "wrong_type", "output_too_large"}
+#: Sandbox statuses of children that ran to the end, besides the domain's invalid status.
+RAN = frozenset({"ok", "wrong_type", "output_too_large"})
+
+
+def run_children(domain: Domain, programs: Sequence[str]) -> list[str]:
+    """The sandbox status of each program (``"ok"``: a valid phenotype)."""
+    from jelm.programs.sandbox import execute
+
+    return [str(r.status) for r in execute(list(programs), program=domain.program)]
 
 
 def evaluate(
     backend: Any,
-    seeds: Sequence[str] = DEFAULT_SEEDS,
+    seeds: Sequence[str] | None = None,
     temperatures: Sequence[float] = (0.8,),
     samples: int = 4,
     *,
+    domain: Domain | str | None = None,
     top_p: float = 0.95,
     max_new_tokens: int = 384,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
     """One result dict per temperature (see the module docstring): ``samples`` diffs for
-    every seed x commit message, applied and run in the sandbox."""
-    from jelm.domains.sodarace.domain import PROGRAM
-    from jelm.programs.sandbox import execute
-
-    operator = LMDiffOperator(
-        backend, COMMIT_MESSAGES, "walker.py"
-    )  # turns completions into children, as in the loop
-    cases = [(s, m) for s in seeds for m, _ in COMMIT_MESSAGES for _ in range(samples)]
-    parents = [seed_source(s) for s, _ in cases]
-    prompts = [elm_prompt(p, m, "walker.py") for p, (_, m) in zip(parents, cases, strict=True)]
+    every seed (default: all of the domain's) x commit message, applied and run in the
+    sandbox."""
+    domain = resolve_domain(domain)
+    seeds = domain.seed_names() if seeds is None else tuple(seeds)
+    messages = domain.prompts.commit_messages
+    file_name = domain.program.file_name
+    ran = RAN | {domain.program.invalid_status}
+    operator = LMDiffOperator(backend, messages, file_name)  # completions to children
+    cases = [(s, m) for s in seeds for m, _ in messages for _ in range(samples)]
+    parents = [domain.seed_program(s) for s, _ in cases]
+    prompts = [elm_prompt(p, m, file_name) for p, (_, m) in zip(parents, cases, strict=True)]
     results = []
     for temperature in temperatures:
         t0 = time.perf_counter()
@@ -84,11 +91,7 @@ def evaluate(
             )
         ]
         children = [c.program for c in made if c.program is not None]
-        statuses = (
-            iter(str(r.status) for r in execute(children, program=PROGRAM))
-            if children
-            else iter(())
-        )
+        statuses = iter(run_children(domain, children) if children else ())
         ends = [next(statuses) if c.program is not None else c.failure for c in made]
         n = len(prompts)
         applied = sum(c.program is not None or c.failure == "diff_unchanged" for c in made)
@@ -97,7 +100,7 @@ def evaluate(
                 "temperature": float(temperature),
                 "applied": applied / n,
                 "changed": len(children) / n,
-                "ran": sum(e in RAN for e in ends) / n,
+                "ran": sum(e in ran for e in ends) / n,
                 "valid": sum(e == "ok" for e in ends) / n,
                 "outcomes": dict(collections.Counter(ends).most_common()),
                 "diffs_per_s": n / sample_s,
@@ -109,14 +112,16 @@ def evaluate(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m jelm.lm.evaluate [--model shipped|<dir>|hf:<dir>]
-    [--base-url URL --model-name NAME] [--temperatures 0.8 0.5] [--samples 4]``."""
+    [--base-url URL --model-name NAME] [--domain NAME] [--seeds ...]
+    [--temperatures 0.8 0.5] [--samples 4]``."""
     from jelm.lm.backends import make_backend
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="shipped", help="shipped, a jelm dir or hf:<dir>")
     parser.add_argument("--base-url", help="an OpenAI-compatible server instead of --model")
     parser.add_argument("--model-name", default="jelm", help="the server's model name")
-    parser.add_argument("--seeds", nargs="+", default=list(DEFAULT_SEEDS))
+    add_domain_option(parser)
+    parser.add_argument("--seeds", nargs="+", help="seed programs (default: all the domain's)")
     parser.add_argument("--temperatures", type=float, nargs="+", default=[0.8])
     parser.add_argument("--samples", type=int, default=4, help="per seed and message")
     parser.add_argument("--max-new-tokens", type=int, default=384)
@@ -128,29 +133,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             "base_url": args.base_url,
             "model": args.model_name,
         }
-    elif args.model.startswith("hf:"):
-        spec = {"kind": "hf", "path": args.model[3:]}
     else:
-        spec = {"kind": "jelm", "path": args.model}
+        spec = model_spec(args.model)
     try:
+        domain = resolve_domain(args.domain)
+        seeds = domain.seed_names() if args.seeds is None else tuple(args.seeds)
+        for s in seeds:
+            domain.seed_program(s)
         backend = make_backend(spec)
-        for s in args.seeds:
-            seed_source(s)
     except Exception as exc:  # a missing model, a bad checkpoint, an unknown seed
         print(f"jelm.lm.evaluate: {exc}", file=sys.stderr)
         return 2
     results = evaluate(
         backend,
-        args.seeds,
+        seeds,
         args.temperatures,
         args.samples,
+        domain=domain,
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
     )
-    n = len(args.seeds) * len(COMMIT_MESSAGES) * args.samples
+    n = len(seeds) * len(domain.prompts.commit_messages) * args.samples
     line = {
         "model": getattr(backend, "name", spec.get("path", args.model_name)),
-        "seeds": list(args.seeds),
+        "domain": domain.name,
+        "seeds": list(seeds),
         "samples": args.samples,
         "prompts": n,
         "results": results,

@@ -1,20 +1,15 @@
 """jelm's tokenizer: byte-level BPE trained on the diff corpus, or a local Hugging Face one.
 
-ELM's diff models (Lehman et al. 2022, §3.1) read and write the diff format
-``<NME> walker.py / <BEF> parent / <MSG> message / <DFF> diff``. jelm trains its own
-byte-level BPE (the GPT-2 scheme, via the ``tokenizers`` library) on its corpus
-(:mod:`jelm.domains.sodarace.corpus`), with the format's markers as special tokens at fixed ids::
+ELM's diff models (§3.1) read and write ``<NME> {file} <BEF> parent <MSG> message <DFF>
+diff``. jelm trains its own byte-level BPE (the GPT-2 scheme, via ``tokenizers``) on its
+domain's corpus, with the format's markers as special tokens at fixed ids::
 
     0 <|endoftext|>   1 <NME>   2 <BEF>   3 <MSG>   4 <DFF>
 
 so each marker is always one token, also inside text. Byte-level means every string
-round-trips: ``decode(encode(x)) == x`` for any text (the 256 byte symbols are in the
-vocabulary; nothing is normalised). :meth:`Tokenizer.from_hf` wraps a tokenizer from a
-local Hugging Face checkpoint directory instead (``transformers.AutoTokenizer``, local
-files only), behind the same interface, for models loaded by :mod:`jelm.lm.hf`.
-
-The trained tokenizer is one ``tokenizer.json`` (``save``/``from_file``), shipped next to
-the model's weights.
+round-trips: ``decode(encode(x)) == x``. :meth:`Tokenizer.from_hf` wraps the tokenizer of
+a local Hugging Face checkpoint (local files only) behind the same interface, for models
+loaded by :mod:`jelm.lm.hf`. A trained tokenizer is one ``tokenizer.json``.
 """
 
 from __future__ import annotations
@@ -27,7 +22,7 @@ import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 if TYPE_CHECKING:
-    from jelm.domains.sodarace.corpus import Example
+    from jelm.domains.base import CorpusExample
 
 __all__ = ["SPECIAL_TOKENS", "Tokenizer", "train_tokenizer"]
 
@@ -152,20 +147,22 @@ class Tokenizer:
 
 
 def train_tokenizer(
-    corpus: Sequence[Example], vocab_size: int = 4096, max_examples: int = 4000
+    corpus: Sequence[CorpusExample],
+    file_name: str,
+    vocab_size: int = 4096,
+    max_examples: int = 4000,
 ) -> Tokenizer:
-    """A byte-level BPE trained on ``corpus``: each example's prompt (``<NME>`` header,
-    parent, message), child and diff (ELM §3.1 format).
+    """A byte-level BPE trained on ``corpus``: each example's ELM prompt (``<NME>
+    {file_name}`` header, parent, message), diff and child (§3.1 format).
 
-    The corpus repeats the same few programs with small edits, so the merges settle on a
-    few thousand examples; at most ``max_examples`` (the first ones; ``make_corpus``
-    shuffles) are used, which keeps training to seconds.
+    A corpus repeats the same few programs with small edits, so the merges settle on a few
+    thousand examples; at most ``max_examples`` (the first ones) are used.
     """
-    from jelm.domains.sodarace.corpus import training_text
+    from jelm.lm.data import training_text
 
     def texts() -> Iterable[str]:
         for e in corpus[:max_examples]:
-            prompt, target = training_text(e)
+            prompt, target = training_text(e, file_name)
             yield prompt + target + EOS_TOKEN
             yield e.child
 

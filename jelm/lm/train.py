@@ -1,32 +1,21 @@
 """Train jelm's diff model from scratch: ``python -m jelm.lm.train`` (ELM §3.1, Appendix A).
 
-The paper fine-tunes code models on GitHub commits written in its diff format; jelm cannot
-download either, so it trains a small model on a corpus it makes itself
-(:mod:`jelm.domains.sodarace.corpus`, recipe in ``jelm/domains/sodarace/CORPUS.md``):
+The paper fine-tunes code models on GitHub commits in its diff format; jelm trains a small
+model on a corpus its domain makes (:meth:`jelm.domains.base.Domain.corpus`, ``--domain``):
 
-1. corpus: parent/child program pairs from the seeds and their transformations, each an
-   ELM-format prompt (``<NME> walker.py / <BEF> parent / <MSG> message / <DFF>``) and the
-   unified diff as the target;
-2. tokenizer: byte-level BPE trained on that corpus (``tokenizers``);
-3. model: a decoder (:mod:`jelm.lm.model`) in CodeGen's layout by default, the family of
-   the paper's diff models (rotary position embedding on half of each head, parallel
-   residual; ``--arch gpt2`` for GPT-2's learned positions), trained with optax AdamW
-   (warm-up then cosine decay, gradient clipping), the loss on the diff tokens only (the
-   paper's choice: the model is not taught to write parents). A diff is mostly lines
-   copied from the parent, and relative positions make copying much faster to learn:
-   with the same data, seed and schedule the held-out diff loss at step 400 was 1.12
-   with rotary against 1.57 with GPT-2's learned positions;
-4. evaluation: held-out loss, and greedy diffs for held-out parents: how many apply
-   and give the intended child.
+1. corpus: parent/child program pairs, each an ELM-format prompt and its unified diff;
+2. tokenizer: byte-level BPE trained on that corpus (:func:`jelm.lm.tokenizer.train_tokenizer`);
+3. model: a decoder (:mod:`jelm.lm.model`) in CodeGen's layout by default (``--arch gpt2``
+   for GPT-2's learned positions), trained with optax AdamW (warm-up, cosine decay,
+   gradient clipping), the loss on the diff tokens only (:mod:`jelm.lm.data`);
+4. evaluation: held-out loss, and greedy diffs for held-out parents: how many apply and
+   give the intended child.
 
-Sequences are grouped by length into a few buckets, each with its own static batch shape
-(tokens per batch constant), so the training step compiles once per bucket, before the
-loop. The output directory holds the model (``model/``: config.json, tokenizer.json,
-params), ``train.jsonl`` (loss per step), ``loss.png`` and ``summary.json``;
-``--ship`` also copies the model, the summary, the loss log and its plot to
-``jelm/lm/shipped`` (what the package ships: 13 MB, the issue allows 30). Everything
-derives from ``--seed``: the same command rebuilds the same checkpoint (up to
-floating-point reduction order).
+The output directory holds the model (``model/``: config.json, tokenizer.json, params),
+``train.jsonl`` (loss per step), ``loss.png`` and ``summary.json``; ``--ship`` also copies
+them to ``jelm/lm/shipped``. Everything derives from ``--seed``: the same command rebuilds
+the same checkpoint (up to floating-point reduction order). Why CodeGen's layout, and the
+measured runs: jelm/lm/README.md.
 """
 
 from __future__ import annotations
@@ -47,17 +36,37 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jelm.domains.sodarace.corpus import Example, make_corpus, training_text
+from jelm.domains.base import CorpusExample
 from jelm.lm.backends import SHIPPED_DIR as SHIPPED
-from jelm.lm.model import ModelConfig, forward, generate, init_params, masked_xent, save_model
+from jelm.lm.checkpoint import save_model
+from jelm.lm.data import Encoded, bucket_of, encode, make_batches, training_text
+from jelm.lm.domain import DEFAULT_DOMAIN, add_domain_option, resolve_domain
+from jelm.lm.model import ModelConfig, forward, init_params, masked_xent
+from jelm.lm.sampling import generate
 from jelm.lm.tokenizer import Tokenizer, train_tokenizer
 from jelm.programs.diff import DiffError, apply_diff, extract_diff
+
+__all__ = [
+    "ARCHS",
+    "Encoded",
+    "TrainConfig",
+    "bucket_of",
+    "encode",
+    "evaluate_diffs",
+    "loss_fn",
+    "main",
+    "make_batches",
+    "make_step",
+    "model_config",
+    "train",
+]
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run (written to summary.json)."""
 
+    domain: str = DEFAULT_DOMAIN
     seed: int = 0
     examples: int = 12_000
     held_out: int = 128
@@ -80,30 +89,6 @@ class TrainConfig:
     max_minutes: float = 55.0
 
 
-@dataclasses.dataclass
-class Encoded:
-    """One tokenized example: tokens and the loss mask (1 on diff tokens and the EOS)."""
-
-    tokens: np.ndarray
-    mask: np.ndarray
-
-
-def encode(examples: Sequence[Example], tokenizer: Tokenizer, n_ctx: int) -> list[Encoded]:
-    """Tokenize ELM-format examples; examples longer than ``n_ctx`` are dropped."""
-    out = []
-    for example in examples:
-        prompt, target = training_text(example)
-        p = tokenizer.encode(prompt)
-        t = [*tokenizer.encode(target), tokenizer.eos_id]
-        if len(p) + len(t) > n_ctx:
-            continue
-        tokens = np.asarray(p + t, np.int32)
-        mask = np.zeros(len(tokens), np.float32)
-        mask[len(p) :] = 1.0
-        out.append(Encoded(tokens, mask))
-    return out
-
-
 #: The architectures ``--arch`` offers, as ModelConfig fields (jelm/lm/model.py).
 ARCHS: dict[str, dict[str, Any]] = {
     "gpt2": {"rotary_dim": 0, "parallel_residual": False, "qkv_bias": True},
@@ -118,9 +103,7 @@ def model_config(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
     embedding)."""
     if cfg.arch not in ARCHS:
         raise ValueError(f"unknown arch {cfg.arch!r}; known: {sorted(ARCHS)}")
-    fields = dict(ARCHS[cfg.arch])
-    if cfg.arch == "codegen":
-        fields["rotary_dim"] = cfg.rotary_dim
+    fields = {"rotary_dim": cfg.rotary_dim, **ARCHS[cfg.arch]}  # gpt2 fixes rotary_dim=0
     return ModelConfig(
         vocab_size=vocab_size,
         n_ctx=cfg.n_ctx,
@@ -131,34 +114,10 @@ def model_config(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
     )
 
 
-def bucket_of(length: int, buckets: Sequence[int]) -> int:
-    """The smallest bucket holding ``length`` tokens."""
-    for b in buckets:
-        if length <= b:
-            return b
-    raise ValueError(f"{length} tokens exceed the largest bucket {buckets[-1]}")
-
-
-def make_batches(
+def _batches(
     data: Sequence[Encoded], cfg: TrainConfig, pad_id: int, rng: np.random.Generator
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Shuffle, group by bucket and cut into static-shape batches (tokens, mask)."""
-    by_bucket: dict[int, list[Encoded]] = {}
-    for k in rng.permutation(len(data)):
-        item = data[int(k)]
-        by_bucket.setdefault(bucket_of(len(item.tokens), cfg.buckets), []).append(item)
-    batches = []
-    for length, items in by_bucket.items():
-        rows = max(1, cfg.tokens_per_batch // length)
-        for start in range(0, len(items) - rows + 1, rows):
-            tokens = np.full((rows, length), pad_id, np.int32)
-            mask = np.zeros((rows, length), np.float32)
-            for r, item in enumerate(items[start : start + rows]):
-                tokens[r, : len(item.tokens)] = item.tokens
-                mask[r, : len(item.mask)] = item.mask
-            batches.append((tokens, mask))
-    order = rng.permutation(len(batches))
-    return [batches[int(k)] for k in order]
+    return make_batches(data, cfg.buckets, cfg.tokens_per_batch, pad_id, rng)
 
 
 def loss_fn(params: Any, config: ModelConfig, tokens: jax.Array, mask: jax.Array) -> jax.Array:
@@ -186,15 +145,16 @@ def evaluate_diffs(
     params: Any,
     config: ModelConfig,
     tokenizer: Tokenizer,
-    examples: Sequence[Example],
+    examples: Sequence[CorpusExample],
     key: jax.Array,
+    file_name: str,
 ) -> dict[str, float]:
     """Greedy diffs for held-out parents: the share that applies, and that gives a
     program different from the parent. Parents whose prompt leaves no room for
     ``max_new_tokens`` in the context window are skipped (``diff_eval_examples`` counts
     the ones used)."""
     max_new_tokens = 384
-    encoded = [(e, tokenizer.encode(training_text(e)[0])) for e in examples]
+    encoded = [(e, tokenizer.encode(training_text(e, file_name)[0])) for e in examples]
     encoded = [(e, p) for e, p in encoded if len(p) + max_new_tokens <= config.n_ctx]
     if not encoded:
         return {"diff_eval_examples": 0}
@@ -262,12 +222,14 @@ def train(cfg: TrainConfig, out: Path, progress: bool = True) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     rng = np.random.default_rng(cfg.seed)
-    corpus = make_corpus(cfg.examples + cfg.held_out, seed=cfg.seed)
+    domain = resolve_domain(cfg.domain)
+    file_name = domain.program.file_name
+    corpus = domain.corpus(cfg.examples + cfg.held_out, cfg.seed)
     held, train_examples = corpus[: cfg.held_out], corpus[cfg.held_out :]
-    tokenizer = train_tokenizer(train_examples, vocab_size=cfg.vocab_size)
+    tokenizer = train_tokenizer(train_examples, file_name, vocab_size=cfg.vocab_size)
     config = model_config(cfg, tokenizer.vocab_size)
-    data = encode(train_examples, tokenizer, cfg.buckets[-1])
-    held_data = encode(held, tokenizer, cfg.buckets[-1])
+    data = encode(train_examples, tokenizer, cfg.buckets[-1], file_name)
+    held_data = encode(held, tokenizer, cfg.buckets[-1], file_name)
     corpus_s = time.time() - t0
 
     schedule = optax.warmup_cosine_decay_schedule(
@@ -282,7 +244,7 @@ def train(cfg: TrainConfig, out: Path, progress: bool = True) -> dict[str, Any]:
     opt_state = optimizer.init(params)
     step_fn = make_step(config, optimizer)
     eval_fn = jax.jit(loss_fn, static_argnums=1)
-    held_batches = make_batches(held_data, cfg, tokenizer.pad_id, np.random.default_rng(1))
+    held_batches = _batches(held_data, cfg, tokenizer.pad_id, np.random.default_rng(1))
 
     rows: list[dict] = []
     log = (out / "train.jsonl").open("w")
@@ -293,7 +255,7 @@ def train(cfg: TrainConfig, out: Path, progress: bool = True) -> dict[str, Any]:
     step = 0
     for step in range(1, cfg.steps + 1):
         if not batches:
-            batches = make_batches(data, cfg, tokenizer.pad_id, rng)
+            batches = _batches(data, cfg, tokenizer.pad_id, rng)
         tokens, mask = batches.pop()
         params, opt_state, loss = step_fn(params, opt_state, tokens, mask)
         tokens_seen += tokens.size
@@ -317,7 +279,12 @@ def train(cfg: TrainConfig, out: Path, progress: bool = True) -> dict[str, Any]:
     save_model(out / "model", params, config, tokenizer)
     plot_loss(rows, out / "loss.png")
     diff_stats = evaluate_diffs(
-        params, config, tokenizer, held[: cfg.eval_diffs], jax.random.PRNGKey(cfg.seed + 1)
+        params,
+        config,
+        tokenizer,
+        held[: cfg.eval_diffs],
+        jax.random.PRNGKey(cfg.seed + 1),
+        file_name,
     )
     held_losses = [r["eval_loss"] for r in rows if "eval_loss" in r]
     summary = {
@@ -348,8 +315,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--ship", action="store_true", help="copy the model to jelm/lm/shipped when done"
     )
+    add_domain_option(parser)
     for field in dataclasses.fields(TrainConfig):
-        if field.name == "buckets":
+        if field.name in ("buckets", "domain"):
             continue
         value = getattr(defaults, field.name)
         parser.add_argument("--" + field.name.replace("_", "-"), type=type(value), default=value)

@@ -313,7 +313,7 @@ class LMOptions(Sampling):
     def problems(self) -> list[str]:
         """What is wrong with these options, the backend included (a model directory that
         is not there, an unknown kind), found before any work starts."""
-        from jelm.lm.backends import backend_problems
+        from jelm.lm.backends import spec_problems
 
         out = []
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int):
@@ -336,7 +336,7 @@ class LMOptions(Sampling):
                     "lm.messages must be a non-empty list of [message, probability] with "
                     f"probabilities >= 0 and a positive sum, got {self.messages!r}"
                 )
-        out.extend(f"lm.backend: {p}" for p in backend_problems(self.backend))
+        out.extend(f"lm.backend: {p}" for p in spec_problems(self.backend, files=True))
         return out
 
 

@@ -17,7 +17,8 @@ pytest.importorskip("transformers")
 
 from jelm.domains.sodarace.seeds import SEED_NAMES, seed_source
 from jelm.lm import bench
-from jelm.lm.model import ModelConfig, init_params, save_model
+from jelm.lm.checkpoint import save_model
+from jelm.lm.model import ModelConfig, init_params
 from jelm.lm.tokenizer import Tokenizer
 
 ENTRY_FIELDS = {
@@ -125,3 +126,17 @@ def test_bench_prompts_are_elm_diff_prompts():
     assert all(p.startswith("<NME> walker.py\n<BEF> ") and p.endswith("\n<DFF> ") for p in prompts)
     assert sum("<MSG> Changed make_walker function.\n" in p for p in prompts) == len(prompts) // 3
     assert bench.bench_prompts(corpus_parents=0) == prompts  # deterministic
+    assert bench.bench_prompts(corpus_parents=0, domain="sodarace") == prompts
+
+
+@pytest.mark.slow
+def test_synthetic_benchmark_times_generate_and_a_training_step():
+    cfg = ModelConfig(vocab_size=64, n_ctx=64, d_model=16, n_layer=1, n_head=2)
+    res = bench.benchmark(cfg, batches=(2,), prompt_len=40, new_tokens=4, train_shape=(2, 16))
+    assert res["config"] == cfg.to_dict() and res["params"] > 0
+    gen = res["generate_b2"]
+    assert gen["new_tokens"] == 2 * 4 and gen["tokens_per_s"] > 0 and gen["s"] >= 0
+    train = res["train_b2x16"]
+    assert len(train["step_s"]) == 3 and train["tokens_per_s"] > 0
+    only = bench.benchmark(cfg, batches=(2,), prompt_len=40, new_tokens=4, parts=("generate",))
+    assert "generate_b2" in only and not any(k.startswith("train") for k in only)

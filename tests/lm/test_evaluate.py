@@ -7,10 +7,12 @@ import json
 
 import pytest
 
-from jelm.domains.sodarace.prompts import COMMIT_MESSAGES
+from jelm.domains import make_domain
 from jelm.lm import evaluate as E
 from jelm.lm.backends import JelmBackend
 from tests.lm_fixtures import WRITER_MAX_NEW, WRITTEN_DIFFS, make_tiny_model, make_writer_model
+
+COMMIT_MESSAGES = make_domain("sodarace").prompts.commit_messages
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +52,7 @@ def test_cli_prints_one_json_line(writer, tmp_path, capsys):
     assert E.main([*argv, "--max-new-tokens", str(WRITER_MAX_NEW), "--temperatures", "0.5"]) == 0
     line = json.loads(capsys.readouterr().out)
     assert line["prompts"] == len(COMMIT_MESSAGES) and line["seeds"] == ["radial"]
+    assert line["domain"] == "sodarace"
     assert line["results"][0]["valid"] == 1.0 and line["results"][0]["temperature"] == 0.5
     assert E.main(["--model", str(tmp_path / "missing")]) == 2
     assert E.main(["--model", str(path), "--seeds", "no_such_seed"]) == 2

@@ -11,21 +11,25 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jelm.domains.sodarace.corpus import make_corpus, training_text
+from jelm.domains import make_domain
 from jelm.domains.sodarace.seeds import SEED_NAMES, seed_source
+from jelm.lm import data
 from jelm.lm.tokenizer import SPECIAL_TOKENS, Tokenizer, train_tokenizer
+
+DOMAIN = make_domain("sodarace")
+FILE_NAME = DOMAIN.program.file_name
 
 PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @pytest.fixture(scope="module")
 def corpus():
-    return make_corpus(400, seed=5)
+    return DOMAIN.corpus(400, 5)
 
 
 @pytest.fixture(scope="module")
 def tok(corpus) -> Tokenizer:
-    return train_tokenizer(corpus, vocab_size=4096)
+    return train_tokenizer(corpus, FILE_NAME, vocab_size=4096)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +87,7 @@ def test_special_tokens_are_ids_0_to_4(tok):
 
 
 def test_special_tokens_survive_inside_text(tok, corpus):
-    prompt, target = training_text(corpus[0])
+    prompt, target = data.training_text(corpus[0], FILE_NAME)
     ids = tok.encode(prompt + target + "<|endoftext|>")
     assert ids[0] == 1  # <NME>
     assert ids.count(2) == 1 and ids.count(3) == 1 and ids.count(4) == 1 and ids[-1] == 0
@@ -103,7 +107,7 @@ def test_round_trip_any_text(tok, text):
 
 def test_round_trip_corpus_and_seeds(tok, corpus):
     texts = [seed_source(n) for n in SEED_NAMES] + [
-        "".join(training_text(e)) + "<|endoftext|>" for e in corpus[:100]
+        "".join(data.training_text(e, FILE_NAME)) + "<|endoftext|>" for e in corpus[:100]
     ]
     batch = tok.encode_batch(texts)
     for text, ids in zip(texts, batch, strict=True):
@@ -120,7 +124,7 @@ def test_compression_and_context_fit(tok, corpus):
     assert 261 <= tok.vocab_size <= 4096
     lengths = []
     for e in corpus:
-        prompt, target = training_text(e)
+        prompt, target = data.training_text(e, FILE_NAME)
         lengths.append(len(tok.encode(prompt)) + len(tok.encode(target)) + 1)
     print(f"prompt+diff tokens: p50 {np.median(lengths):.0f}, max {max(lengths)}")
     assert max(lengths) <= 2048
@@ -132,7 +136,7 @@ def test_save_and_load_are_equal(tok, corpus, tmp_path):
     loaded = Tokenizer.from_file(path)
     assert loaded.vocab_size == tok.vocab_size
     assert (loaded.eos_id, loaded.pad_id) == (tok.eos_id, tok.pad_id)
-    text = "".join(training_text(corpus[1])) + "<|endoftext|> é🎉"
+    text = "".join(data.training_text(corpus[1], FILE_NAME)) + "<|endoftext|> é🎉"
     assert loaded.encode(text) == tok.encode(text)
     assert loaded.decode(tok.encode(text)) == text
     # a directory works too; the file is plain tokenizers JSON with the specials first
@@ -147,7 +151,7 @@ def test_train_is_deterministic_and_checks_vocab_size():
     a, b = Tokenizer.train(texts, vocab_size=500), Tokenizer.train(texts, vocab_size=500)
     assert a.vocab_size == b.vocab_size <= 500
     assert a.encode(texts[0]) == b.encode(texts[0])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="vocab_size must be at least 261"):
         Tokenizer.train(texts, vocab_size=100)
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from jelm.lm import train as T
 from jelm.lm.backends import JelmBackend
-from jelm.lm.model import load_model
+from jelm.lm.checkpoint import load_model
 
 TINY = {
     "examples": 48,
@@ -41,28 +41,6 @@ def test_model_config_per_arch():
     assert (gpt2.rotary_dim, gpt2.parallel_residual, gpt2.qkv_bias) == (0, False, True)
     with pytest.raises(ValueError, match="unknown arch 'llama'"):
         T.model_config(T.TrainConfig(arch="llama"), 99)
-
-
-def test_bucket_of_and_batches_have_static_shapes():
-    assert T.bucket_of(1, (8, 16)) == 8 and T.bucket_of(9, (8, 16)) == 16
-    with pytest.raises(ValueError, match="exceed the largest bucket"):
-        T.bucket_of(17, (8, 16))
-    cfg = T.TrainConfig(buckets=(8, 16), tokens_per_batch=32)
-    lengths = (3, 5, 8, 9, 12, 16, 2, 7)
-    data = [  # token ids from 1: 0 is the padding
-        T.Encoded(np.arange(1, n + 1, dtype=np.int32), (np.arange(n) >= n // 2).astype(np.float32))
-        for n in lengths
-    ]
-    batches = T.make_batches(data, cfg, pad_id=0, rng=np.random.default_rng(0))
-    assert {tokens.shape for tokens, _ in batches} == {(4, 8), (2, 16)}
-    # rows per batch = 32 // bucket: 4 of the 5 short examples make one batch, 2 of the 3
-    # long ones another; the examples left over wait for the next epoch's shuffle
-    real = {tokens.shape[1]: int((tokens > 0).sum()) for tokens, _ in batches}
-    assert real[8] in {25 - n for n in (3, 5, 8, 2, 7)}
-    assert real[16] in {37 - n for n in (9, 12, 16)}
-    for tokens, mask in batches:
-        assert not mask[tokens == 0].any()  # padding is never trained on
-        assert tokens.shape == mask.shape
 
 
 @pytest.mark.slow

@@ -402,7 +402,7 @@ def test_cli_rejects_bad_lm_configurations_before_work(tmp_path: Path, random_mo
         ),
         "path": (
             ["lm.backend.path=/nonexistent"],
-            "lm.backend: jelm model /nonexistent is not a model directory (no config.json)",
+            "lm.backend: /nonexistent is not a model directory (no config.json)",
         ),
         "option": (
             [f"lm.backend.path={random_model}", "+lm.backend.base_url=http://x"],

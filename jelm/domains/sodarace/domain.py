@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from jelm.domains.base import Domain, Evaluation, ProgramSpec, Prompts
+from jelm.domains.base import CorpusExample, Domain, Evaluation, ProgramSpec, Prompts
 from jelm.domains.sodarace.program import PROGRAM
 from jelm.domains.sodarace.prompts import PROMPTS
 from jelm.domains.sodarace.seeds import SEED_NAMES, seed_source
@@ -121,6 +121,15 @@ class SodaraceDomain(Domain):
 
     def seed_program(self, name: str) -> str:
         return seed_source(name)
+
+    def corpus(self, size: int, seed: int) -> list[CorpusExample]:
+        """The edit lineages of :func:`jelm.domains.sodarace.corpus.make_corpus`."""
+        from jelm.domains.sodarace.corpus import make_corpus
+
+        return [
+            CorpusExample(e.parent, e.child, e.message, e.diff)
+            for e in make_corpus(size, seed=seed)
+        ]
 
     # -- genotypes -------------------------------------------------------------------
 

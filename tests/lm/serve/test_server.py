@@ -23,7 +23,7 @@ from jelm.lm.backends import JelmBackend, OpenAIBackend
 from jelm.lm.serve import Server
 from tests.lm_fixtures import make_tiny_model
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TEXTS = [
     "<NME> walker.py\n<BEF> def make_walker():\n    wc = walker_creator()\n",
     "<MSG> Changed make_walker function.\n<DFF> --- walker.py\n+++ walker.py\n",

@@ -1,0 +1,273 @@
+"""Write a jelm model as a Hugging Face GPT-2 or CodeGen checkpoint (ELM §3.1's models
+for torch tooling).
+
+:func:`save_hf` follows the model's architecture: a GPT-2-layout model (learned
+positions, sequential residual) is written as GPT-2, a CodeGen-layout model (rotary,
+parallel residual, no attention biases) as CodeGen, with the inverse conversions of
+:mod:`jelm.lm.hf.load` (:func:`gpt2_state_dict`, :func:`codegen_state_dict`,
+:func:`codegen_qkv_weight`). CodeGen's ``lm_head`` always has a bias in transformers: a
+jelm model without one is written with a zero bias (same logits), so
+:func:`jelm.lm.hf.load_hf` reads it back with ``lm_head_bias=True``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from jelm.lm.hf.load import CODEGEN_MP_NUM
+from jelm.lm.model import ModelConfig, Params
+
+if TYPE_CHECKING:
+    from jelm.lm.tokenizer import Tokenizer
+
+
+def gpt2_export_problems(config: ModelConfig) -> list[str]:
+    """Why ``config`` cannot be written as a Hugging Face GPT-2 checkpoint (empty if it can).
+
+    GPT-2 means learned absolute positions, a sequential residual with ``ln_1``/``ln_2``,
+    attention biases, an output projection tied to the token embedding without a bias.
+    """
+    problems = []
+    if config.rotary_dim:
+        problems.append(f"rotary_dim={config.rotary_dim} (GPT-2 has learned positions: 0)")
+    if config.parallel_residual:
+        problems.append("parallel_residual=True (GPT-2's residual is sequential)")
+    if not config.tie_embeddings:
+        problems.append("tie_embeddings=False (GPT-2 ties lm_head to wte)")
+    if config.lm_head_bias:
+        problems.append("lm_head_bias=True (GPT-2's lm_head has no bias)")
+    if not config.qkv_bias:
+        problems.append("qkv_bias=False (GPT-2's attention projections have biases)")
+    return problems
+
+
+def codegen_export_problems(config: ModelConfig) -> list[str]:
+    """Why ``config`` cannot be written as a Hugging Face CodeGen checkpoint (empty if it can).
+
+    CodeGen means rotary positions (GPT-J's interleaved pairs) on ``rotary_dim > 0``
+    dimensions of each head, a parallel residual with one ``ln_1``, attention projections
+    without biases, and a fused ``qkv_proj`` split over 4 model-parallel shards (so
+    ``d_model`` divisible by 4). The head may be tied or untied, with or without a bias.
+    """
+    problems = []
+    if not config.rotary_dim:
+        problems.append("rotary_dim=0 (CodeGen has rotary positions: rotary_dim > 0)")
+    if not config.parallel_residual:
+        problems.append("parallel_residual=False (CodeGen's residual is parallel)")
+    if config.qkv_bias:
+        problems.append("qkv_bias=True (CodeGen's attention projections have no biases)")
+    if config.d_model % CODEGEN_MP_NUM:
+        problems.append(
+            f"d_model={config.d_model} (CodeGen's fused qkv_proj needs a multiple of "
+            f"{CODEGEN_MP_NUM})"
+        )
+    return problems
+
+
+def _check_shapes(params: Params, config: ModelConfig) -> None:
+    """``ValueError`` unless ``params`` has exactly the tree and shapes of ``config``."""
+    import jax
+
+    from jelm.lm.model import init_params
+
+    abstract = jax.eval_shape(lambda k: init_params(config, k), jax.random.key(0))
+    want = jax.tree_util.tree_map(lambda a: tuple(a.shape), abstract)
+    got = jax.tree_util.tree_map(lambda a: tuple(np.shape(a)), params)
+    if want != got:
+        raise ValueError(f"params do not have the shapes of {config}")
+
+
+def _f32(a: Any) -> np.ndarray:
+    """``a`` as a C-contiguous float32 numpy array (what safetensors writes)."""
+    return np.ascontiguousarray(np.asarray(a, dtype=np.float32))
+
+
+def gpt2_state_dict(params: Params, config: ModelConfig) -> dict[str, np.ndarray]:
+    """jelm params -> GPT-2 tensors named as ``GPT2LMHeadModel.state_dict()`` (float32).
+
+    The inverse of the GPT-2 branch of :func:`load_hf_params`: kernels are ``Conv1D``
+    weights ``[in, out]`` as they are; the tied ``lm_head.weight`` and the ``attn.bias``
+    mask buffers are left out (transformers rebuilds both).
+    """
+    problems = gpt2_export_problems(config)
+    if problems:
+        raise ValueError(
+            "only GPT-2-architecture jelm models can be exported as a Hugging Face GPT-2 "
+            f"checkpoint; this config has {'; '.join(problems)}"
+        )
+    _check_shapes(params, config)
+    out = {
+        "transformer.wte.weight": _f32(params["wte"]["embedding"]),
+        "transformer.wpe.weight": _f32(params["wpe"]["embedding"]),
+        "transformer.ln_f.weight": _f32(params["ln_f"]["scale"]),
+        "transformer.ln_f.bias": _f32(params["ln_f"]["bias"]),
+    }
+    for i in range(config.n_layer):
+        layer, p = params[f"h_{i}"], f"transformer.h.{i}"
+        for ln in ("ln_1", "ln_2"):
+            out[f"{p}.{ln}.weight"] = _f32(layer[ln]["scale"])
+            out[f"{p}.{ln}.bias"] = _f32(layer[ln]["bias"])
+        for ours, theirs in (
+            (("attn", "qkv"), "attn.c_attn"),
+            (("attn", "out"), "attn.c_proj"),
+            (("mlp", "fc_in"), "mlp.c_fc"),
+            (("mlp", "fc_out"), "mlp.c_proj"),
+        ):
+            dense = layer[ours[0]][ours[1]]
+            out[f"{p}.{theirs}.weight"] = _f32(dense["kernel"])
+            out[f"{p}.{theirs}.bias"] = _f32(dense["bias"])
+    return out
+
+
+def codegen_qkv_weight(kernel: np.ndarray, mp_num: int = CODEGEN_MP_NUM) -> np.ndarray:
+    """jelm's qkv kernel [D, 3D] (columns ``q | k | v``) -> CodeGen's ``qkv_proj.weight``
+    [3D, D]: the inverse of :func:`codegen_qkv_kernel`.
+
+    Output row ``m * 3L + b * L + j`` (``L = D / mp_num``) is feature ``m * L + j`` of
+    the ``b``-th of (q, v, k): CodeGen's order inside each shard ``m``.
+    """
+    kernel = np.asarray(kernel)
+    d = kernel.shape[0]
+    local = d // mp_num
+    q, k, v = kernel.T.reshape(3, d, d)
+    blocks = np.stack([a.reshape(mp_num, local, d) for a in (q, v, k)], axis=1)
+    return blocks.reshape(3 * d, d)
+
+
+def codegen_state_dict(params: Params, config: ModelConfig) -> dict[str, np.ndarray]:
+    """jelm params -> CodeGen tensors named as ``CodeGenForCausalLM.state_dict()`` (float32).
+
+    The inverse of the CodeGen branch of :func:`load_hf_params`: ``nn.Linear`` weights are
+    the transposed kernels, ``qkv_proj.weight`` is regrouped into the 4-shard q, v, k
+    layout (:func:`codegen_qkv_weight`). ``CodeGenForCausalLM`` always has
+    ``lm_head.bias``: it is jelm's head bias, or zeros when the model has none. A tied head
+    (``tie_embeddings``) is written as ``lm_head.weight`` = a copy of ``wte`` (transformers
+    ties the two again on loading when the config says ``tie_word_embeddings``).
+    """
+    problems = codegen_export_problems(config)
+    if problems:
+        raise ValueError(
+            "only CodeGen-architecture jelm models can be exported as a Hugging Face CodeGen "
+            f"checkpoint; this config has {'; '.join(problems)}"
+        )
+    _check_shapes(params, config)
+    wte = _f32(params["wte"]["embedding"])
+    out = {
+        "transformer.wte.weight": wte,
+        "transformer.ln_f.weight": _f32(params["ln_f"]["scale"]),
+        "transformer.ln_f.bias": _f32(params["ln_f"]["bias"]),
+    }
+    for i in range(config.n_layer):
+        layer, p = params[f"h_{i}"], f"transformer.h.{i}"
+        out[f"{p}.ln_1.weight"] = _f32(layer["ln_1"]["scale"])
+        out[f"{p}.ln_1.bias"] = _f32(layer["ln_1"]["bias"])
+        qkv = _f32(layer["attn"]["qkv"]["kernel"])
+        out[f"{p}.attn.qkv_proj.weight"] = _f32(codegen_qkv_weight(qkv))
+        out[f"{p}.attn.out_proj.weight"] = _f32(_f32(layer["attn"]["out"]["kernel"]).T)
+        for name in ("fc_in", "fc_out"):
+            dense = layer["mlp"][name]
+            out[f"{p}.mlp.{name}.weight"] = _f32(_f32(dense["kernel"]).T)
+            out[f"{p}.mlp.{name}.bias"] = _f32(dense["bias"])
+    if config.tie_embeddings:
+        out["lm_head.weight"] = wte.copy()
+        bias = params.get("lm_head_bias")
+    else:
+        out["lm_head.weight"] = _f32(_f32(params["lm_head"]["kernel"]).T)
+        bias = params["lm_head"].get("bias")
+    out["lm_head.bias"] = (
+        _f32(bias) if bias is not None else np.zeros(config.vocab_size, np.float32)
+    )
+    return out
+
+
+def save_hf(
+    directory: str | Path, params: Params, config: ModelConfig, tokenizer: Tokenizer
+) -> None:
+    """Write a jelm model as a Hugging Face GPT-2 or CodeGen checkpoint directory.
+
+    The family follows the architecture: a config with no :func:`gpt2_export_problems` is
+    written as GPT-2 (``transformers.GPT2Config``, ``GPT2LMHeadModel``, tensors of
+    :func:`gpt2_state_dict`), one with no :func:`codegen_export_problems` as CodeGen
+    (``transformers.CodeGenConfig`` with ``rotary_dim``, ``n_ctx`` and
+    ``tie_word_embeddings`` = ``tie_embeddings``, ``CodeGenForCausalLM``, tensors of
+    :func:`codegen_state_dict`). Both configs carry ``n_positions``, ``n_embd``,
+    ``n_layer``, ``n_head``, ``n_inner``, ``vocab_size``, ``layer_norm_epsilon``,
+    ``activation_function``, BOS and EOS = the tokenizer's EOS id (ELM's
+    ``<|endoftext|>``) and its pad id.
+
+    Files: ``config.json``, ``model.safetensors`` (float32) and the tokenizer
+    (``tokenizer.json`` and ``tokenizer_config.json`` of a ``PreTrainedTokenizerFast`` with
+    EOS and pad tokens set), so that ``AutoModelForCausalLM.from_pretrained(directory)``,
+    ``AutoTokenizer.from_pretrained`` and :func:`load_hf` all read it. A config that is
+    neither layout (e.g. rotary with a sequential residual), params of other shapes than
+    ``config``'s, or a tokenizer larger than ``vocab_size`` raise ``ValueError`` before
+    anything is written. Existing files of the same names are overwritten.
+    """
+    from safetensors.numpy import save_file
+    from transformers import CodeGenConfig, GPT2Config
+
+    gpt2_problems = gpt2_export_problems(config)
+    codegen_problems = codegen_export_problems(config)
+    if gpt2_problems and codegen_problems:
+        raise ValueError(
+            "this jelm model is neither a GPT-2 nor a CodeGen architecture, so it cannot be "
+            f"exported as a Hugging Face checkpoint; as GPT-2 it has "
+            f"{'; '.join(gpt2_problems)}; as CodeGen it has {'; '.join(codegen_problems)}"
+        )
+    # Both validate the params' shapes before anything is written.
+    is_gpt2 = not gpt2_problems
+    tensors = gpt2_state_dict(params, config) if is_gpt2 else codegen_state_dict(params, config)
+    if tokenizer.vocab_size > config.vocab_size:
+        raise ValueError(
+            f"the tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
+            f"{config.vocab_size}"
+        )
+    directory = Path(directory).absolute()
+    directory.mkdir(parents=True, exist_ok=True)
+    common: dict[str, Any] = dict(
+        vocab_size=config.vocab_size,
+        n_positions=config.n_ctx,
+        n_embd=config.d_model,
+        n_layer=config.n_layer,
+        n_head=config.n_head,
+        n_inner=config.d_ff,
+        activation_function=config.activation,
+        layer_norm_epsilon=config.layer_norm_eps,
+        bos_token_id=tokenizer.eos_id,
+        eos_token_id=tokenizer.eos_id,
+        pad_token_id=tokenizer.pad_id,
+    )
+    if is_gpt2:
+        hf_config: Any = GPT2Config(
+            **common, tie_word_embeddings=True, architectures=["GPT2LMHeadModel"]
+        )
+    else:
+        hf_config = CodeGenConfig(
+            **common,
+            n_ctx=config.n_ctx,
+            rotary_dim=config.rotary_dim,
+            tie_word_embeddings=config.tie_embeddings,
+            architectures=["CodeGenForCausalLM"],
+        )
+    hf_config.save_pretrained(directory)
+    save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
+    _save_tokenizer(directory, tokenizer, config.n_ctx)
+
+
+def _save_tokenizer(directory: Path, tokenizer: Tokenizer, n_ctx: int) -> None:
+    """``tokenizer.json`` and a ``PreTrainedTokenizerFast``'s files (EOS = BOS, pad set)."""
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer.save(directory / "tokenizer.json")
+    eos = tokenizer.decode([tokenizer.eos_id])
+    hf_tok = PreTrainedTokenizerFast(
+        tokenizer_file=str(directory / "tokenizer.json"),
+        eos_token=eos,
+        bos_token=eos,
+        pad_token=tokenizer.decode([tokenizer.pad_id]),
+        model_max_length=n_ctx,
+    )
+    hf_tok.save_pretrained(directory)

@@ -1,0 +1,141 @@
+"""Micro-batching for ``jelm serve``: prompts of concurrent requests become one backend
+call (one padded batch on the device for a :class:`~jelm.lm.backends.JelmBackend`).
+
+Handler threads put their prompts on a queue; one batching thread waits ``window_s`` after
+the first prompt for more (up to ``max_batch``), groups them by sampling parameters and
+makes one ``backend.complete`` (or ``chat``) call per group. The batching thread is the
+only caller of the backend, so backends need not be thread-safe.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from jelm.lm.backends.base import Backend, Completion
+
+__all__ = ["MicroBatcher"]
+
+
+class _Job:
+    __slots__ = ("future", "group", "payload")
+
+    def __init__(self, group: tuple, payload: Any) -> None:
+        self.group = group
+        self.payload = payload
+        self.future: Future[Completion] = Future()
+
+
+class MicroBatcher:
+    """Collects prompts from concurrent requests into batched backend calls.
+
+    ``submit`` queues one job per prompt and returns futures. The batching thread takes the
+    first queued job, keeps taking jobs until ``window_s`` has passed or ``max_batch`` jobs
+    are in hand, then calls the backend once per group of jobs with equal parameters
+    (``kind`` complete/chat, max_tokens, temperature, top_p, stop, seed). Requests without
+    a seed share a fresh random seed per call. ``calls`` and ``batch_sizes`` count what
+    reached the backend.
+    """
+
+    def __init__(self, backend: Backend, *, max_batch: int = 32, window_s: float = 0.01) -> None:
+        if max_batch < 1 or window_s < 0:
+            raise ValueError(f"need max_batch >= 1 and window_s >= 0, got {max_batch}, {window_s}")
+        self.backend = backend
+        self.max_batch = int(max_batch)
+        self.window_s = float(window_s)
+        self.calls = 0
+        self.batch_sizes: list[int] = []
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._rng = random.Random()
+        self._thread = threading.Thread(target=self._run, name="jelm-batcher", daemon=True)
+        self._thread.start()
+
+    def submit(self, kind: str, payloads: Sequence[Any], params: Mapping[str, Any]) -> list[Future]:
+        """Queue prompts (``kind="complete"``) or chats (``kind="chat"``) sharing ``params``
+        (max_new_tokens, temperature, top_p, stop, seed-or-None); one future per payload."""
+        group = (
+            kind,
+            int(params["max_new_tokens"]),
+            float(params["temperature"]),
+            float(params["top_p"]),
+            tuple(params["stop"]),
+            params["seed"],
+        )
+        jobs = [_Job(group, p) for p in payloads]
+        for job in jobs:
+            self._queue.put(job)
+        return [job.future for job in jobs]
+
+    def close(self) -> None:
+        """Stop the batching thread (jobs still queued fail with ``RuntimeError``)."""
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None and not job.future.done():
+                job.future.set_exception(RuntimeError("server shutting down"))
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            jobs = [first]
+            deadline = time.monotonic() + self.window_s
+            stop = False
+            while len(jobs) < self.max_batch:
+                remaining = deadline - time.monotonic()
+                try:
+                    job = (
+                        self._queue.get(timeout=remaining)
+                        if remaining > 0
+                        else (self._queue.get_nowait())
+                    )
+                except queue.Empty:
+                    break
+                if job is None:
+                    stop = True
+                    break
+                jobs.append(job)
+            groups: dict[tuple, list[_Job]] = {}
+            for job in jobs:
+                groups.setdefault(job.group, []).append(job)
+            for group, members in groups.items():
+                self._call(group, members)
+            if stop:
+                return
+
+    def _call(self, group: tuple, jobs: list[_Job]) -> None:
+        kind, max_new, temperature, top_p, stop, seed = group
+        if seed is None:
+            seed = self._rng.randrange(2**31)
+        self.calls += 1
+        self.batch_sizes.append(len(jobs))
+        fn = self.backend.chat if kind == "chat" else self.backend.complete
+        try:
+            results = fn(
+                [j.payload for j in jobs],
+                max_new_tokens=max_new,
+                temperature=temperature,
+                top_p=top_p,
+                stop=stop,
+                seed=seed,
+            )
+            if len(results) != len(jobs):
+                raise RuntimeError(
+                    f"backend returned {len(results)} completions for {len(jobs)} prompts"
+                )
+        except Exception as exc:
+            for j in jobs:
+                j.future.set_exception(exc)
+            return
+        for j, r in zip(jobs, results, strict=True):
+            j.future.set_result(r)
