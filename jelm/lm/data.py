@@ -10,18 +10,18 @@ batch constant), so the training step compiles once per bucket.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from jelm.lm.tokenizer import EOS_TOKEN, Tokenizer
 from jelm.programs.diff import elm_example
 
 if TYPE_CHECKING:
     from jelm.domains.base import CorpusExample
-    from jelm.lm.tokenizer import Tokenizer
 
-__all__ = ["Encoded", "bucket_of", "encode", "make_batches", "training_text"]
+__all__ = ["Encoded", "bucket_of", "encode", "make_batches", "train_tokenizer", "training_text"]
 
 
 def training_text(example: CorpusExample, file_name: str) -> tuple[str, str]:
@@ -88,3 +88,25 @@ def make_batches(
             batches.append((tokens, mask))
     order = rng.permutation(len(batches))
     return [batches[int(k)] for k in order]
+
+
+def train_tokenizer(
+    corpus: Sequence[CorpusExample],
+    file_name: str,
+    vocab_size: int = 4096,
+    max_examples: int = 4000,
+) -> Tokenizer:
+    """A byte-level BPE trained on ``corpus``: each example's ELM prompt (``<NME>
+    {file_name}`` header, parent, message), diff and child (§3.1 format).
+
+    A corpus repeats the same few programs with small edits, so the merges settle on a few
+    thousand examples; at most ``max_examples`` (the first ones) are used.
+    """
+
+    def texts() -> Iterable[str]:
+        for e in corpus[:max_examples]:
+            prompt, target = training_text(e, file_name)
+            yield prompt + target + EOS_TOKEN
+            yield e.child
+
+    return Tokenizer.train(texts(), vocab_size=vocab_size)

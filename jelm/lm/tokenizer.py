@@ -22,9 +22,9 @@ import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 if TYPE_CHECKING:
-    from jelm.domains.base import CorpusExample
+    pass
 
-__all__ = ["SPECIAL_TOKENS", "Tokenizer", "train_tokenizer"]
+__all__ = ["SPECIAL_TOKENS", "Tokenizer"]
 
 #: The ELM diff format's markers, at ids 0..4 of every tokenizer jelm trains.
 SPECIAL_TOKENS: tuple[str, ...] = ("<|endoftext|>", "<NME>", "<BEF>", "<MSG>", "<DFF>")
@@ -144,26 +144,3 @@ class Tokenizer:
     def __repr__(self) -> str:
         kind = "bpe" if self._tok is not None else type(self._hf).__name__
         return f"Tokenizer({kind}, vocab_size={self.vocab_size}, eos_id={self.eos_id})"
-
-
-def train_tokenizer(
-    corpus: Sequence[CorpusExample],
-    file_name: str,
-    vocab_size: int = 4096,
-    max_examples: int = 4000,
-) -> Tokenizer:
-    """A byte-level BPE trained on ``corpus``: each example's ELM prompt (``<NME>
-    {file_name}`` header, parent, message), diff and child (§3.1 format).
-
-    A corpus repeats the same few programs with small edits, so the merges settle on a few
-    thousand examples; at most ``max_examples`` (the first ones) are used.
-    """
-    from jelm.lm.data import training_text
-
-    def texts() -> Iterable[str]:
-        for e in corpus[:max_examples]:
-            prompt, target = training_text(e, file_name)
-            yield prompt + target + EOS_TOKEN
-            yield e.child
-
-    return Tokenizer.train(texts(), vocab_size=vocab_size)

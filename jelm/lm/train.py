@@ -4,7 +4,7 @@ The paper fine-tunes code models on GitHub commits in its diff format; jelm trai
 model on a corpus its domain makes (:meth:`jelm.domains.base.Domain.corpus`, ``--domain``):
 
 1. corpus: parent/child program pairs, each an ELM-format prompt and its unified diff;
-2. tokenizer: byte-level BPE trained on that corpus (:func:`jelm.lm.tokenizer.train_tokenizer`);
+2. tokenizer: byte-level BPE trained on that corpus (:func:`jelm.lm.data.train_tokenizer`);
 3. model: a decoder (:mod:`jelm.lm.model`) in CodeGen's layout by default (``--arch gpt2``
    for GPT-2's learned positions), trained with optax AdamW (warm-up, cosine decay,
    gradient clipping), the loss on the diff tokens only (:mod:`jelm.lm.data`);
@@ -39,11 +39,11 @@ import optax
 from jelm.domains.base import CorpusExample
 from jelm.lm.backends import SHIPPED_DIR as SHIPPED
 from jelm.lm.checkpoint import save_model
-from jelm.lm.data import Encoded, bucket_of, encode, make_batches, training_text
+from jelm.lm.data import Encoded, bucket_of, encode, make_batches, train_tokenizer, training_text
 from jelm.lm.domain import DEFAULT_DOMAIN, add_domain_option, resolve_domain
 from jelm.lm.model import ModelConfig, forward, init_params, masked_xent
 from jelm.lm.sampling import generate
-from jelm.lm.tokenizer import Tokenizer, train_tokenizer
+from jelm.lm.tokenizer import Tokenizer
 from jelm.programs.diff import DiffError, apply_diff, extract_diff
 
 __all__ = [

@@ -10,7 +10,7 @@ prompt in the format the model was trained on (commits from GitHub)::
 
 The model writes a unified diff after ``<DFF>``; the child program is the parent with that
 diff applied. The file name and the commit messages (with their odds) are the domain's
-(:class:`jelm.domains.base.ProgramSpec`, :class:`jelm.domains.base.Prompts`).
+(:class:`jelm.programs.spec.ProgramSpec`, :class:`jelm.domains.base.Prompts`).
 
 A diff written by a language model is often slightly wrong: line numbers drift, the hunk
 line counts are miscounted, whitespace differs, the completion continues past the diff.

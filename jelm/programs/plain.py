@@ -1,6 +1,6 @@
 """Plain data as a program's result: the encoder of domains that need none of their own.
 
-A domain's :class:`jelm.domains.base.ProgramSpec` names the function the sandbox runs on
+A domain's :class:`jelm.programs.spec.ProgramSpec` names the function the sandbox runs on
 what a program returned (ELM, arXiv 2206.08896v1, §3: running the genotype gives the
 phenotype). :func:`encode_plain` accepts JSON data only (numbers, strings, booleans,
 ``None``, lists, tuples and string-keyed dicts of them) and refuses anything else before

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from jelm.domains.base import ProgramSpec
+    from jelm.programs.spec import ProgramSpec
 
 __all__ = ["NoEntry", "ProgramTimeout", "TrustedRunner", "run_trusted"]
 
@@ -79,7 +79,7 @@ class TrustedRunner:
     """Runs programs of one domain in this process and returns what their entry returns.
 
     Args:
-        spec: the domain's :class:`~jelm.domains.base.ProgramSpec` (``entry``,
+        spec: the domain's :class:`~jelm.programs.spec.ProgramSpec` (``entry``,
             ``api_module``, ``module_aliases``, ``file_name``).
         api: names replaced in the API module for these runs (``from <api module> import
             name`` gets them; every other name is the module's own).

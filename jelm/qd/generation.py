@@ -11,10 +11,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from jelm.qd.ledger import Ledger
+from typing import Any
 
 from jelm.qd.records import CandidateRecord, LedgerError, dumps, int_or_none, real_or_none
 
@@ -24,7 +21,8 @@ __all__ = ["GenerationWriter"]
 class GenerationWriter:
     """The open transaction of one generation (from :meth:`Ledger.generation`)."""
 
-    def __init__(self, ledger: Ledger, generation: int, metrics: dict[str, Any]) -> None:
+    def __init__(self, ledger: Any, generation: int, metrics: dict[str, Any]) -> None:
+        """``ledger``: the :class:`jelm.qd.ledger.Ledger` being written."""
         if generation < 0:
             raise LedgerError(f"generation must be >= 0, got {generation}")
         self.ledger = ledger

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from jelm.domains import make_domain
 from jelm.domains.sodarace.seeds import SEED_NAMES, seed_source
 from jelm.lm import data
-from jelm.lm.tokenizer import SPECIAL_TOKENS, Tokenizer, train_tokenizer
+from jelm.lm.data import train_tokenizer
+from jelm.lm.tokenizer import SPECIAL_TOKENS, Tokenizer
 
 DOMAIN = make_domain("sodarace")
 FILE_NAME = DOMAIN.program.file_name

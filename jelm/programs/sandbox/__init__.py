@@ -6,7 +6,7 @@ or hostile, and the ELM loop executes thousands per generation, so the sandbox r
 batches of program texts in a persistent pool of isolated worker processes, each program
 in a fresh forked process, and returns one classified :class:`Result` per program, in
 input order. What a program looks like comes from the domain's
-:class:`~jelm.domains.base.ProgramSpec` (entry function, imports, encoder, validator)::
+:class:`~jelm.programs.spec.ProgramSpec` (entry function, imports, encoder, validator)::
 
     from jelm.programs.sandbox import Sandbox, execute
 

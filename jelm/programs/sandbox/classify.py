@@ -24,7 +24,7 @@ from jelm.programs.sandbox.wire import (
 )
 
 if TYPE_CHECKING:
-    from jelm.domains.base import ProgramSpec
+    from jelm.programs.spec import ProgramSpec
 
 __all__ = ["Classifier", "Report"]
 

@@ -218,7 +218,7 @@ def check_tree(tree: ast.AST, allowed_imports: Iterable[str]) -> str | None:
 
 
 def importable(program: Any) -> tuple[str, ...]:
-    """Every module name a program of ``program`` (a :class:`~jelm.domains.base.ProgramSpec`)
+    """Every module name a program of ``program`` (a :class:`~jelm.programs.spec.ProgramSpec`)
     may import: its allowed imports, its API module and the module aliases."""
     return tuple(dict.fromkeys((*program.imports, *program.module_aliases)))
 
@@ -228,7 +228,7 @@ def check_source(source: str, allowed_imports: Iterable[str]) -> str | None:
 
     Convenience for callers (e.g. the ELM loop) that want to pre-filter programs without
     executing them; ``allowed_imports`` is what a program may import (for a
-    :class:`~jelm.domains.base.ProgramSpec`, :func:`importable`).
+    :class:`~jelm.programs.spec.ProgramSpec`, :func:`importable`).
     The sandbox itself runs the same check in its worker before compiling.
     """
     try:

@@ -3,7 +3,7 @@
 In ELM (§3) every program a language model writes is executed to get its phenotype, and
 the loop runs thousands per generation. :class:`Sandbox` keeps a persistent pool of
 worker processes (:mod:`jelm.programs.sandbox.worker`) for one domain's
-:class:`~jelm.domains.base.ProgramSpec`, feeds them batches of program texts, watches for
+:class:`~jelm.programs.spec.ProgramSpec`, feeds them batches of program texts, watches for
 hung and dead workers (killed and replaced), and returns one classified
 :class:`~jelm.programs.sandbox.types.Result` per program, in input order.
 :func:`execute` runs a batch on a shared pool created on first use.
@@ -41,7 +41,7 @@ from jelm.programs.sandbox.types import (
 from jelm.programs.sandbox.wire import KIND_RESULT, RES, WorkerConfig, frame
 
 if TYPE_CHECKING:
-    from jelm.domains.base import ProgramSpec
+    from jelm.programs.spec import ProgramSpec
 
 __all__ = ["Sandbox", "execute", "shutdown_default_sandbox"]
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from jelm.programs.sandbox.wire import WorkerConfig
 
 if TYPE_CHECKING:
-    from jelm.domains.base import ProgramSpec
+    from jelm.programs.spec import ProgramSpec
 
 __all__ = [
     "Result",

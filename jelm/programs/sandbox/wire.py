@@ -60,7 +60,7 @@ __all__ = [
 class WorkerConfig:
     """Everything a worker needs, sent once at start-up (the parent's limits and program
     spec reduced to plain values; see :class:`jelm.programs.sandbox.SandboxLimits` and
-    :class:`jelm.domains.base.ProgramSpec` for their meaning)."""
+    :class:`jelm.programs.spec.ProgramSpec` for their meaning)."""
 
     timeout_s: float
     cpu_s: int
