@@ -6,7 +6,7 @@ asks any backend (the shipped model, a jelm directory, a local Hugging Face chec
 an OpenAI-compatible server) for diffs of a domain's seed programs in the paper's format,
 with every commit message, at one or more temperatures; turns each completion into a
 child exactly as the ``lm_diff`` operator does in the loop
-(:meth:`jelm.mutation.lm.LMDiffOperator.child`), runs the children in the sandbox, and
+(:meth:`jelm.lm.operators.LMDiffOperator.child`), runs the children in the sandbox, and
 prints one JSON line::
 
     {"model": str, "domain": str, "seeds": [...], "samples": int, "prompts": int,
@@ -34,8 +34,8 @@ from typing import Any
 from jelm.domains.base import Domain
 from jelm.lm.backends import model_spec
 from jelm.lm.domain import add_domain_option, resolve_domain
+from jelm.lm.operators import LMDiffOperator
 from jelm.mutation.base import Parent
-from jelm.mutation.lm import LMDiffOperator
 from jelm.programs.diff import EOS, NME, elm_prompt
 
 #: Sandbox statuses of children that ran to the end, besides the domain's invalid status.

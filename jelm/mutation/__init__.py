@@ -1,8 +1,9 @@
 """Mutation operators of the ELM loop (ELM, arXiv 2206.08896v1, §3.1, §3.3, §4.2).
 
-:data:`OPERATORS` holds every operator by name: the program operators ``gp``,
-``lm_diff``, ``lm_prompt`` and ``lm_crossover`` work on every domain; a domain adds its
-own (Sodarace registers ``direct`` when it is loaded). :func:`make_operator` builds one
+:data:`OPERATORS` holds every operator by name: the program operators ``gp``
+(:mod:`jelm.mutation.gp`), ``lm_diff``, ``lm_prompt`` and ``lm_crossover``
+(:mod:`jelm.lm.operators`) work on every domain; a domain adds its own (Sodarace
+registers ``direct`` when it is loaded). :func:`make_operator` builds one
 for a domain from its configuration section. This package knows nothing of ``jelm.qd``
 and no domain: operators take parents (or genotypes) and return children.
 """
@@ -25,7 +26,9 @@ OPERATORS.register(
 for _name in ("lm_diff", "lm_prompt", "lm_crossover"):
     OPERATORS.register(
         _name,
-        OperatorEntry(f"jelm.mutation.lm:make_{_name}", "jelm.mutation.lm:LMOptions", section="lm"),
+        OperatorEntry(
+            f"jelm.lm.operators:make_{_name}", "jelm.lm.operators:LMOptions", section="lm"
+        ),
     )
 
 

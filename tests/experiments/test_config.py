@@ -15,8 +15,8 @@ from jelm.domains import DOMAINS
 from jelm.domains.sodarace.direct import DirectParams
 from jelm.experiments.config import ConfigError, config_class, from_mapping, identity
 from jelm.experiments.run import CONFIG_DIR, register_schema
+from jelm.lm.operators import LMOptions
 from jelm.mutation.gp import GPOptions
-from jelm.mutation.lm import LMOptions
 
 ENTRY_CONFIGS = sorted(p for p in Path(CONFIG_DIR).glob("*.yaml"))
 

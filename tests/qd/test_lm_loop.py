@@ -56,7 +56,7 @@ BASE: dict[str, Any] = {
 }
 RANDOM_MAX_NEW = 32  # tokens the random model writes per child
 MESSAGES = {m for m, _ in COMMIT_MESSAGES}
-#: Ledger statuses of a failed child: an operator failure class (jelm.mutation.lm: the
+#: Ledger statuses of a failed child: an operator failure class (jelm.lm.operators: the
 #: diff's DiffError kind, ...), or what became of its program (a sandbox outcome,
 #: jelm.programs.sandbox.Status; too_large or evaluation_failed from the loop).
 DIFF_FAILURES = {

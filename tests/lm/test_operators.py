@@ -1,4 +1,4 @@
-"""The language-model operators (jelm.mutation.lm): how model text becomes children.
+"""The language-model operators (jelm.lm.operators): how model text becomes children.
 
 Completions come from two real sources: a fixed script of texts (what a model might
 write, including broken diffs) served through the operators' backend interface, and the
@@ -17,13 +17,13 @@ import pytest
 from jelm.domains.sodarace.prompts import COMMIT_MESSAGES, CROSSOVER_INSTRUCTION, INSTRUCTION
 from jelm.domains.sodarace.seeds import seed_source
 from jelm.lm.backends import SHIPPED_DIR, Completion
-from jelm.mutation.base import Parent, unified_diff
-from jelm.mutation.lm import (
+from jelm.lm.operators import (
     LMCrossoverOperator,
     LMDiffOperator,
     LMPromptOperator,
     replace_entry,
 )
+from jelm.mutation.base import Parent, unified_diff
 from jelm.programs.diff import NME, elm_prompt
 from jelm.qd.ledger import CandidateRecord
 
