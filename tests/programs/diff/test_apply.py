@@ -1,4 +1,4 @@
-"""Tests for jelm.programs.diff: ELM's diff format (§3.1) and the tolerant diff applier.
+"""Tests for jelm.programs.diff.place and .apply: a diff applied exactly or fuzzily (ELM §3.1).
 
 The round trips use the real seed programs and the real diff writer
 (``jelm.mutation.base.unified_diff``); the "language-model-like" cases are the ways a
@@ -17,30 +17,22 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from jelm.domains.sodarace.prompts import COMMIT_MESSAGES
 from jelm.domains.sodarace.seeds import SEED_NAMES, seed_source
 from jelm.mutation.base import unified_diff
 from jelm.programs.diff import (
-    BEF,
-    DFF,
-    EOS,
-    MSG,
-    NME,
+    MAX_FUZZ,
     Applied,
     DiffError,
     apply_diff,
-    elm_example,
-    elm_prompt,
     extract_diff,
     parse_unified_diff,
-    sample_message,
 )
+from tests.programs.diff.helpers import SQUARE, kind_of
 
-SQUARE = seed_source("square")
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-# ------------------------------------------------------------------------------ helpers
+# ------------------------------------------------------------------------------- helpers
 
 # New line text: printable ASCII, tabs and spaces (no characters str.splitlines would treat
 # as line breaks, which the diff writer would split on).
@@ -105,90 +97,7 @@ def shift_headers(diff: str, k: int) -> str:
     return re.sub(r"^@@ -(\d+)(,\d+)?", shift, diff, flags=re.MULTILINE)
 
 
-def kind_of(source: str, diff: str, **kw) -> str:
-    with pytest.raises(DiffError) as info:
-        apply_diff(source, diff, **kw)
-    return info.value.kind
-
-
-# ---------------------------------------------------------------------- the ELM format
-
-
-def test_commit_messages_and_odds():
-    assert [m for m, _ in COMMIT_MESSAGES] == [
-        "Changed make_walker function.",
-        "Changed parameters in make_walker function.",
-        "Small change to make_walker function.",
-    ]
-    assert sum(w for _, w in COMMIT_MESSAGES) == pytest.approx(1.0)
-
-
-def test_sample_message_odds_are_40_30_30():
-    rng = np.random.default_rng(1234)
-    n = 10_000
-    draws = [sample_message(rng, COMMIT_MESSAGES) for _ in range(n)]
-    for message, weight in COMMIT_MESSAGES:
-        assert abs(draws.count(message) / n - weight) < 0.02, message
-    # deterministic given the generator's seed; custom message lists are honoured
-    again = np.random.default_rng(1234)
-    assert [sample_message(again, COMMIT_MESSAGES) for _ in range(100)] == draws[:100]
-    assert sample_message(rng, (("only", 2.0), ("never", 0.0))) == "only"
-    with pytest.raises(ValueError):
-        sample_message(rng, ())
-    with pytest.raises(ValueError):
-        sample_message(rng, (("a", -1.0), ("b", 2.0)))
-
-
-def test_elm_prompt_layout_is_exact():
-    parent = "def make_walker():\n    return 1\n\n\n"
-    prompt = elm_prompt(parent, "Changed make_walker function.", "walker.py")
-    assert prompt == (
-        "<NME> walker.py\n"
-        "<BEF> def make_walker():\n"
-        "    return 1\n"
-        "<MSG> Changed make_walker function.\n"
-        "<DFF> "
-    )
-    assert (NME, BEF, MSG, DFF, EOS) == ("<NME>", "<BEF>", "<MSG>", "<DFF>", "<|endoftext|>")
-    # the same prompt whether or not the parent ends with newlines; the name is a parameter
-    assert elm_prompt(parent.rstrip("\n"), "Changed make_walker function.", "walker.py") == prompt
-    assert elm_prompt("x = 1", "m", name="a.py") == "<NME> a.py\n<BEF> x = 1\n<MSG> m\n<DFF> "
-
-
-def test_elm_example_is_prompt_and_diff():
-    child = SQUARE.replace("add_joint(5, 5)", "add_joint(5, 6)")
-    diff = unified_diff(SQUARE, child, "walker.py")
-    prompt, target = elm_example(SQUARE, "Small change to make_walker function.", diff, "walker.py")
-    assert prompt == elm_prompt(SQUARE, "Small change to make_walker function.", "walker.py")
-    assert target == diff
-    # what a perfect model would complete the prompt with, then the next example
-    completion = target + EOS + NME + " other.py\n"
-    assert apply_diff(SQUARE, extract_diff(completion)).program == child
-
-
-@pytest.mark.parametrize(
-    ("completion", "expected"),
-    [
-        ("@@ -1 +1 @@\n-a\n+b\n<|endoftext|>@@ -9 +9 @@\n", "@@ -1 +1 @@\n-a\n+b\n"),
-        ("@@ -1 +1 @@\n-a\n+b\n<NME> walker.py\n<BEF> a\n", "@@ -1 +1 @@\n-a\n+b\n"),
-        ("@@ -1 +1 @@\n-a\n+b\n<BEF> x", "@@ -1 +1 @@\n-a\n+b\n"),
-        ("@@ -1 +1 @@\n-a\n+b\n<MSG> x", "@@ -1 +1 @@\n-a\n+b\n"),
-        ("@@ -1 +1 @@\n-a\n+b\n<DFF> x", "@@ -1 +1 @@\n-a\n+b\n"),
-        (
-            "\n\n  --- walker.py\n+++ walker.py\n@@ -1 +1 @@\n",
-            "--- walker.py\n+++ walker.py\n@@ -1 +1 @@\n",
-        ),
-        (" \n\t@@ -1 +1 @@\n-a\n", "@@ -1 +1 @@\n-a\n"),
-        ("\ndiff --git a/w.py b/w.py\n", "diff --git a/w.py b/w.py\n"),
-        ("<|endoftext|>", ""),
-        ("  no diff here <MSG>", "no diff here "),
-    ],
-)
-def test_extract_diff(completion, expected):
-    assert extract_diff(completion) == expected
-
-
-# -------------------------------------------------------------------------- round trips
+# --------------------------------------------------------------------------- round trips
 
 
 @PROPERTY
@@ -301,63 +210,7 @@ def test_whitespace_match_reindents_added_lines_like_the_source():
     ast.parse(applied.program)
 
 
-# ---------------------------------------------------------------------- failure classes
-
-
-@pytest.mark.parametrize("text", ["", "   ", "\n\n\t\n"])
-def test_empty(text):
-    assert kind_of(SQUARE, text) == "empty"
-    with pytest.raises(DiffError) as info:
-        parse_unified_diff(text)
-    assert info.value.kind == "empty"
-    assert isinstance(info.value, ValueError)
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "@@ -1,2 +1,2\n-a\n+b\n",  # unterminated hunk header
-        "@@ -a,b +c,d @@\n-a\n+b\n",  # not numbers
-        "@@ ... @@\n-a\n+b\n",
-        "@@ -1 +1 @@\n-a\n+b\n@@ +1 -1 @@\n-c\n",  # a bad header after a good hunk
-        "--- walker.py\n@@ -1 +1 @@\n-a\n+b\n",  # '---' without '+++'
-        "---\n+++\n@@ -1 +1 @@\n-a\n+b\n",  # file headers without names
-        "+++ walker.py\n@@ -1 +1 @@\n-a\n+b\n",  # '+++' without '---'
-        "-a\n+b\n@@ -1 +1 @@\n-a\n+b\n",  # body lines before the first hunk header
-        "--- walker.py\n+++ walker.py\n context\n@@ -1 +1 @@\n-a\n+b\n",
-    ],
-)
-def test_malformed_header(text):
-    assert kind_of(SQUARE, text) == "malformed_header"
-
-
-def test_hunk_header_without_new_range_is_read():
-    """Small diff models write '@@ -a,b @@'; the body carries what the applier needs."""
-    child = SQUARE.replace("10", "7", 1)
-    diff = re.sub(r" \+\d+,\d+ @@", " @@", unified_diff(SQUARE, child, "walker.py"))
-    assert "+" not in diff.split("@@")[1]
-    assert apply_diff(SQUARE, diff).program == child
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "Sorry, I cannot help with that.",
-        "--- walker.py\n+++ walker.py\n",  # headers only
-        "-    center = wc.add_joint(5, 5)\n+    center = wc.add_joint(5, 6)\n",  # no @@
-        "diff --git a/walker.py b/walker.py\nindex 1234..5678 100644\n",
-        "--- walker.py\n+++ walker.py\n@@ -21,7 +21,8 @@",  # a completion cut short
-        "@@ -21,7 +21,8 @@\n\n\n",
-    ],
-)
-def test_no_hunk(text):
-    assert kind_of(SQUARE, text) == "no_hunk"
-
-
-def test_a_header_without_body_lines_is_skipped():
-    diff = "@@ -1,3 +1,3 @@\n@@ -2 +2 @@\n-b\n+B\n"
-    assert len(parse_unified_diff(diff)) == 1
-    assert apply_diff("a\nb\n", diff) == Applied("a\nB\n", exact=True, offsets=(0,))
+# --------------------------------------------------------------------- mismatch and fuzz
 
 
 def test_context_mismatch_names_the_hunk_and_the_line():
@@ -386,6 +239,7 @@ def test_context_mismatch_names_the_hunk_and_the_line():
 def test_fuzz_ignores_up_to_two_context_lines_and_no_more():
     """Like GNU patch's default fuzz: the context next to a change may have been edited
     since the diff was written; up to 2 leading/trailing context lines may differ."""
+    assert MAX_FUZZ == 2
     diff = unified_diff(SQUARE, SQUARE.replace("add_joint(5, 5)", "add_joint(5, 6)"), "walker.py")
     (hunk,) = parse_unified_diff(diff)
     assert [t for t, _ in hunk.lines] == [" ", " ", " ", "-", "+", " ", " ", " "]
@@ -405,9 +259,6 @@ def test_fuzz_ignores_up_to_two_context_lines_and_no_more():
     assert kind_of(SQUARE.replace("add_joint(5, 5)", "add_joint(5, 4)"), diff) == (
         "context_mismatch"
     )
-
-
-# ------------------------------------------------------------ language-model-like diffs
 
 
 def test_language_model_like_completion():
@@ -443,34 +294,7 @@ def test_language_model_like_completion():
     assert applied.offsets == (2,)
 
 
-def test_missing_header_and_counts_are_fine():
-    diff = "@@ -24 +24 @@\n-    center = wc.add_joint(5, 5)\n+    center = wc.add_joint(5, 6)"
-    applied = apply_diff(SQUARE, diff)  # no '---/+++', counts omitted, no final newline
-    assert applied.exact
-    assert applied.program == SQUARE.replace("(5, 5)", "(5, 6)")
-
-
-def test_git_headers_and_overcounted_hunk():
-    child = SQUARE.replace("(5, 5)", "(5, 6)")
-    diff = unified_diff(SQUARE, child, "walker.py")
-    git = "diff --git a/walker.py b/walker.py\nindex 83db48f..bf269f4 100644\n" + diff.replace(
-        "--- walker.py\n+++ walker.py", "--- a/walker.py\n+++ b/walker.py"
-    )
-    assert apply_diff(SQUARE, git).program == child
-    # the header claims more lines than the body has; blank lines after the diff are not
-    # taken as context beyond what the header claims
-    over = re.sub(r"^@@ .* @@", "@@ -21,40 +21,40 @@", diff, flags=re.MULTILINE)
-    assert apply_diff(SQUARE, over + "\n\n\n").program == child
-    under = re.sub(r"^@@ .* @@", "@@ -21,2 +21,2 @@", diff, flags=re.MULTILINE)
-    assert apply_diff(SQUARE, under + "\n\n\n").program == child
-
-
-def test_trailing_blank_lines_after_a_diff_are_not_context():
-    source = "a\nb\nc\n"
-    assert apply_diff(source, "@@ -3 +3 @@\n-c\n+C\n\n\n").program == "a\nb\nC\n"
-
-
-# -------------------------------------------------------------- insertion, hunks, overlap
+# ------------------------------------------------------------- insertion, hunks, overlap
 
 
 def test_pure_insertion():
@@ -522,7 +346,7 @@ def test_overlapping_hunks_are_refused():
     assert apply_diff(source, adjacent).program == "a\nB\nC\nd\ne\n"
 
 
-# ----------------------------------------------------------------------- final newlines
+# ------------------------------------------------------------------------ final newlines
 
 
 def test_final_newline_state():
@@ -540,17 +364,3 @@ def test_final_newline_state():
     assert [tag for tag, _ in hunk.lines] == [" ", "-", "+"]
     # a marker on a hunk that does not reach the end of the file is ignored
     assert apply_diff("a\nb\n", f"@@ -1 +1 @@\n-a\n+A\n{marker}").program == "A\nb\n"
-
-
-def test_parse_fields():
-    text = (
-        "--- walker.py\n+++ walker.py\n@@ -3 +3,2 @@ def f():\n-x\n+y\n+z\n@@ -10,2 +11 @@\n p\n-q"
-    )
-    first, second = parse_unified_diff(text)
-    assert (first.old_start, first.old_len, first.new_start, first.new_len) == (3, 1, 3, 2)
-    assert first.lines == (("-", "x"), ("+", "y"), ("+", "z"))
-    assert (second.old_start, second.old_len, second.new_start, second.new_len) == (10, 2, 11, 1)
-    assert second.old_lines == ["p", "q"] and second.new_lines == ["p"]
-    # a '---' line inside a hunk, not followed by '+++', is a removed line '--'
-    (hunk,) = parse_unified_diff("@@ -1,2 +1 @@\n a\n---\n")
-    assert hunk.lines == ((" ", "a"), ("-", "--"))
