@@ -104,7 +104,7 @@ def test_kill_9_then_rerun_ends_identical(tmp_path: Path, after: int):
     """A real run is killed with SIGKILL after some generations (between a ledger commit
     and a checkpoint, or mid-generation); rerunning it in the same directory finishes
     with the same archive and ledger as a run never interrupted."""
-    generations = 6
+    generations = after + 5  # room to land the kill before the run ends
     whole = _run(tmp_path / "whole", generations=generations)
     config = json.dumps({**TINY, "generations": generations})
     proc = subprocess.Popen(
@@ -115,7 +115,7 @@ def test_kill_9_then_rerun_ends_identical(tmp_path: Path, after: int):
     for line in proc.stdout:
         if int(line) >= after:
             break
-    time.sleep(0.05 * after)  # land somewhere inside the next generation
+    time.sleep(0.02 * after)  # land somewhere inside the next generation
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL  # the kill landed: the run did not finish first
     with sqlite3.connect(tmp_path / "killed" / "ledger.sqlite") as db:

@@ -3,7 +3,7 @@
 A prompt is the file name, the parent program and a commit message, each after its
 marker; the model completes it with a unified diff after ``<DFF>``. The file name and the
 commit messages (with their odds) are the domain's
-(:class:`jelm.domains.base.ProgramSpec`, :class:`jelm.domains.base.Prompts`).
+(:class:`jelm.programs.spec.ProgramSpec`, :class:`jelm.domains.base.Prompts`).
 """
 
 from __future__ import annotations
