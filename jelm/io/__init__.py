@@ -1,1 +1,1 @@
-"""Run machinery: run directories, checkpoints, metrics and plots (DESIGN.md "Runs")."""
+"""Run machinery: run directories, orbax checkpoints and plots (ELM §5: long searches)."""

@@ -1,4 +1,4 @@
-"""Run directories: where one ELM run keeps everything it makes (DESIGN.md "Runs").
+"""Run directories: where one ELM run keeps everything it makes.
 
 Layout of ``<run>/``::
 

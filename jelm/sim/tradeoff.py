@@ -3,7 +3,7 @@
 The simulator's cost is set by two integers of :class:`~jelm.sim.base.PhysicsParams`:
 ``substeps`` per 1/60 s step and ``iterations`` (Jacobi bone sweeps) per substep (Macklin
 et al. 2019; Müller et al. 2007). Fewer of either is faster and lets bones stretch. This
-module measures both sides for each setting, so that a throughput goal can be weighed
+module measures both sides for each setting, so that throughput can be weighed
 against the paper's rigid bones (Lehman et al. 2022, §4: bones are distance joints):
 
 * ``walker_steps_per_s``: the seed mix at ``--batch`` on flat ground, as
