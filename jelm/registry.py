@@ -1,4 +1,4 @@
-"""Named registries: how jelm finds domains, mutation operators and LM backends by name.
+"""Named registries: how jelm finds domains, operators and LM backends (ELM §3) by name.
 
 A :class:`Registry` maps a name to an entry. An entry is registered as the object itself
 or as a lazy ``"module:attribute"`` reference, which is imported on first use, so that

@@ -1,4 +1,4 @@
-"""Checkpoints of a run's device state (archive, PRNG keys, operator state) with orbax.
+"""Checkpoints of a run's device state with orbax, so long searches resume (ELM §5).
 
 A run directory keeps its checkpoints under ``checkpoints/<step>/``; orbax writes each one
 to a temporary directory and renames it when complete, so a kill mid-save leaves the

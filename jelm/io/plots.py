@@ -1,5 +1,5 @@
-"""Figures of a run: archive heatmaps for each pair of descriptors, QD-score and coverage
-curves (matplotlib, Agg backend; imported only when a run writes its plots)."""
+"""Figures of a run (ELM §4.2's archive views): heatmaps for each pair of descriptors,
+QD-score and coverage curves (matplotlib, Agg backend; imported only to write plots)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Micro-batching for ``jelm serve``: prompts of concurrent requests become one backend
-call (one padded batch on the device for a :class:`~jelm.lm.backends.JelmBackend`).
+"""Micro-batching for ``jelm serve`` (ELM §3.1 sampling at scale): prompts of concurrent
+requests become one backend call (one padded batch on the device for a
+:class:`~jelm.lm.backends.JelmBackend`).
 
 Handler threads put their prompts on a queue; one batching thread waits ``window_s`` after
 the first prompt for more (up to ``max_batch``), groups them by sampling parameters and

@@ -1,4 +1,4 @@
-"""The native step as an XLA FFI custom call: registration and the traceable binding.
+"""The native Sodarace step (ELM §4) as an XLA FFI custom call: the traceable binding.
 
 :func:`simulate` is the ``native`` entry of :mod:`jelm.sim.backends`. It lays a batch out
 edge-major (one coefficient table per link, :func:`link_tables`) with the terrain as

@@ -1,4 +1,4 @@
-"""How renders of Sodarace walkers look: colours, sizes, fonts and line widths.
+"""How renders of Sodarace walkers (ELM §4) look: colours, sizes, fonts, line widths.
 
 The colours are module constants so that tests and callers can find them in an image
 (lines are not antialiased, so every drawn colour appears exactly in a PNG and survives
