@@ -168,7 +168,7 @@ def test_from_hf_wraps_a_local_gpt2_style_tokenizer(hf_dir, tmp_path):
     assert hf.token_id("<NME>") is None
     hf.save(tmp_path / "tokenizer.json")
     assert Tokenizer.from_file(tmp_path / "tokenizer.json").encode(text) == ids
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="missing"):
         Tokenizer.from_hf(tmp_path / "missing")
 
 

@@ -233,7 +233,7 @@ def test_ids_monotonic_across_generations_rollback_and_reopen(tmp_path):
         with led.generation(1) as g:
             assert g.add(rec()) == 4
             assert g.add_many([rec(), rec()]) == [5, 6]
-        with pytest.raises(RuntimeError), led.generation(2) as g:
+        with pytest.raises(RuntimeError, match="boom"), led.generation(2) as g:
             rolled_back = g.add_many([rec()] * 5)
             raise RuntimeError("boom")
         assert rolled_back == [7, 8, 9, 10, 11]

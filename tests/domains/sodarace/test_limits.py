@@ -19,6 +19,6 @@ def test_default_limits_values():
         max_abs_coordinate=100.0,
     )
     assert expected == DEFAULT_LIMITS
-    with pytest.raises(AttributeError):
+    with pytest.raises(AttributeError, match="cannot assign to field 'max_joints'"):
         DEFAULT_LIMITS.max_joints = 3  # frozen
     assert pickle.loads(pickle.dumps(DEFAULT_LIMITS)) == DEFAULT_LIMITS

@@ -161,7 +161,7 @@ def test_module_level_execute() -> None:
 
 def test_result_is_frozen(sb: Sandbox) -> None:
     (r,) = sb.execute([WALKER])
-    with pytest.raises(AttributeError):
+    with pytest.raises(AttributeError, match="ok"):
         r.ok = False  # type: ignore[misc]
     assert str(Status.OK) == "ok"
 
