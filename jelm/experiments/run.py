@@ -92,6 +92,8 @@ def write_outputs(
 ) -> dict[str, Any]:
     """Plots (archive heatmaps, metric curves) and pictures of the best elites of a
     finished run; returns a summary."""
+    import jax
+
     from jelm.io import plots
 
     fitness = np.asarray(state.repertoire.fitnesses[:, 0])
@@ -119,7 +121,9 @@ def write_outputs(
     ids = np.asarray(state.repertoire.genotypes["id"])
     renders: list[str] = []
     if len(best):
-        genotypes = jax_take(state.repertoire.genotypes["genotype"], best)
+        genotypes = jax.tree.map(
+            lambda a: np.asarray(a)[best], state.repertoire.genotypes["genotype"]
+        )
         labels = [f"best{rank + 1}_id{int(ids[cell])}" for rank, cell in enumerate(best)]
         renders = [str(p) for p in domain.render(genotypes, labels, out / "renders")]
     return {
@@ -127,13 +131,6 @@ def write_outputs(
         "best_id": int(ids[ranked[0]]) if len(ranked) else None,
         "renders": renders,
     }
-
-
-def jax_take(tree: Any, rows: np.ndarray) -> Any:
-    """Rows ``rows`` of every leaf of a batched pytree (host arrays)."""
-    import jax
-
-    return jax.tree.map(lambda a: np.asarray(a)[rows], tree)
 
 
 def evolve(

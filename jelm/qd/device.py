@@ -183,13 +183,13 @@ def _commit(
     return metrics
 
 
-def _seed_genotypes(loop_domain: Any, sandbox: Any, seeds: Sequence[tuple[str, str]]) -> Any:
+def _seed_genotypes(domain: Any, sandbox: Any, seeds: Sequence[tuple[str, str]]) -> Any:
     """The seeds' phenotypes (run in the sandbox) packed into genotypes."""
     results = sandbox.execute([program for _, program in seeds])
     records = []
     phenotypes = []
     for (name, program), res in zip(seeds, results, strict=True):
-        why = None if not res.ok else loop_domain.does_not_fit(res.value)
+        why = None if not res.ok else domain.does_not_fit(res.value)
         status = str(res.status) if not res.ok else ("too_large" if why else "ok")
         records.append(
             CandidateRecord(
@@ -202,8 +202,8 @@ def _seed_genotypes(loop_domain: Any, sandbox: Any, seeds: Sequence[tuple[str, s
         )
         phenotypes.append(res.value if status == "ok" else None)
     if any(p is None for p in phenotypes):
-        raise SeedError([n for n, _ in seeds], records, loop_domain)
-    return loop_domain.pack(phenotypes, len(phenotypes))
+        raise SeedError([n for n, _ in seeds], records, domain)
+    return domain.pack(phenotypes, len(phenotypes))
 
 
 def run_device(

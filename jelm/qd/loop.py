@@ -91,7 +91,7 @@ class HostLoop:
         self.seed = seed
         self._base_key = jax.random.PRNGKey(seed)
         self._evaluate = jax.jit(domain.evaluate)
-        self._descriptor_names = tuple(domain.descriptor_names)
+        self.descriptor_names = tuple(domain.descriptor_names)
 
     # -- randomness ------------------------------------------------------------------
 
@@ -172,7 +172,7 @@ class HostLoop:
         valid[:n] = evaluated.valid
         fitness = np.full(rows, -np.inf, np.float32)
         fitness[:n] = np.where(evaluated.valid, evaluated.fitness, -np.inf)
-        descriptors = np.zeros((rows, len(self._descriptor_names)), np.float32)
+        descriptors = np.zeros((rows, len(self.descriptor_names)), np.float32)
         descriptors[:n] = evaluated.descriptors
         state, accepted, niche = self.archive.add(
             state,
@@ -186,7 +186,7 @@ class HostLoop:
     # -- helpers ---------------------------------------------------------------------
 
     def _named(self, values: np.ndarray) -> dict[str, float]:
-        return {k: float(v) for k, v in zip(self._descriptor_names, values, strict=True)}
+        return {k: float(v) for k, v in zip(self.descriptor_names, values, strict=True)}
 
     def _slice_rows(self) -> int:
         """Rows evaluated per call: half a batch, so that the host can run the next half's
@@ -285,7 +285,7 @@ def _replay(loop: HostLoop, run: Run, state: ArchiveState, generation: int) -> A
     ev.fitness = np.array(
         [r.fitness if v else -np.inf for r, v in zip(records, valid, strict=True)], np.float32
     )
-    names = loop._descriptor_names
+    names = loop.descriptor_names
     ev.descriptors = np.array(
         [[r.descriptors.get(k) or 0.0 for k in names] for r in records], np.float32
     ).reshape(len(records), len(names))
