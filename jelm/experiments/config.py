@@ -67,7 +67,7 @@ class SandboxConfig:
     """The sandbox pool: ``workers`` processes (``None``: one per CPU) and the wall-clock
     limit of one program."""
 
-    workers: int | None = 2
+    workers: int | None = None
     timeout_s: float = SandboxLimits.timeout_s
 
 

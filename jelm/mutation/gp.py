@@ -355,7 +355,7 @@ class GPOperator:
     file_name: str = "program.py"
     weights: Mapping[str, float] | None = None
     sigma: float = 0.2
-    max_edits: int = 3
+    max_edits: int = 2
     loop_scale_prob: float = 0.2
     cache_size: int = 256
 
@@ -461,14 +461,14 @@ class GPOperator:
 
 @dataclasses.dataclass(frozen=True)
 class GPOptions:
-    """The ``gp`` section of a run configuration (the meaning of each field is
-    :class:`GPOperator`'s)."""
+    """The ``gp`` section of a run configuration (the meaning and default of each field
+    are :class:`GPOperator`'s)."""
 
     weights: dict[str, float] | None = None
-    sigma: float = 0.2
-    max_edits: int = 2
-    loop_scale_prob: float = 0.2
-    cache_size: int = 256
+    sigma: float = GPOperator.sigma
+    max_edits: int = GPOperator.max_edits
+    loop_scale_prob: float = GPOperator.loop_scale_prob
+    cache_size: int = GPOperator.cache_size
 
     def problems(self) -> list[str]:
         """What is wrong with these options (empty when they can run)."""

@@ -6,7 +6,6 @@ import ast
 import collections
 import hashlib
 import re
-import time
 
 import numpy as np
 import pytest
@@ -321,7 +320,7 @@ def test_children_are_the_recorded_ones():
     change of GP's behaviour that is meant."""
     h = hashlib.sha256()
     rng = np.random.default_rng(2024)
-    op = GPOperator()
+    op = GPOperator(max_edits=3)
     for i, name in enumerate(SEED_NAMES):
         for child in op.mutate([Parent(i, seed_source(name))] * 20, rng):
             h.update("\0".join((child.program, child.message, child.diff)).encode())
@@ -480,30 +479,10 @@ def test_ints_stay_non_negative():
         assert a >= 0 and b >= 0 and (a, b) != (0, 1)
 
 
-def test_throughput_on_seeds():
-    """Children per second on each seed (printed; asserted only loosely: shared machine)."""
-    op = GPOperator()
-    rng = np.random.default_rng(0)
-    rates = {}
-    for name in SEED_NAMES:
-        parents = [Parent(0, canonical(seed_source(name)))] * 200
-        op.mutate(parents[:1], rng)  # warm the cache
-        t0 = time.perf_counter()
-        op.mutate(parents, rng)
-        rates[name] = len(parents) / (time.perf_counter() - t0)
-    cold = GPOperator(cache_size=0)
-    parents = [Parent(0, canonical(seed_source(n))) for n in SEED_NAMES] * 20
-    t0 = time.perf_counter()
-    cold.mutate(parents, rng)
-    rates["all seeds, no cache"] = len(parents) / (time.perf_counter() - t0)
-    print("\nGP children/s:", {k: round(v) for k, v in rates.items()})
-    assert min(rates.values()) > 100
-
-
 @pytest.mark.slow
 def test_children_run_in_the_real_sandbox():
     """GP children of every seed through the real sandbox: a substantial fraction are valid
-    walkers. Measured here (400 children per seed, seed 1): with the defaults (1-3 edits)
+    walkers. Measured here (400 children per seed, seed 1): with 1-3 edits (``max_edits=3``)
     28-54 % per seed, with one edit per child 50-76 %."""
     from jelm.domains.sodarace.domain import PROGRAM
     from jelm.programs.sandbox import Sandbox
@@ -513,7 +492,7 @@ def test_children_run_in_the_real_sandbox():
     with Sandbox(program=PROGRAM, workers=2) as sb:
         for name in SEED_NAMES:
             parent = seed_source(name)
-            kids = children_of(GPOperator(), parent, n, seed=1)
+            kids = children_of(GPOperator(max_edits=3), parent, n, seed=1)
             progs = [c.program for c in kids if c.ok]
             assert len(progs) == n
             res = sb.execute(progs)
