@@ -1,10 +1,10 @@
 """Local Hugging Face checkpoints and jelm's diff model (ELM §3.1), both directions.
 
 The paper's diff models are CodeGen-style models fine-tuned on commits. jelm downloads
-nothing, but reads a user's local ``save_pretrained`` directory of the GPT-2 or CodeGen
-family into its Flax model (:func:`load_hf`, :mod:`jelm.lm.hf.load`) and writes a jelm
-model as a checkpoint of the matching family (:func:`save_hf`, :mod:`jelm.lm.hf.export`),
-so torch tooling can run jelm's diff models. transformers 5 has no Flax model classes:
+nothing, but reads a user's local ``save_pretrained`` directory of the GPT-2, CodeGen,
+Llama or Qwen2 family into its Flax model (:func:`load_hf`, :mod:`jelm.lm.hf.load`), and
+writes a jelm model of the GPT-2 or CodeGen layout as a checkpoint of that family
+(:func:`save_hf`, :mod:`jelm.lm.hf.export`), so torch tooling can run jelm's diff models. transformers 5 has no Flax model classes:
 only its config and tokenizer classes are used; the weights go through safetensors.
 """
 

@@ -24,11 +24,36 @@ if TYPE_CHECKING:
     from jelm.lm.tokenizer import Tokenizer
 
 
+def _llama_option_problems(config: ModelConfig) -> list[str]:
+    """The Llama-family options of ``config`` that neither GPT-2 nor CodeGen has."""
+    problems = []
+    if config.kv_heads != config.n_head:
+        problems.append(f"n_kv_head={config.n_kv_head} (grouped-query attention)")
+    if config.head_dim * config.n_head != config.d_model:
+        problems.append(f"d_head={config.d_head} (heads of d_model / n_head dims only)")
+    if config.norm != "layer":
+        problems.append(f"norm={config.norm!r} (LayerNorm only)")
+    if config.mlp != "plain":
+        problems.append(f"mlp={config.mlp!r} (a plain fc_in/fc_out MLP only)")
+    if not config.mlp_bias:
+        problems.append("mlp_bias=False (the MLP has biases)")
+    if config.attn_out_bias != config.qkv_bias:
+        problems.append(f"out_bias={config.out_bias} (the same biases as qkv)")
+    if config.rotary_dim and config.rotary_style != "gptj":
+        problems.append(f"rotary_style={config.rotary_style!r} (GPT-J's interleaved pairs)")
+    if config.rotary_dim and config.rope_theta != 10000.0:
+        problems.append(f"rope_theta={config.rope_theta} (a rotary base of 10000)")
+    if config.rope_scaling is not None:
+        problems.append(f"rope_scaling={config.rope_scaling.kind!r} (no rope scaling)")
+    return problems
+
+
 def gpt2_export_problems(config: ModelConfig) -> list[str]:
     """Why ``config`` cannot be written as a Hugging Face GPT-2 checkpoint (empty if it can).
 
     GPT-2 means learned absolute positions, a sequential residual with ``ln_1``/``ln_2``,
-    attention biases, an output projection tied to the token embedding without a bias.
+    attention biases, an output projection tied to the token embedding without a bias, and
+    none of the Llama-family options (grouped-query attention, RMSNorm, a gated MLP, ...).
     """
     problems = []
     if config.rotary_dim:
@@ -41,7 +66,7 @@ def gpt2_export_problems(config: ModelConfig) -> list[str]:
         problems.append("lm_head_bias=True (GPT-2's lm_head has no bias)")
     if not config.qkv_bias:
         problems.append("qkv_bias=False (GPT-2's attention projections have biases)")
-    return problems
+    return problems + _llama_option_problems(config)
 
 
 def codegen_export_problems(config: ModelConfig) -> list[str]:
@@ -50,7 +75,9 @@ def codegen_export_problems(config: ModelConfig) -> list[str]:
     CodeGen means rotary positions (GPT-J's interleaved pairs) on ``rotary_dim > 0``
     dimensions of each head, a parallel residual with one ``ln_1``, attention projections
     without biases, and a fused ``qkv_proj`` split over 4 model-parallel shards (so
-    ``d_model`` divisible by 4). The head may be tied or untied, with or without a bias.
+    ``d_model`` divisible by 4), and none of the Llama-family options (grouped-query
+    attention, RMSNorm, a gated MLP, rotate_half pairs, another rope base or a rope
+    scaling). The head may be tied or untied, with or without a bias.
     """
     problems = []
     if not config.rotary_dim:
@@ -64,7 +91,7 @@ def codegen_export_problems(config: ModelConfig) -> list[str]:
             f"d_model={config.d_model} (CodeGen's fused qkv_proj needs a multiple of "
             f"{CODEGEN_MP_NUM})"
         )
-    return problems
+    return problems + _llama_option_problems(config)
 
 
 def _check_shapes(params: Params, config: ModelConfig) -> None:
