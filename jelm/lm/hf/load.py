@@ -363,7 +363,7 @@ def _codegen_params(
 # --------------------------------------------------------------------------- Llama, Qwen2
 
 
-def _yarn_mscale(scale: float, mscale: float = 1.0) -> float:
+def _yarn_mscale(scale: float, mscale: float) -> float:
     """YaRN's attention factor for a context ``scale`` (transformers' ``yarn_get_mscale``)."""
     return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
 
@@ -400,20 +400,16 @@ def _rope(hf: Any, directory: Path) -> tuple[float, RopeScaling | None]:
             original = int(rp.get("original_max_position_embeddings") or n_ctx)
             factor = float(rp.get("factor") or n_ctx / original)
             attention = rp.get("attention_factor")
-            if attention is None:
-                mscale, mscale_all = rp.get("mscale"), rp.get("mscale_all_dim")
-                attention = (
-                    _yarn_mscale(factor, mscale) / _yarn_mscale(factor, mscale_all)
-                    if mscale and mscale_all
-                    else _yarn_mscale(factor)
-                )
+            mscale, mscale_all = rp.get("mscale"), rp.get("mscale_all_dim")
+            if attention is None and mscale and mscale_all:
+                attention = _yarn_mscale(factor, mscale) / _yarn_mscale(factor, mscale_all)
             return theta, RopeScaling(
                 "yarn",
                 factor=factor,
                 original_n_ctx=original,
                 beta_fast=float(rp.get("beta_fast") or 32),
                 beta_slow=float(rp.get("beta_slow") or 1),
-                attention_factor=float(attention),
+                attention_factor=None if attention is None else float(attention),
                 truncate=bool(rp.get("truncate", True)),
             )
     except (KeyError, TypeError, ValueError) as exc:
@@ -461,7 +457,7 @@ def _llama_config(hf: Any, directory: Path, weights: dict[str, np.ndarray]) -> M
         d_model=d,
         n_layer=hf.num_hidden_layers,
         n_head=n_head,
-        d_ff=hf.intermediate_size,
+        d_ff=None if hf.intermediate_size == 4 * d else hf.intermediate_size,
         rotary_dim=head_dim,
         parallel_residual=False,
         tie_embeddings=bool(getattr(hf, "tie_word_embeddings", False)),

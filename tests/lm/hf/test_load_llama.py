@@ -315,37 +315,3 @@ def test_unsupported_options_are_refused(checkpoints, tmp_path):
     _edit_config(d, tmp_path / "mistral", model_type="mistral")
     with pytest.raises(ModelLoadError, match=r"'mistral' is not supported.*'llama', 'qwen2'"):
         hf.load_hf(tmp_path / "mistral")
-
-
-def test_save_hf_refuses_llama_layouts(checkpoints, tok, tmp_path):
-    """save_hf writes GPT-2 and CodeGen only: a Llama-layout model is refused, not written
-    as a CodeGen it is not."""
-    d, _ = checkpoints["llama"]
-    params, config = hf.load_hf_params(d)
-    with pytest.raises(ValueError, match=r"neither a GPT-2 nor a CodeGen.*norm='rms'"):
-        hf.save_hf(tmp_path / "out", params, config, tok)
-    assert not (tmp_path / "out").exists()
-    # A CodeGen layout with any Llama-family option is not a CodeGen either.
-    codegen = M.ModelConfig(
-        vocab_size=tok.vocab_size,
-        n_ctx=64,
-        d_model=32,
-        n_layer=1,
-        n_head=4,
-        rotary_dim=8,
-        parallel_residual=True,
-        qkv_bias=False,
-    )
-    for change, match in (
-        (dict(n_kv_head=2), "n_kv_head=2"),
-        (dict(mlp="gated"), "mlp='gated'"),
-        (dict(rotary_style="neox"), "rotary_style='neox'"),
-        (dict(rope_theta=500.0), "rope_theta=500.0"),
-        (dict(rope_scaling=M.RopeScaling("linear", 2.0)), "rope_scaling='linear'"),
-        (dict(mlp_bias=False), "mlp_bias=False"),
-        (dict(d_head=16), "d_head=16"),
-    ):
-        problems = hf.codegen_export_problems(dataclasses.replace(codegen, **change))
-        assert len(problems) == 1 and problems[0].startswith(match), problems
-    assert hf.codegen_export_problems(codegen) == []
-    assert not (tmp_path / "out").exists()
