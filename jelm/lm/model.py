@@ -1,26 +1,36 @@
 """A decoder-only transformer in Flax: the diff model of ELM's mutation operators (§3.1).
 
 The model continues ``<NME> {file} <BEF> {parent} <MSG> {message} <DFF>`` with a unified
-diff; the later stages (§6-7) train and tune the same model. Two layouts share one module,
+diff; the later stages (§6-7) train and tune the same model. Three layouts share one module,
 chosen by :class:`ModelConfig`: GPT-2 (learned positions, sequential residual, biases
-everywhere, tied output head) and CodeGen / GPT-J (rotary embedding in GPT-J's interleaved
+everywhere, tied output head); CodeGen / GPT-J (rotary embedding in GPT-J's interleaved
 pairing on the first ``rotary_dim`` dims of each head, parallel residual with one shared
-``ln_1``, no attention biases, an untied ``lm_head`` with a bias).
+``ln_1``, no attention biases, an untied ``lm_head`` with a bias); and Llama / Qwen2, the
+code models a research run samples through the ``hf`` backend (RMSNorm, a gated SwiGLU
+MLP, grouped-query attention whose KV cache holds only ``n_kv_head`` heads, rotary
+embedding in Llama's "rotate_half" pairing on the whole head with ``rope_theta`` and
+optional :class:`RopeScaling`, sequential residual, biases as the checkpoint says).
 
 Functional: ``params`` is a plain pytree (the Flax ``"params"`` collection), passed to
 every function; the KV cache is an explicit value; randomness comes from explicit keys.
 Sampling is :mod:`jelm.lm.sampling`, saving and loading :mod:`jelm.lm.checkpoint`.
 
 Parameter tree (named so Hugging Face checkpoints map onto it tensor by tensor,
-:mod:`jelm.lm.hf`)::
+:mod:`jelm.lm.hf`; ``H`` heads, ``Hkv`` key/value heads, ``Dh`` head dim)::
 
     wte/embedding [V, D]            wpe/embedding [n_ctx, D]  (rotary_dim == 0 only)
     h_{i}/ln_1/{scale, bias}        h_{i}/ln_2/{scale, bias}  (sequential residual only)
-    h_{i}/attn/qkv/{kernel [D, 3D], bias [3D]}   columns: q | k | v, each head-major
-    h_{i}/attn/out/{kernel [D, D], bias [D]}     (biases only when ``qkv_bias``)
+    h_{i}/attn/qkv/{kernel [D, (H + 2 Hkv) Dh], bias}   columns: q | k | v, each head-major
+    h_{i}/attn/out/{kernel [H Dh, D], bias [D]}
     h_{i}/mlp/fc_in/{kernel [D, F], bias}   h_{i}/mlp/fc_out/{kernel [F, D], bias}
+    h_{i}/mlp/gate/{kernel [D, F], bias}    (gated MLP only: fc_out(act(gate(x)) * fc_in(x)))
     ln_f/{scale, bias}
     lm_head/{kernel [D, V], bias [V]}   (untied)   or   lm_head_bias [V]  (tied with bias)
+
+The qkv bias is there when ``qkv_bias``, the output projection's when ``attn_out_bias``
+(``out_bias``, by default ``qkv_bias``), the MLP's when ``mlp_bias``; an RMSNorm
+(``norm="rms"``) has a ``scale`` and no ``bias``. In the GPT-2 and CodeGen layouts
+``Hkv == H`` and ``H Dh == D``: the qkv kernel is ``[D, 3D]``.
 """
 
 from __future__ import annotations
@@ -50,14 +60,90 @@ ACTIVATIONS = {
 }
 
 
+#: The rope scaling types :class:`RopeScaling` implements (transformers' ``rope_type``).
+ROPE_SCALING_KINDS = ("linear", "dynamic", "llama3", "yarn")
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeScaling:
+    """How rotary frequencies are stretched past the trained context (transformers'
+    ``rope_parameters`` / ``rope_scaling``; the formulas of its ``modeling_rope_utils.py``).
+
+    ``kind`` is one of :data:`ROPE_SCALING_KINDS`:
+
+    - ``linear``: every inverse frequency divided by ``factor`` (position interpolation).
+    - ``dynamic``: NTK scaling that transformers applies only to sequences longer than
+      ``original_n_ctx``; jelm never runs past ``n_ctx <= original_n_ctx`` (checked by
+      :class:`ModelConfig`), where it leaves the frequencies as they are.
+    - ``llama3``: Llama 3.1's split by wavelength against ``original_n_ctx``: long waves
+      divided by ``factor``, short ones kept, those between ``original_n_ctx /
+      high_freq_factor`` and ``original_n_ctx / low_freq_factor`` interpolated.
+    - ``yarn``: YaRN's ramp between interpolated and original frequencies over the dims
+      whose rotation counts lie between ``beta_slow`` and ``beta_fast`` over
+      ``original_n_ctx`` (bounds rounded outwards when ``truncate``), and cos/sin scaled by
+      ``attention_factor`` (``None``: ``0.1 ln(factor) + 1``).
+    """
+
+    kind: str
+    factor: float = 1.0
+    original_n_ctx: int | None = None
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+    attention_factor: float | None = None
+    truncate: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in ROPE_SCALING_KINDS:
+            raise ValueError(
+                f"unknown rope scaling {self.kind!r}; known: {', '.join(ROPE_SCALING_KINDS)}"
+            )
+        if not self.factor > 0:
+            raise ValueError(f"rope scaling factor must be positive, got {self.factor}")
+        if self.kind != "linear" and not (self.original_n_ctx and self.original_n_ctx > 0):
+            raise ValueError(f"{self.kind} rope scaling needs original_n_ctx > 0")
+        if self.kind == "llama3" and not self.high_freq_factor > self.low_freq_factor:
+            raise ValueError(
+                "llama3 rope scaling needs high_freq_factor > low_freq_factor, got "
+                f"{self.high_freq_factor} and {self.low_freq_factor}"
+            )
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RopeScaling:
+        """Inverse of ``dataclasses.asdict``; unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown RopeScaling keys {unknown}; known: {sorted(names)}")
+        return cls(**d)
+
+
+NORMS = ("layer", "rms")
+MLPS = ("plain", "gated")
+ROTARY_STYLES = ("gptj", "neox")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Shape and architecture of a decoder-only transformer (hashable: a ``jit`` static).
 
     ``rotary_dim == 0`` selects learned absolute positions (GPT-2); ``rotary_dim > 0``
-    rotary embeddings on that many leading dimensions of each head (CodeGen, GPT-J).
+    rotary embeddings on that many leading dimensions of each head, in GPT-J's interleaved
+    pairs (``rotary_style="gptj"``: CodeGen, GPT-J) or Llama's halves (``"neox"``, the
+    ``rotate_half`` of GPT-NeoX and Llama), with base ``rope_theta`` and optional
+    ``rope_scaling`` (a :class:`RopeScaling`; a dict of its fields is converted).
     ``qkv_bias`` switches the biases of both attention projections (qkv and output), which
-    GPT-2 has and CodeGen has not. ``d_ff`` defaults to ``4 * d_model``.
+    GPT-2 has and CodeGen has not; ``out_bias``, when set, overrides it for the output
+    projection (Qwen2 has qkv biases only). ``d_ff`` defaults to ``4 * d_model``.
+
+    Llama-family fields, whose defaults keep the GPT-2/CodeGen layouts: ``n_kv_head``
+    key/value heads shared by groups of ``n_head / n_kv_head`` query heads (``None``: as
+    many as ``n_head``); ``d_head`` the head dimension (``None``: ``d_model / n_head``);
+    ``norm`` ``"layer"`` (LayerNorm) or ``"rms"`` (RMSNorm, eps ``layer_norm_eps``);
+    ``mlp`` ``"plain"`` (``fc_out(act(fc_in(x)))``) or ``"gated"``
+    (``fc_out(act(gate(x)) * fc_in(x))``: SwiGLU with ``activation="silu"``);
+    ``mlp_bias`` the MLP's biases.
     """
 
     vocab_size: int
@@ -73,12 +159,27 @@ class ModelConfig:
     qkv_bias: bool = True
     layer_norm_eps: float = 1e-5
     activation: str = "gelu_new"
+    n_kv_head: int | None = None
+    d_head: int | None = None
+    norm: str = "layer"
+    mlp: str = "plain"
+    mlp_bias: bool = True
+    out_bias: bool | None = None
+    rotary_style: str = "gptj"
+    rope_theta: float = 10000.0
+    rope_scaling: RopeScaling | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.rope_scaling, dict):  # from to_dict / config.json
+            object.__setattr__(self, "rope_scaling", RopeScaling.from_dict(self.rope_scaling))
         if self.vocab_size <= 0 or self.n_ctx <= 0 or self.n_layer <= 0 or self.n_head <= 0:
             raise ValueError(f"ModelConfig sizes must be positive: {self}")
-        if self.d_model % self.n_head:
+        if self.d_head is None and self.d_model % self.n_head:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_head {self.n_head}")
+        if self.d_head is not None and self.d_head <= 0:
+            raise ValueError(f"d_head must be positive, got {self.d_head}")
+        if self.n_kv_head is not None and (self.n_kv_head <= 0 or self.n_head % self.n_kv_head):
+            raise ValueError(f"n_kv_head must divide n_head={self.n_head}, got {self.n_kv_head}")
         if self.rotary_dim < 0 or self.rotary_dim % 2 or self.rotary_dim > self.head_dim:
             raise ValueError(
                 f"rotary_dim must be even and in [0, head_dim={self.head_dim}], "
@@ -88,11 +189,37 @@ class ModelConfig:
             raise ValueError(
                 f"unknown activation {self.activation!r}; known: {sorted(ACTIVATIONS)}"
             )
+        for name, known in (("norm", NORMS), ("mlp", MLPS), ("rotary_style", ROTARY_STYLES)):
+            if getattr(self, name) not in known:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; known: {known}")
+        if not self.rope_theta > 0:
+            raise ValueError(f"rope_theta must be positive, got {self.rope_theta}")
+        rs = self.rope_scaling
+        if rs is not None:
+            if not isinstance(rs, RopeScaling):
+                raise ValueError(f"rope_scaling must be a RopeScaling or None, got {rs!r}")
+            if not self.rotary_dim:
+                raise ValueError("rope_scaling needs rotary positions (rotary_dim > 0)")
+            if rs.kind == "dynamic" and self.n_ctx > rs.original_n_ctx:
+                raise ValueError(
+                    f"dynamic rope scaling is implemented within original_n_ctx="
+                    f"{rs.original_n_ctx} positions only, but n_ctx={self.n_ctx}"
+                )
 
     @property
     def head_dim(self) -> int:
         """Dimension of one attention head."""
-        return self.d_model // self.n_head
+        return self.d_head if self.d_head is not None else self.d_model // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        """Number of key/value heads (the KV cache's head axis)."""
+        return self.n_kv_head if self.n_kv_head is not None else self.n_head
+
+    @property
+    def attn_out_bias(self) -> bool:
+        """Whether the attention output projection has a bias."""
+        return self.qkv_bias if self.out_bias is None else self.out_bias
 
     @property
     def ff_dim(self) -> int:
@@ -116,21 +243,74 @@ class ModelConfig:
 # --------------------------------------------------------------------------- the module
 
 
-def _rotary(x: jax.Array, positions: jax.Array, rotary_dim: int) -> jax.Array:
-    """GPT-J/CodeGen rotary embedding of ``x`` [B, T, H, Dh] on its first ``rotary_dim`` dims.
+@functools.lru_cache(maxsize=64)
+def rope_frequencies(config: ModelConfig) -> tuple[np.ndarray, float]:
+    """Inverse frequencies [rotary_dim / 2] (float32) and the cos/sin scale of ``config``.
 
-    Pairs are interleaved: dims (2j, 2j+1) rotate by angle ``position / 10000^(2j/rotary_dim)``
-    (HF ``rotate_every_two`` + ``apply_rotary_pos_emb`` in modeling_codegen.py).
+    ``theta ** (-2j / rotary_dim)``, then ``config.rope_scaling`` applied as transformers'
+    ``modeling_rope_utils.py`` does (in float32, in the same order, so the angles agree).
     """
-    inv_freq = 1.0 / (10000.0 ** (np.arange(0, rotary_dim, 2, dtype=np.float32) / rotary_dim))
+    r, base, rs = config.rotary_dim, config.rope_theta, config.rope_scaling
+    inv_freq = 1.0 / (base ** (np.arange(0, r, 2, dtype=np.float32) / r))
+    if rs is None or rs.kind == "dynamic":  # dynamic: unchanged within original_n_ctx
+        return inv_freq, 1.0
+    if rs.kind == "linear":
+        return inv_freq / rs.factor, 1.0
+    if rs.kind == "llama3":
+        old, lo, hi = rs.original_n_ctx, rs.low_freq_factor, rs.high_freq_factor
+        wavelen = 2 * math.pi / inv_freq
+        scaled = np.where(wavelen > old / lo, inv_freq / rs.factor, inv_freq)
+        smooth = (old / wavelen - lo) / (hi - lo)
+        smoothed = (1 - smooth) * scaled / rs.factor + smooth * scaled
+        medium = ~(wavelen < old / hi) & ~(wavelen > old / lo)
+        return np.where(medium, smoothed, scaled).astype(np.float32), 1.0
+
+    # yarn
+    def correction_dim(rotations: float) -> float:
+        return r * math.log(rs.original_n_ctx / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    low, high = correction_dim(rs.beta_fast), correction_dim(rs.beta_slow)
+    if rs.truncate:
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, r - 1)
+    if low == high:
+        high += 0.001
+    ramp = np.clip((np.arange(r // 2, dtype=np.float32) - low) / (high - low), 0, 1)
+    extrapolation = 1 - ramp  # weight of the original frequency
+    pos_freqs = base ** (np.arange(0, r, 2, dtype=np.float32) / r)
+    inv_freq = (1.0 / (rs.factor * pos_freqs)) * (1 - extrapolation) + (
+        1.0 / pos_freqs
+    ) * extrapolation
+    scale = rs.attention_factor
+    if scale is None:
+        scale = 0.1 * math.log(rs.factor) + 1.0 if rs.factor > 1 else 1.0
+    return inv_freq.astype(np.float32), float(scale)
+
+
+def _rotary(x: jax.Array, positions: jax.Array, config: ModelConfig) -> jax.Array:
+    """Rotary embedding of ``x`` [B, T, H, Dh] on its first ``config.rotary_dim`` dims.
+
+    Dim pair ``j`` rotates by ``position * inv_freq[j]`` (:func:`rope_frequencies`). GPT-J
+    pairs are interleaved, dims (2j, 2j+1) (HF ``rotate_every_two`` in
+    modeling_codegen.py); Llama's (``rotary_style="neox"``) are halves, dims (j, j + R/2)
+    (HF ``rotate_half`` in modeling_llama.py).
+    """
+    r = config.rotary_dim
+    inv_freq, scale = rope_frequencies(config)
     angle = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)  # [B, T, R/2]
     sin = jnp.sin(angle)[:, :, None, :]
     cos = jnp.cos(angle)[:, :, None, :]
-    rot, rest = x[..., :rotary_dim], x[..., rotary_dim:]
-    even, odd = rot[..., 0::2], rot[..., 1::2]
-    rotated = jnp.stack([even * cos - odd * sin, odd * cos + even * sin], axis=-1)
-    rotated = rotated.reshape(rot.shape).astype(x.dtype)
-    return jnp.concatenate([rotated, rest], axis=-1)
+    if scale != 1.0:
+        sin, cos = sin * scale, cos * scale
+    rot, rest = x[..., :r], x[..., r:]
+    if config.rotary_style == "neox":
+        x1, x2 = rot[..., : r // 2], rot[..., r // 2 :]
+        rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    else:
+        even, odd = rot[..., 0::2], rot[..., 1::2]
+        rotated = jnp.stack([even * cos - odd * sin, odd * cos + even * sin], axis=-1)
+        rotated = rotated.reshape(rot.shape)
+    return jnp.concatenate([rotated.astype(x.dtype), rest], axis=-1)
 
 
 def _dense_init(config: ModelConfig, residual_out: bool = False):
@@ -140,7 +320,12 @@ def _dense_init(config: ModelConfig, residual_out: bool = False):
 
 
 class Attention(nn.Module):
-    """Causal multi-head self-attention with an optional explicit KV cache."""
+    """Causal multi-head self-attention with an optional explicit KV cache.
+
+    Grouped-query when ``n_kv_head < n_head``: query head ``j * G + g`` (``G = n_head /
+    n_kv_head``) reads key/value head ``j``, as transformers' ``repeat_kv`` pairs them, and
+    the cache holds the ``n_kv_head`` heads only.
+    """
 
     config: ModelConfig
 
@@ -155,34 +340,40 @@ class Attention(nn.Module):
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
         """``x`` [B, T, D]; ``mask`` [B, T, S] bool (query t may see key s).
 
-        Without a cache S == T. With one (``cache`` = (k, v) [B, H, S, Dh]) the new keys
+        Without a cache S == T. With one (``cache`` = (k, v) [B, H_kv, S, Dh]) the new keys
         and values are written at slot ``index`` and the queries attend to all S slots.
         """
         cfg = self.config
         b, t, _ = x.shape
+        h, hkv, dh = cfg.n_head, cfg.kv_heads, cfg.head_dim
         qkv = nn.Dense(
-            3 * cfg.d_model, use_bias=cfg.qkv_bias, kernel_init=_dense_init(cfg), name="qkv"
+            (h + 2 * hkv) * dh, use_bias=cfg.qkv_bias, kernel_init=_dense_init(cfg), name="qkv"
         )(x)
-        qkv = qkv.reshape(b, t, 3, cfg.n_head, cfg.head_dim)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        q = qkv[..., : h * dh].reshape(b, t, h, dh)
+        k = qkv[..., h * dh : (h + hkv) * dh].reshape(b, t, hkv, dh)
+        v = qkv[..., (h + hkv) * dh :].reshape(b, t, hkv, dh)
         if cfg.rotary_dim:
-            q = _rotary(q, positions, cfg.rotary_dim)
-            k = _rotary(k, positions, cfg.rotary_dim)
-        q, k, v = (a.transpose(0, 2, 1, 3) for a in (q, k, v))  # [B, H, T, Dh]
+            q = _rotary(q, positions, cfg)
+            k = _rotary(k, positions, cfg)
+        q, k, v = (a.transpose(0, 2, 1, 3) for a in (q, k, v))  # [B, heads, T, Dh]
         new_cache = None
         if cache is not None:
             ck = jax.lax.dynamic_update_slice(cache[0], k.astype(cache[0].dtype), (0, 0, index, 0))
             cv = jax.lax.dynamic_update_slice(cache[1], v.astype(cache[1].dtype), (0, 0, index, 0))
             k, v = ck, cv
             new_cache = (ck, cv)
-        scores = jnp.einsum("bhtd,bhsd->bhts", q, k) / math.sqrt(cfg.head_dim)
-        scores = jnp.where(mask[:, None], scores, jnp.finfo(scores.dtype).min)
-        probs = jax.nn.softmax(scores, axis=-1)
-        out = jnp.einsum("bhts,bhsd->bhtd", probs, v)
-        out = out.transpose(0, 2, 1, 3).reshape(b, t, cfg.d_model)
+        # Each KV head's G query heads as one sequence of G * T queries: [B, H_kv, G T, Dh].
+        g = h // hkv
+        q = q.reshape(b, hkv, g * t, dh)
+        scores = jnp.einsum("bktd,bksd->bkts", q, k) / math.sqrt(dh)
+        scores = scores.reshape(b, hkv, g, t, -1)
+        scores = jnp.where(mask[:, None, None], scores, jnp.finfo(scores.dtype).min)
+        probs = jax.nn.softmax(scores, axis=-1).reshape(b, hkv, g * t, -1)
+        out = jnp.einsum("bkts,bksd->bktd", probs, v).reshape(b, h, t, dh)
+        out = out.transpose(0, 2, 1, 3).reshape(b, t, h * dh)
         out = nn.Dense(
             cfg.d_model,
-            use_bias=cfg.qkv_bias,
+            use_bias=cfg.attn_out_bias,
             kernel_init=_dense_init(cfg, residual_out=True),
             name="out",
         )(out)
@@ -190,34 +381,45 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward: fc_in, activation, fc_out."""
+    """Position-wise feed-forward: ``fc_out(act(fc_in(x)))``, or gated (``mlp="gated"``)
+    ``fc_out(act(gate(x)) * fc_in(x))`` (SwiGLU: Llama's gate_proj, up_proj, down_proj)."""
 
     config: ModelConfig
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         cfg = self.config
-        h = nn.Dense(cfg.ff_dim, kernel_init=_dense_init(cfg), name="fc_in")(x)
-        h = ACTIVATIONS[cfg.activation](h)
-        return nn.Dense(
-            cfg.d_model, kernel_init=_dense_init(cfg, residual_out=True), name="fc_out"
-        )(h)
+        dense = functools.partial(nn.Dense, use_bias=cfg.mlp_bias)
+        h = dense(cfg.ff_dim, kernel_init=_dense_init(cfg), name="fc_in")(x)
+        if cfg.mlp == "gated":
+            gate = dense(cfg.ff_dim, kernel_init=_dense_init(cfg), name="gate")(x)
+            h = ACTIVATIONS[cfg.activation](gate) * h
+        else:
+            h = ACTIVATIONS[cfg.activation](h)
+        return dense(cfg.d_model, kernel_init=_dense_init(cfg, residual_out=True), name="fc_out")(h)
+
+
+def _norm(cfg: ModelConfig, name: str) -> nn.Module:
+    """LayerNorm, or RMSNorm when ``cfg.norm == "rms"`` (scale only, no mean, no bias)."""
+    if cfg.norm == "rms":
+        return nn.RMSNorm(epsilon=cfg.layer_norm_eps, name=name)
+    return nn.LayerNorm(epsilon=cfg.layer_norm_eps, name=name)
 
 
 class Block(nn.Module):
-    """One transformer layer, sequential (GPT-2) or parallel (CodeGen) residual."""
+    """One transformer layer, sequential (GPT-2, Llama) or parallel (CodeGen) residual."""
 
     config: ModelConfig
 
     @nn.compact
     def __call__(self, x, positions, mask, cache=None, index=None):
         cfg = self.config
-        h = nn.LayerNorm(epsilon=cfg.layer_norm_eps, name="ln_1")(x)
+        h = _norm(cfg, "ln_1")(x)
         a, new_cache = Attention(cfg, name="attn")(h, positions, mask, cache, index)
         if cfg.parallel_residual:
             return x + a + MLP(cfg, name="mlp")(h), new_cache
         x = x + a
-        h = nn.LayerNorm(epsilon=cfg.layer_norm_eps, name="ln_2")(x)
+        h = _norm(cfg, "ln_2")(x)
         return x + MLP(cfg, name="mlp")(h), new_cache
 
 
@@ -251,7 +453,7 @@ class Transformer(nn.Module):
                 x, positions, mask, None if cache is None else cache[i], index
             )
             new_cache.append(c)
-        x = nn.LayerNorm(epsilon=cfg.layer_norm_eps, name="ln_f")(x)
+        x = _norm(cfg, "ln_f")(x)
         out_cache = None if cache is None else tuple(new_cache)
         if last_only:
             x = x[:, -1:]

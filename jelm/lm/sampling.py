@@ -137,7 +137,7 @@ def _generate_padded(
     slot_mask = jnp.concatenate([prompt_mask, jnp.ones((b, n), bool)], axis=1)  # [B, S]
 
     def empty_cache(rows: int) -> KVCache:
-        shape = (rows, cfg.n_head, s, cfg.head_dim)
+        shape = (rows, cfg.kv_heads, s, cfg.head_dim)
         return tuple((jnp.zeros(shape), jnp.zeros(shape)) for _ in range(cfg.n_layer))
 
     def prefill(chunk):

@@ -1,5 +1,5 @@
 """jelm.lm.model: the Flax decoder's configuration, parameter tree, forward pass and loss
-(ELM §3.1's diff model, GPT-2 and CodeGen layouts)."""
+(ELM §3.1's diff model; GPT-2, CodeGen and Llama layouts)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jelm.lm import model as M
-from tests.lm.tiny import ARCHS, CODEGEN, GPT2
+from tests.lm.tiny import ARCHS, CODEGEN, GPT2, LLAMA
 from tests.lm.tiny import random_prompts as _prompts
 from tests.lm.tiny import scaled_params as _params
 
@@ -37,6 +37,40 @@ def test_config_round_trip_and_validation():
         M.ModelConfig(vocab_size=10, activation="swish9")
 
 
+def test_llama_fields_round_trip_and_validation():
+    """The Llama-family fields: defaults keep old config.json files loading as before, the
+    rope scaling survives JSON as a dict, and bad values are refused."""
+    old = {k: v for k, v in GPT2.to_dict().items() if k in M.ModelConfig.__annotations__}
+    for name in ("n_kv_head", "d_head", "norm", "mlp", "rope_scaling", "rope_theta"):
+        old.pop(name)
+    assert M.ModelConfig.from_dict(old) == GPT2  # a config.json from before these fields
+    d = json.loads(json.dumps(LLAMA.to_dict()))
+    assert d["rope_scaling"]["kind"] == "yarn"
+    assert M.ModelConfig.from_dict(d) == LLAMA and hash(M.ModelConfig.from_dict(d)) == hash(LLAMA)
+    assert (LLAMA.kv_heads, LLAMA.head_dim, LLAMA.attn_out_bias) == (2, 8, False)
+    assert (GPT2.kv_heads, GPT2.attn_out_bias, CODEGEN.attn_out_bias) == (4, True, False)
+    wide = M.ModelConfig(vocab_size=10, d_model=32, n_head=4, d_head=12, rotary_dim=12)
+    assert wide.head_dim == 12
+    base = dict(vocab_size=10, d_model=32, n_head=4, rotary_dim=8)
+    for bad, match in (
+        (dict(n_kv_head=3), "n_kv_head must divide"),
+        (dict(norm="batch"), "unknown norm"),
+        (dict(mlp="moe"), "unknown mlp"),
+        (dict(rotary_style="glm"), "unknown rotary_style"),
+        (dict(rope_theta=0.0), "rope_theta"),
+        (dict(rope_scaling={"kind": "longrope", "factor": 2.0}), "unknown rope scaling"),
+        (dict(rope_scaling={"kind": "linear", "scale": 2.0}), "unknown RopeScaling keys"),
+        (dict(rope_scaling={"kind": "llama3", "factor": 8.0}), "original_n_ctx"),
+        (dict(rope_scaling=M.RopeScaling("linear", 2.0), rotary_dim=0), "rotary_dim > 0"),
+        (
+            dict(n_ctx=128, rope_scaling=M.RopeScaling("dynamic", 2.0, original_n_ctx=64)),
+            "dynamic rope scaling",
+        ),
+    ):
+        with pytest.raises(ValueError, match=match):
+            M.ModelConfig(**{**base, **bad})
+
+
 def test_param_tree_names():
     g = M.init_params(GPT2, jax.random.key(0))
     assert set(g) == {"wte", "wpe", "h_0", "h_1", "ln_f"}
@@ -49,12 +83,21 @@ def test_param_tree_names():
     assert set(c["h_0"]["attn"]["qkv"]) == {"kernel"}
     assert c["lm_head"]["bias"].shape == (211,)
     assert M.param_count(g) == sum(a.size for a in jax.tree_util.tree_leaves(g))
+    ll = M.init_params(LLAMA, jax.random.key(0))
+    assert set(ll) == {"wte", "h_0", "h_1", "ln_f", "lm_head"}
+    assert set(ll["h_0"]["ln_1"]) == set(ll["ln_f"]) == {"scale"}  # RMSNorm
+    qkv = ll["h_0"]["attn"]["qkv"]
+    assert qkv["kernel"].shape == (32, (4 + 2 * 2) * 8) and qkv["bias"].shape == (64,)
+    assert set(ll["h_0"]["attn"]["out"]) == {"kernel"}
+    assert set(ll["h_0"]["mlp"]) == {"gate", "fc_in", "fc_out"}
+    assert all(set(m) == {"kernel"} for m in ll["h_0"]["mlp"].values())
+    assert ll["h_0"]["mlp"]["gate"]["kernel"].shape == (32, 48)
 
 
 # ----------------------------------------------------------------------------- forward
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "codegen"])
+@pytest.mark.parametrize("arch", ["gpt2", "codegen", "llama"])
 def test_forward_padding_invariance(arch):
     """Left or right padding does not change the logits at real positions."""
     cfg = ARCHS[arch]

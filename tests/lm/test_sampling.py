@@ -47,7 +47,7 @@ def _greedy_reference(params, config, prompt, n, width=32):
 # ----------------------------------------------------------------------------- generate
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "codegen"])
+@pytest.mark.parametrize("arch", ["gpt2", "codegen", "llama"])
 def test_greedy_generate_matches_uncached_forward(arch):
     cfg = ARCHS[arch]
     params = _params(cfg)

@@ -20,7 +20,29 @@ CODEGEN = M.ModelConfig(
     lm_head_bias=True,
     qkv_bias=False,
 )
-ARCHS = {"gpt2": GPT2, "codegen": CODEGEN}
+# Llama/Qwen2 layout: RMSNorm, SwiGLU, 2 KV heads for 4 query heads, rotate_half rotary on
+# the whole head with YaRN scaling, q/k/v biases only (Qwen2's).
+LLAMA = M.ModelConfig(
+    vocab_size=211,
+    n_ctx=96,
+    d_model=32,
+    n_layer=2,
+    n_head=4,
+    d_ff=48,
+    rotary_dim=8,
+    tie_embeddings=False,
+    qkv_bias=True,
+    activation="silu",
+    n_kv_head=2,
+    norm="rms",
+    mlp="gated",
+    mlp_bias=False,
+    out_bias=False,
+    rotary_style="neox",
+    rope_theta=500.0,
+    rope_scaling=M.RopeScaling("yarn", factor=4.0, original_n_ctx=24),
+)
+ARCHS = {"gpt2": GPT2, "codegen": CODEGEN, "llama": LLAMA}
 
 
 def scaled_params(config: M.ModelConfig, seed: int = 0):

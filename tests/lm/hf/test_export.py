@@ -272,8 +272,8 @@ def test_save_hf_refuses_other_architectures(tmp_path, tok):
     out = tmp_path / "hybrid"
     with pytest.raises(
         ValueError,
-        match=r"neither a GPT-2 nor a CodeGen.*as GPT-2 it has rotary_dim=8.*"
-        r"as CodeGen it has parallel_residual=False",
+        match=r"not a GPT-2, CodeGen or Llama.*as GPT-2 it has rotary_dim=8.*"
+        r"as CodeGen it has parallel_residual=False.*as Llama it has norm='layer'",
     ):
         hf.save_hf(out, params, hybrid, tok)
     assert not out.exists()  # refused before writing anything

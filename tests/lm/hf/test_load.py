@@ -1,4 +1,5 @@
-"""jelm.lm.hf.load: local Hugging Face GPT-2 / CodeGen checkpoints in jelm's Flax model.
+"""jelm.lm.hf.load: local Hugging Face GPT-2 / CodeGen checkpoints in jelm's Flax model
+(Llama and Qwen2: test_load_llama.py).
 
 The references are the real torch models from transformers, built from a random init here
 (no downloads): a tiny GPT2LMHeadModel and CodeGenForCausalLM (tied and untied) are saved
@@ -199,8 +200,10 @@ def test_load_errors(checkpoints, tmp_path):
         hf.load_hf(tmp_path / "nope")
     with pytest.raises(ModelLoadError, match=r"config\.json is missing"):
         hf.load_hf(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    with pytest.raises(ModelLoadError, match=r"'llama' is not supported.*'gpt2', 'codegen'"):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mistral"}))
+    with pytest.raises(
+        ModelLoadError, match=r"'mistral' is not supported.*'gpt2', 'codegen', 'llama', 'qwen2'"
+    ):
         hf.load_hf(tmp_path)
 
     d, model, _ = checkpoints["gpt2"]
