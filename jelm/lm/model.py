@@ -12,7 +12,8 @@ embedding in Llama's "rotate_half" pairing on the whole head with ``rope_theta``
 optional :class:`RopeScaling`, sequential residual, biases as the checkpoint says).
 
 Functional: ``params`` is a plain pytree (the Flax ``"params"`` collection), passed to
-every function; the KV cache is an explicit value; randomness comes from explicit keys.
+every function; the KV cache (:mod:`jelm.lm.kv`) is an explicit value; randomness comes from
+explicit keys.
 Sampling is :mod:`jelm.lm.sampling`, saving and loading :mod:`jelm.lm.checkpoint`.
 
 Parameter tree (named so Hugging Face checkpoints map onto it tensor by tensor,
@@ -45,9 +46,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jelm.lm.kv import LayerCache, View, attend
+
 Params = Any  # nested dict of arrays
-# Per layer: (keys, values), each [batch, heads, cache_len, head_dim].
-KVCache = tuple[tuple[jax.Array, jax.Array], ...]
 
 ACTIVATIONS = {
     # GPT-2's and CodeGen's "gelu_new" is the tanh approximation.
@@ -320,7 +321,7 @@ def _dense_init(config: ModelConfig, residual_out: bool = False):
 
 
 class Attention(nn.Module):
-    """Causal multi-head self-attention with an optional explicit KV cache.
+    """Causal multi-head self-attention, over the tokens themselves or over a KV cache.
 
     Grouped-query when ``n_kv_head < n_head``: query head ``j * G + g`` (``G = n_head /
     n_kv_head``) reads key/value head ``j``, as transformers' ``repeat_kv`` pairs them, and
@@ -334,14 +335,13 @@ class Attention(nn.Module):
         self,
         x: jax.Array,
         positions: jax.Array,
-        mask: jax.Array,
-        cache: tuple[jax.Array, jax.Array] | None = None,
-        index: jax.Array | None = None,
-    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
-        """``x`` [B, T, D]; ``mask`` [B, T, S] bool (query t may see key s).
-
-        Without a cache S == T. With one (``cache`` = (k, v) [B, H_kv, S, Dh]) the new keys
-        and values are written at slot ``index`` and the queries attend to all S slots.
+        mask: jax.Array | View,
+        cache: LayerCache | None = None,
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | LayerCache]:
+        """``x`` [B, T, D]. Without a cache ``mask`` is [B, T, T] bool (query t may see key
+        s) and the keys and values of the tokens come back ``[B, H, T, Dh]`` (to become a
+        cached prefix). With a cache (:mod:`jelm.lm.kv`) ``mask`` is a
+        :class:`jelm.lm.kv.View` and the updated cache comes back.
         """
         cfg = self.config
         b, t, _ = x.shape
@@ -355,29 +355,28 @@ class Attention(nn.Module):
         if cfg.rotary_dim:
             q = _rotary(q, positions, cfg)
             k = _rotary(k, positions, cfg)
-        q, k, v = (a.transpose(0, 2, 1, 3) for a in (q, k, v))  # [B, heads, T, Dh]
-        new_cache = None
         if cache is not None:
-            ck = jax.lax.dynamic_update_slice(cache[0], k.astype(cache[0].dtype), (0, 0, index, 0))
-            cv = jax.lax.dynamic_update_slice(cache[1], v.astype(cache[1].dtype), (0, 0, index, 0))
-            k, v = ck, cv
-            new_cache = (ck, cv)
-        # Each KV head's G query heads as one sequence of G * T queries: [B, H_kv, G T, Dh].
-        g = h // hkv
-        q = q.reshape(b, hkv, g * t, dh)
-        scores = jnp.einsum("bktd,bksd->bkts", q, k) / math.sqrt(dh)
-        scores = scores.reshape(b, hkv, g, t, -1)
-        scores = jnp.where(mask[:, None, None], scores, jnp.finfo(scores.dtype).min)
-        probs = jax.nn.softmax(scores, axis=-1).reshape(b, hkv, g * t, -1)
-        out = jnp.einsum("bkts,bksd->bktd", probs, v).reshape(b, h, t, dh)
-        out = out.transpose(0, 2, 1, 3).reshape(b, t, h * dh)
+            out, kv = attend(q, k, v, cache, mask)
+        else:
+            q, k, v = (a.transpose(0, 2, 1, 3) for a in (q, k, v))  # [B, heads, T, Dh]
+            # Each KV head's G query heads as one sequence of G * T queries: [B, H_kv, G T, Dh].
+            g = h // hkv
+            q = q.reshape(b, hkv, g * t, dh)
+            scores = jnp.einsum("bktd,bksd->bkts", q, k) / math.sqrt(dh)
+            scores = scores.reshape(b, hkv, g, t, -1)
+            scores = jnp.where(mask[:, None, None], scores, jnp.finfo(scores.dtype).min)
+            probs = jax.nn.softmax(scores, axis=-1).reshape(b, hkv, g * t, -1)
+            out = jnp.einsum("bkts,bksd->bktd", probs, v).reshape(b, h, t, dh)
+            out = out.transpose(0, 2, 1, 3)
+            kv = (k, v)
+        out = out.reshape(b, t, h * dh)
         out = nn.Dense(
             cfg.d_model,
             use_bias=cfg.attn_out_bias,
             kernel_init=_dense_init(cfg, residual_out=True),
             name="out",
         )(out)
-        return out, new_cache
+        return out, kv
 
 
 class MLP(nn.Module):
@@ -412,10 +411,10 @@ class Block(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x, positions, mask, cache=None, index=None):
+    def __call__(self, x, positions, mask, cache=None):
         cfg = self.config
         h = _norm(cfg, "ln_1")(x)
-        a, new_cache = Attention(cfg, name="attn")(h, positions, mask, cache, index)
+        a, new_cache = Attention(cfg, name="attn")(h, positions, mask, cache)
         if cfg.parallel_residual:
             return x + a + MLP(cfg, name="mlp")(h), new_cache
         x = x + a
@@ -424,7 +423,12 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """The decoder. ``logits=False`` returns the final hidden states (after ``ln_f``)."""
+    """The decoder. ``logits=False`` returns the final hidden states (after ``ln_f``).
+
+    The second output is one entry per layer: with ``cache`` (a tuple of
+    :class:`jelm.lm.kv.LayerCache`, ``mask`` a :class:`jelm.lm.kv.View`) the updated
+    caches, without it the layers' keys and values ``[B, H, T, Dh]``.
+    """
 
     config: ModelConfig
 
@@ -433,12 +437,11 @@ class Transformer(nn.Module):
         self,
         tokens: jax.Array,
         positions: jax.Array,
-        mask: jax.Array,
-        cache: KVCache | None = None,
-        index: jax.Array | None = None,
+        mask: jax.Array | View,
+        cache: tuple[LayerCache, ...] | None = None,
         logits: bool = True,
         last_only: bool = False,
-    ) -> tuple[jax.Array, KVCache | None]:
+    ) -> tuple[jax.Array, tuple[Any, ...]]:
         cfg = self.config
         wte = nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=_dense_init(cfg), name="wte")
         x = wte(tokens)
@@ -447,20 +450,19 @@ class Transformer(nn.Module):
                 cfg.n_ctx, cfg.d_model, embedding_init=nn.initializers.normal(0.01), name="wpe"
             )
             x = x + wpe(positions)
-        new_cache = []
+        per_layer = []
         for i in range(cfg.n_layer):
             x, c = Block(cfg, name=f"h_{i}")(
-                x, positions, mask, None if cache is None else cache[i], index
+                x, positions, mask, None if cache is None else cache[i]
             )
-            new_cache.append(c)
+            per_layer.append(c)
         x = _norm(cfg, "ln_f")(x)
-        out_cache = None if cache is None else tuple(new_cache)
         if last_only:
             x = x[:, -1:]
         if not logits:
-            return x, out_cache
+            return x, tuple(per_layer)
         if cfg.tie_embeddings:
-            y = wte.attend(x)
+            y = jnp.einsum("btd,vd->btv", x, wte.embedding)  # no copy of the transpose
             if cfg.lm_head_bias:
                 y = y + self.param("lm_head_bias", nn.initializers.zeros, (cfg.vocab_size,))
         else:
@@ -470,7 +472,7 @@ class Transformer(nn.Module):
                 kernel_init=_dense_init(cfg),
                 name="lm_head",
             )(x)
-        return y, out_cache
+        return y, tuple(per_layer)
 
 
 # --------------------------------------------------------------------------- training API

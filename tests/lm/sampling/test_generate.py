@@ -16,6 +16,8 @@ import pytest
 
 from jelm.lm import model as M
 from jelm.lm import sampling as S
+from jelm.lm.sampling import device as D
+from jelm.lm.sampling.sample import sample_tokens
 from tests.lm.tiny import ARCHS, CODEGEN, GPT2
 from tests.lm.tiny import random_prompts as _prompts
 from tests.lm.tiny import scaled_params as _params
@@ -80,7 +82,7 @@ def test_chunked_prefill_gives_the_same_tokens(monkeypatch):
     prompts = _prompts(4, [3, 17, 9])
     kw = dict(max_new_tokens=10, temperature=0.9, top_p=0.9)
     whole = S.generate(params, cfg, prompts, jax.random.key(0), **kw)
-    monkeypatch.setattr(S, "PREFILL_SCORE_ELEMENTS", 1)
+    monkeypatch.setattr(D, "PREFILL_SCORE_ELEMENTS", 1)
     chunked = S.generate(params, cfg, prompts, jax.random.key(0), **kw)
     assert chunked == whole
 
@@ -145,7 +147,7 @@ def test_top_p_keeps_the_nucleus():
     logits = jnp.log(jnp.asarray([[0.05, 0.5, 0.15, 0.3]] * 4000))
     keys = jax.random.split(jax.random.key(0), 4000)
     toks = np.asarray(
-        S._sample(
+        sample_tokens(
             logits,
             keys,
             jnp.int32(0),
@@ -158,7 +160,7 @@ def test_top_p_keeps_the_nucleus():
     assert set(np.unique(toks)) == {1, 3}  # 0.5 + 0.3 >= 0.7: the nucleus is {1, 3}
     np.testing.assert_allclose(np.mean(toks == 1), 0.5 / 0.8, atol=0.03)
     plain = np.asarray(
-        S._sample(
+        sample_tokens(
             logits,
             keys,
             jnp.int32(0),
@@ -177,8 +179,12 @@ def test_generate_does_not_recompile_for_similar_prompts():
     cfg = M.ModelConfig(vocab_size=211, n_ctx=96, d_model=32, n_layer=1, n_head=4)
     params = _params(cfg)
     kw = dict(max_new_tokens=7, temperature=0.8, top_p=0.9, stop_token_ids=[3])
+
+    def compiled():
+        return sum(f._cache_size() for f in (D.prefill, D.decode, D.insert, D.take))
+
     S.generate(params, cfg, _prompts(9, [20, 25, 30]), jax.random.key(0), **kw)
-    before = S._generate_padded._cache_size()
+    before = compiled()
     # Other prompts, lengths in the same bucket (17..32), batch 3 -> 4 in the same bucket,
     # other key, temperature, top_p and stop ids: no new compilation.
     S.generate(
@@ -191,21 +197,93 @@ def test_generate_does_not_recompile_for_similar_prompts():
         top_p=0.8,
         stop_token_ids=[3, 4, 5],
     )
-    assert S._generate_padded._cache_size() == before
-    # A longer prompt bucket is one new program.
+    assert compiled() == before
+    # A longer prompt bucket compiles its programs once.
     S.generate(params, cfg, _prompts(11, [40]), jax.random.key(1), **kw)
-    assert S._generate_padded._cache_size() == before + 1
-    assert [S.bucket_length(n) for n in (1, 16, 17, 100, 300, 513, 800, 1100)] == [
-        16,
-        16,
-        32,
-        128,
-        512,
-        768,
-        1024,
-        1280,
-    ]
-    assert [S.bucket_batch(n) for n in (1, 3, 8, 9)] == [1, 4, 8, 16]
+    longer = compiled()
+    assert longer > before
+    S.generate(params, cfg, _prompts(12, [50]), jax.random.key(2), **kw)
+    assert compiled() == longer
+
+
+def _family(seed: int, parents: int, children: int, parent_len: int = 40):
+    """Prompts that are ``children`` children of each of ``parents`` parents (the parent's
+    tokens and a short tail of their own), shuffled."""
+    rng = np.random.default_rng(seed)
+    prompts = []
+    for _ in range(parents):
+        parent = rng.integers(5, 211, parent_len).tolist()
+        prompts += [
+            parent + rng.integers(5, 211, int(rng.integers(1, 6))).tolist() for _ in range(children)
+        ]
+    return [prompts[i] for i in rng.permutation(len(prompts))]
+
+
+@pytest.mark.parametrize("arch", ["codegen", "llama"])
+def test_shared_prefixes_and_slot_refills_change_no_token(arch):
+    """Children of one parent share the parent's keys and values; a call with fewer rows
+    than prompts refills finished rows' slots. Neither changes a row's tokens, greedy or
+    sampled, and the greedy ones are the uncached forward pass's."""
+    cfg = ARCHS[arch]
+    params = _params(cfg)
+    prompts = _family(3, parents=3, children=3)
+    from jelm.lm.sampling.plan import make_plan
+
+    assert make_plan(prompts, 8, 8).rows > 1  # the call below does share prefixes
+    for kw in (dict(temperature=0), dict(temperature=0.9, top_p=0.9)):
+        ref = S.generate(
+            params, cfg, prompts, jax.random.key(4), max_new_tokens=8, share_prefixes=False, **kw
+        )
+        for share in (True, False):
+            for max_batch in (8, 2, 1):
+                got = S.generate(
+                    params,
+                    cfg,
+                    prompts,
+                    jax.random.key(4),
+                    max_new_tokens=8,
+                    max_batch=max_batch,
+                    share_prefixes=share,
+                    **kw,
+                )
+                assert got == ref, (kw, share, max_batch)
+    greedy = S.generate(
+        params, cfg, prompts[:3], jax.random.key(0), max_new_tokens=8, temperature=0
+    )
+    for prompt, gen in zip(prompts[:3], greedy, strict=True):
+        assert gen.tokens == _greedy_reference(params, cfg, prompt, 8, width=64)
+
+
+def test_rows_of_different_lengths_finish_on_their_own():
+    """Stop tokens end rows at different steps; the live rows are packed into fewer slots
+    as the others finish, and every row gets exactly what it gets alone."""
+    cfg = CODEGEN
+    params = _params(cfg)
+    prompts = _prompts(12, [5, 9, 14, 3, 7, 11, 6, 8])
+    full = S.generate(params, cfg, prompts, jax.random.key(0), max_new_tokens=20, temperature=0)
+    stop = [g.tokens[2 + i] for i, g in enumerate(full[:4])]
+    gens = S.generate(
+        params,
+        cfg,
+        prompts,
+        jax.random.key(0),
+        max_new_tokens=20,
+        temperature=0,
+        stop_token_ids=stop,
+    )
+    lengths = {len(g.tokens) for g in gens}
+    assert len(lengths) > 1  # rows did end at different steps
+    for prompt, gen in zip(prompts, gens, strict=True):
+        (alone,) = S.generate(
+            params,
+            cfg,
+            [prompt],
+            jax.random.key(0),
+            max_new_tokens=20,
+            temperature=0,
+            stop_token_ids=stop,
+        )
+        assert gen == alone
 
 
 def test_generate_errors():

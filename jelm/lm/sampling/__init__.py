@@ -1,0 +1,15 @@
+"""Batched sampling from the language model under ``jit``: ELM's mutation step (§3.1).
+
+``generate(params, config, prompts, key, ...)`` samples continuations of token-id prompts
+with continuous batching (:mod:`.engine`): at most ``max_batch`` rows at once, a finished
+row's slot refilled with a waiting prompt, live rows packed into fewer slots when most
+have finished. Prompts that begin alike (children of one parent) share one copy of the
+prefix's keys and values (:mod:`.plan`, :mod:`jelm.lm.kv`). The device side (prefill,
+decode loop, slot moves) is :mod:`.device`; token choice (greedy, temperature, nucleus)
+:mod:`.sample`.
+"""
+
+from jelm.lm.sampling.engine import MAX_ROWS, Generation, generate
+from jelm.lm.sampling.plan import bucket_batch, bucket_length
+
+__all__ = ["MAX_ROWS", "Generation", "bucket_batch", "bucket_length", "generate"]

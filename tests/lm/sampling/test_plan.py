@@ -1,0 +1,74 @@
+"""jelm.lm.sampling.plan: which prompts share a prefix, and the shapes they sample at."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jelm.lm.sampling.plan import (
+    MIN_SHARED,
+    bucket_batch,
+    bucket_length,
+    bucket_suffix,
+    make_plan,
+    shared_sets,
+)
+
+
+def _children(parent: list[int], n: int, rng: np.random.Generator) -> list[list[int]]:
+    """``n`` prompts made of ``parent`` and a short tail of their own (a commit message)."""
+    return [parent + rng.integers(5, 200, int(rng.integers(2, 6))).tolist() for _ in range(n)]
+
+
+def test_children_of_one_parent_share_its_text():
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(5, 200, 60).tolist(), rng.integers(5, 200, 50).tolist()
+    prompts = _children(a, 4, rng) + _children(b, 3, rng) + [rng.integers(5, 200, 40).tolist()]
+    order = rng.permutation(len(prompts))
+    prompts = [prompts[i] for i in order]
+    sets = {tuple(sorted(ms)): shared for shared, ms in shared_sets(prompts)}
+    where = {int(j): i for i, j in enumerate(order)}  # original index -> shuffled index
+    assert sets[tuple(sorted(where[j] for j in range(4)))] >= 60
+    assert sets[tuple(sorted(where[j] for j in range(4, 7)))] >= 50
+    assert sets[(where[7],)] == 39  # alone: all but its last token
+    plan = make_plan(prompts, max_new_tokens=16, max_rows=8)
+    assert plan.rows > 1
+    for g in plan.groups:
+        for m, s in zip(g.members, g.suffixes, strict=True):
+            assert list(g.prefix) + list(s) == prompts[m] and len(s) >= 1
+    assert sorted(m for g in plan.groups for m in g.members) == list(range(len(prompts)))
+
+
+def test_a_common_header_alone_is_not_shared():
+    """Prompts that agree on a header (the file name, the imports) but not on the parent
+    each keep their own prefix: sharing the header would lengthen every row's suffix."""
+    rng = np.random.default_rng(1)
+    header = rng.integers(5, 200, MIN_SHARED + 8).tolist()
+    prompts = [header + rng.integers(5, 200, 200).tolist() for _ in range(6)]
+    assert all(len(ms) == 1 for _, ms in shared_sets(prompts))
+    plan = make_plan(prompts, max_new_tokens=64, max_rows=8)
+    assert plan.rows == 1 and plan.suffix_len == 1
+    assert plan.prefix_len == bucket_length(max(len(p) for p in prompts) - 1)
+
+
+def test_no_sharing_when_asked_and_slots_bounded():
+    rng = np.random.default_rng(2)
+    prompts = _children(rng.integers(5, 200, 80).tolist(), 12, rng)
+    plan = make_plan(prompts, max_new_tokens=32, max_rows=4, share_prefixes=False)
+    assert plan.rows == 1 and len(plan.groups) == 12 and plan.slots == 4
+    shared = make_plan(prompts, max_new_tokens=32, max_rows=4)
+    assert shared.rows == 4 and shared.slots == 1 and len(shared.groups) == 3
+
+
+def test_buckets():
+    assert [bucket_length(n) for n in (1, 16, 17, 100, 300, 513, 800, 1100)] == [
+        16,
+        16,
+        32,
+        128,
+        512,
+        768,
+        1024,
+        1280,
+    ]
+    assert [bucket_suffix(n) for n in (1, 2, 17)] == [1, 16, 32]
+    assert [bucket_batch(n) for n in (1, 3, 8, 9)] == [1, 4, 8, 16]
