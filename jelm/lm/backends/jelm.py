@@ -29,9 +29,10 @@ __all__ = ["HF_KIND", "JELM_KIND", "JelmBackend"]
 class JelmBackend:
     """A jelm (or converted Hugging Face) model sampled on the JAX device.
 
-    Prompts are encoded with the model's tokenizer and sampled in batches of at most
-    ``max_batch`` with ``jelm.lm.sampling.generate`` (KV cache, jit; prompt lengths and batch
-    sizes are padded to buckets, so a long ELM run compiles a handful of shapes once).
+    Prompts are encoded with the model's tokenizer and sampled by
+    ``jelm.lm.sampling.generate`` (continuous batching of at most ``max_batch`` rows, shared
+    prefixes, jit; shapes are padded to buckets, so a long ELM run compiles a handful of
+    programs once).
     A prompt longer than ``n_ctx - max_new_tokens`` tokens keeps its *last* tokens (the
     ``<MSG>``/``<DFF>`` tail of an ELM prompt matters most); ``Completion.truncated`` says
     how many were dropped. Stop strings that are single tokens (``<|endoftext|>``,
@@ -119,8 +120,8 @@ class JelmBackend:
         stop: Sequence[str] = (),
         seed: int = 0,
     ) -> list[Completion]:
-        """Sample one completion per prompt (batched on the device, ``max_batch`` at a
-        time; chunk ``i`` uses ``fold_in(key(seed), i)``)."""
+        """Sample one completion per prompt (on the device, at most ``max_batch`` rows at
+        once; prompt ``i`` samples with ``fold_in(fold_in(key(seed), 0), i)``)."""
         import jax
 
         if isinstance(stop, str):
@@ -139,25 +140,20 @@ class JelmBackend:
                 continue
             dropped = max(0, len(ids) - keep)
             encoded.append((i, ids[dropped:], dropped))
-        base = jax.random.key(int(seed))
-        for c, start in enumerate(range(0, len(encoded), self.max_batch)):
-            chunk = encoded[start : start + self.max_batch]
-            key = jax.random.fold_in(base, c)
-            for (i, ids, dropped), comp in zip(
-                chunk,
-                self._generate_chunk(
-                    [ids for _, ids, _ in chunk], key, max_new, temperature, top_p, stop_ids
-                ),
-                strict=True,
-            ):
-                if isinstance(comp, BaseException):
-                    out[i] = error_completion(comp)
-                else:
-                    tokens, reason = comp
-                    out[i] = self._finish(tokens, reason, stop_ids, host_stop, len(ids), dropped)
+        # one call: generate keeps at most max_batch rows sampling and refills their slots
+        key = jax.random.fold_in(jax.random.key(int(seed)), 0)
+        results = self._generate(
+            [ids for _, ids, _ in encoded], key, max_new, temperature, top_p, stop_ids
+        )
+        for (i, ids, dropped), comp in zip(encoded, results, strict=True):
+            if isinstance(comp, BaseException):
+                out[i] = error_completion(comp)
+            else:
+                tokens, reason = comp
+                out[i] = self._finish(tokens, reason, stop_ids, host_stop, len(ids), dropped)
         return [c for c in out if c is not None]
 
-    def _generate_chunk(
+    def _generate(
         self,
         prompts: list[list[int]],
         key: Any,
@@ -166,8 +162,8 @@ class JelmBackend:
         top_p: float,
         stop_ids: list[int],
     ) -> list[tuple[list[int], str] | BaseException]:
-        """Generate a chunk; if the batch fails, retry each prompt alone so one bad prompt
-        only fails itself."""
+        """Generate every prompt (at most ``max_batch`` rows at once); if the call fails,
+        retry each prompt alone so that one bad prompt only fails itself."""
         import jax
 
         from jelm.lm.sampling import generate
@@ -183,6 +179,7 @@ class JelmBackend:
                 top_p=float(top_p),
                 stop_token_ids=stop_ids,
                 pad_id=int(self.tokenizer.pad_id),
+                max_batch=self.max_batch,
             )
             return [(list(map(int, g.tokens)), str(g.finish_reason)) for g in gens]
 
