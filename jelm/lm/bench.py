@@ -1,24 +1,31 @@
 """Diff-model sampling throughput: jelm (JAX) against transformers (torch), one machine.
 
 ``python -m jelm.lm.bench [--model shipped|<dir>|hf:<dir>] [--domain NAME]
-[--batches 1 8 32] [--new-tokens 256]`` prints one JSON line on stdout (progress goes to
-stderr)::
+[--batches 1 8 32] [--new-tokens 384] [--children 1 4]`` prints one JSON line on stdout
+(progress goes to stderr)::
 
-    {"device", "model": {params, d_model, n_layer, n_head, n_ctx, vocab_size, source},
+    {"device", "machine": {matmul_gflops, memory_gbps},
+     "model": {params, d_model, n_layer, n_head, n_kv_head, n_ctx, vocab_size, source},
      "prompt_tokens_mean", "sampling": {...},
-     "jax":   [{"batch", "tokens_per_s", "diffs_per_s", "first_call_s", "run_s",
-               "mean_new_tokens", "stop_rate"}, ...],
-     "torch": [{same fields, "threads"}, ...],
+     "jax":   [{"children", "batch", "tokens_per_s", "diffs_per_s", "first_call_s",
+               "run_s", "mean_new_tokens", "stop_rate", "roofline": {...}}, ...],
+     "torch": [{same fields but roofline, "threads"}, ...],
+     "speedup": {"children<k>_b<batch>": jax / best torch tokens/s},
      "peak_rss_mb"}
 
 It measures ELM's mutation step (§3.1): a batch of diff-format prompts (the domain's seed
 programs and a few corpus parents, each with each commit message) is continued by
-sampling (temperature 0.8, top-p 0.95, no top-k) until EOS or ``--new-tokens``. A batch of
-``b`` takes the first ``b`` prompts of that pool (shuffled once, cycled when ``b`` is
-larger); both sides get the same token ids.
+sampling (temperature 0.8, top-p 0.95, no top-k) until EOS or ``--new-tokens``. Two
+workloads: ``children 1`` takes the first ``b`` prompts of the pool (shuffled once,
+cycled when ``b`` is larger: mostly distinct parents); ``children k`` asks ``k``
+children of each parent (with the commit messages in turn), as an ELM generation does
+when it draws a parent for several children. Both sides get the same token ids.
 
-- ``jax``: :func:`jelm.lm.sampling.generate`; ``first_call_s`` is the first call at the
-  batch's shapes (compilation included), ``run_s`` a second call with another key.
+- ``jax``: :func:`jelm.lm.sampling.generate` with ``max_batch = b``; ``first_call_s`` is
+  the first call at the batch's shapes (compilation included), ``run_s`` a second call
+  with another key. ``roofline`` (:func:`roofline`): the call's FLOPs and bytes against
+  this machine's measured matmul rate and memory bandwidth (:func:`machine_peaks`), the
+  least time they allow, and the share of it the call achieved.
 - ``torch``: the same weights exported by :func:`jelm.lm.hf.save_hf` (an ``hf:`` model is
   read from its own directory), loaded with ``AutoModelForCausalLM`` from local files and
   run by ``generate(do_sample=True, top_k=0, ...)`` on left-padded inputs under
@@ -83,12 +90,12 @@ def load_any(model: str) -> tuple[Any, Any, Any, Path, bool]:
     return params, config, tokenizer, path, is_hf
 
 
-def bench_prompts(
+def bench_parents(
     corpus_parents: int = 9, seed: int = 0, *, domain: Domain | str | None = None
-) -> list[str]:
-    """ELM §3.1 diff prompts: every seed program of ``domain`` and ``corpus_parents``
-    distinct parents of its training corpus, each with each of its commit messages, in a
-    fixed shuffled order."""
+) -> list[list[str]]:
+    """ELM §3.1 diff prompts by parent: every seed program of ``domain`` and
+    ``corpus_parents`` distinct parents of its training corpus, each with each of the
+    domain's commit messages."""
     from jelm.programs.diff import elm_prompt
 
     domain = resolve_domain(domain)
@@ -102,9 +109,103 @@ def bench_prompts(
                 parents.append(example.parent)
     messages = domain.prompts.commit_messages
     file_name = domain.program.file_name
-    prompts = [elm_prompt(p, m, file_name) for p in parents for m, _ in messages]
+    return [[elm_prompt(p, m, file_name) for m, _ in messages] for p in parents]
+
+
+def bench_prompts(
+    corpus_parents: int = 9, seed: int = 0, *, domain: Domain | str | None = None
+) -> list[str]:
+    """The prompts of :func:`bench_parents`, in a fixed shuffled order."""
+    prompts = [t for texts in bench_parents(corpus_parents, seed, domain=domain) for t in texts]
     order = np.random.default_rng(seed).permutation(len(prompts))
     return [prompts[int(i)] for i in order]
+
+
+def family_prompts(
+    texts_by_parent: Sequence[Sequence[str]], batch: int, children: int
+) -> list[str]:
+    """``batch`` prompts as an ELM generation that asks ``children`` children of each
+    parent: parents in turn, each with its commit messages in turn."""
+    out: list[str] = []
+    p = 0
+    while len(out) < batch:
+        texts = texts_by_parent[p % len(texts_by_parent)]
+        out += [texts[(p // len(texts_by_parent) + j) % len(texts)] for j in range(children)]
+        p += 1
+    return out[:batch]
+
+
+def machine_peaks() -> dict[str, float]:
+    """This machine's float32 matmul rate (GFLOP/s, a jitted [4096, 256] x [256, 1024]
+    product) and memory bandwidth (GB/s, a jitted sum over 400 MB), best of 5."""
+    import jax
+    import jax.numpy as jnp
+
+    a, w = jnp.ones((4096, 256), jnp.float32), jnp.ones((256, 1024), jnp.float32)
+    x = jnp.ones((100 * 2**20,), jnp.float32)
+    mm, total = jax.jit(jnp.dot), jax.jit(jnp.sum)
+    best = {}
+    for name, f, args, work in (
+        ("matmul_gflops", mm, (a, w), 2 * 4096 * 256 * 1024 / 1e9),
+        ("memory_gbps", total, (x,), x.nbytes / 1e9),
+    ):
+        jax.block_until_ready(f(*args))
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            jax.block_until_ready(f(*args))
+            times.append(time.perf_counter() - t0)
+        best[name] = round(work / min(times), 1)
+    return best
+
+
+def roofline(
+    config: ModelConfig,
+    n_params: int,
+    prompts: Sequence[Sequence[int]],
+    lengths: Sequence[int],
+    max_new_tokens: int,
+    max_batch: int,
+    peaks: dict[str, float],
+) -> dict[str, Any]:
+    """Work of one ``generate`` call and the least time this machine needs for it.
+
+    Prefill: ``2 * params`` FLOPs per prompt token of every distinct prefix and suffix,
+    plus causal attention (``2 * n_layer * d_attn * L**2``). Decode, per generated token:
+    ``2 * params`` plus ``4 * n_layer * d_attn * context`` FLOPs; bytes: the weights once
+    per step (shared by the rows of the step) and the key/value slots the padded shapes
+    of the plan read (:mod:`jelm.lm.sampling.plan`). The bound is the FLOPs at the matmul
+    rate plus, per decode step, the larger of its FLOPs and bytes at the measured peaks.
+    """
+    from jelm.lm.sampling.plan import make_plan
+
+    plan = make_plan(prompts, max_new_tokens, max_batch)
+    d_attn = config.n_head * config.head_dim
+    kv_bytes = 2 * config.n_layer * config.kv_heads * config.head_dim * 4  # per slot
+    prefill_tokens = sum(len(g.prefix) + sum(map(len, g.suffixes)) for g in plan.groups)
+    prefill_flops = 2 * n_params * prefill_tokens + sum(
+        2 * config.n_layer * d_attn * (len(g.prefix) + len(s)) ** 2
+        for g in plan.groups
+        for s in g.suffixes
+    )
+    rows = plan.rows * plan.slots
+    steps = max(lengths) if len(prompts) <= rows else -(-sum(lengths) // rows)
+    per_step_tokens = sum(lengths) / max(steps, 1)
+    context = np.mean([len(p) for p in prompts]) + np.mean(lengths) / 2
+    step_flops = per_step_tokens * (2 * n_params + 4 * config.n_layer * d_attn * context)
+    slots = plan.slots * plan.prefix_len + rows * (plan.suffix_len + max_new_tokens)
+    step_bytes = 4 * n_params + kv_bytes * slots
+    flops_s, bytes_s = peaks["matmul_gflops"] * 1e9, peaks["memory_gbps"] * 1e9
+    bound = prefill_flops / flops_s + steps * max(step_flops / flops_s, step_bytes / bytes_s)
+    return {
+        "rows_per_group": plan.rows,
+        "groups": len(plan.groups),
+        "prefill_gflop": round(prefill_flops / 1e9, 2),
+        "decode_gflop_per_token": round(step_flops / per_step_tokens / 1e9, 4),
+        "decode_mb_per_token": round(step_bytes / per_step_tokens / 1e6, 2),
+        "bound_s": round(bound, 3),
+        "bound_tokens_per_s": round(sum(lengths) / bound, 1),
+    }
 
 
 def _entry(batch: int, first_s: float, run_s: float, lengths: list[int], stops: int) -> dict:
@@ -123,43 +224,51 @@ def _entry(batch: int, first_s: float, run_s: float, lengths: list[int], stops: 
 def bench_jax(
     params: Any,
     config: Any,
-    pool: Sequence[Sequence[int]],
-    batches: Sequence[int],
+    workloads: dict[int, dict[int, list[list[int]]]],
     new_tokens: int,
     eos_id: int,
     pad_id: int,
+    peaks: dict[str, float] | None = None,
 ) -> list[dict[str, Any]]:
-    """First-call and warm-call timings of :func:`jelm.lm.sampling.generate` per batch size."""
+    """First-call and warm-call timings of :func:`jelm.lm.sampling.generate` for every
+    workload (``children`` per parent) and batch size, with the :func:`roofline` bound."""
     import jax
 
+    from jelm.lm.model import param_count
     from jelm.lm.sampling import generate
 
+    n_params = param_count(params)
     out = []
-    for b in batches:
-        prompts = [pool[i % len(pool)] for i in range(b)]
-        kw = dict(
-            max_new_tokens=new_tokens,
-            temperature=TEMPERATURE,
-            top_p=TOP_P,
-            stop_token_ids=[eos_id],
-            pad_id=pad_id,
-        )
-        t0 = time.perf_counter()
-        generate(params, config, prompts, jax.random.key(0), **kw)
-        t1 = time.perf_counter()
-        gens = generate(params, config, prompts, jax.random.key(1), **kw)
-        t2 = time.perf_counter()
-        stops = sum(g.finish_reason == "stop" for g in gens)
-        lengths = [len(g.tokens) + (g.finish_reason == "stop") for g in gens]
-        out.append(_entry(b, t1 - t0, t2 - t1, lengths, stops))
-        _log(f"jax   batch {b}: {out[-1]}")
+    for children, by_batch in workloads.items():
+        for b, prompts in by_batch.items():
+            kw = dict(
+                max_new_tokens=new_tokens,
+                temperature=TEMPERATURE,
+                top_p=TOP_P,
+                stop_token_ids=[eos_id],
+                pad_id=pad_id,
+                max_batch=b,
+            )
+            t0 = time.perf_counter()
+            generate(params, config, prompts, jax.random.key(0), **kw)
+            t1 = time.perf_counter()
+            gens = generate(params, config, prompts, jax.random.key(1), **kw)
+            t2 = time.perf_counter()
+            stops = sum(g.finish_reason == "stop" for g in gens)
+            lengths = [len(g.tokens) + (g.finish_reason == "stop") for g in gens]
+            entry = {"children": children, **_entry(b, t1 - t0, t2 - t1, lengths, stops)}
+            if peaks:
+                bound = roofline(config, n_params, prompts, lengths, new_tokens, b, peaks)
+                bound["achieved"] = round(bound["bound_s"] / (t2 - t1), 3)
+                entry["roofline"] = bound
+            out.append(entry)
+            _log(f"jax   {out[-1]}")
     return out
 
 
 def bench_torch(
     hf_dir: str | Path,
-    pool: Sequence[Sequence[int]],
-    batches: Sequence[int],
+    workloads: dict[int, dict[int, list[list[int]]]],
     new_tokens: int,
     eos_id: int,
     pad_id: int,
@@ -177,8 +286,9 @@ def bench_torch(
         hf_dir, local_files_only=True, dtype=torch.float32
     ).eval()
     out = []
-    for b in batches:
-        prompts = [pool[i % len(pool)] for i in range(b)]
+    for children, b, prompts in (
+        (c, b, p) for c, by_batch in workloads.items() for b, p in by_batch.items()
+    ):
         width = max(map(len, prompts))
         ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in prompts])
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
@@ -207,8 +317,9 @@ def bench_torch(
             hits = np.flatnonzero(row == eos_id)
             lengths.append(int(hits[0]) + 1 if hits.size else len(row))
             stops += bool(hits.size)
-        out.append({**_entry(b, t1 - t0, t2 - t1, lengths, stops), "threads": threads})
-        _log(f"torch batch {b}: {out[-1]}")
+        entry = _entry(b, t1 - t0, t2 - t1, lengths, stops)
+        out.append({"children": children, **entry, "threads": threads})
+        _log(f"torch {out[-1]}")
     return out
 
 
@@ -228,8 +339,9 @@ def _device() -> str:
 def run(
     model: str = "shipped",
     batches: Sequence[int] = (1, 8, 32),
-    new_tokens: int = 256,
+    new_tokens: int = 384,
     *,
+    children: Sequence[int] = (1, 4),
     corpus_parents: int = 9,
     threads: Sequence[int] = (2,),
     backends: Sequence[str] = ("jax", "torch"),
@@ -240,25 +352,37 @@ def run(
     from jelm.lm.model import param_count
 
     params, config, tokenizer, path, is_hf = load_any(model)
-    texts = bench_prompts(corpus_parents, domain=domain)
-    encoded = [tokenizer.encode(t) for t in texts]
-    pool = [ids for ids in encoded if len(ids) + new_tokens <= config.n_ctx]
+
+    def fits(texts: Sequence[str]) -> list[list[int]]:
+        ids = [tokenizer.encode(t) for t in texts]
+        return [i for i in ids if len(i) + new_tokens <= config.n_ctx]
+
+    pool = fits(bench_prompts(corpus_parents, domain=domain))
+    by_parent = [p for p in (fits(t) for t in bench_parents(corpus_parents, domain=domain)) if p]
     if not pool:
-        raise ValueError(
-            f"no prompt fits n_ctx={config.n_ctx} with --new-tokens {new_tokens} "
-            f"(shortest prompt: {min(map(len, encoded))} tokens)"
-        )
-    if len(pool) < len(encoded):
-        _log(f"{len(encoded) - len(pool)} of {len(encoded)} prompts do not fit; left out")
+        raise ValueError(f"no prompt fits n_ctx={config.n_ctx} with --new-tokens {new_tokens}")
+    workloads: dict[int, dict[int, list[list[int]]]] = {}
+    for k in children:
+        workloads[k] = {
+            b: (
+                [pool[i % len(pool)] for i in range(b)]
+                if k == 1
+                else family_prompts(by_parent, b, k)  # type: ignore[arg-type]
+            )
+            for b in batches
+        }
     lengths = [len(p) for p in pool]
     _log(f"{len(pool)} prompts, {min(lengths)}..{max(lengths)} tokens, model {path}")
+    peaks = machine_peaks()
     res: dict[str, Any] = {
         "device": _device(),
+        "machine": peaks,
         "model": {
             "params": param_count(params),
             "d_model": config.d_model,
             "n_layer": config.n_layer,
             "n_head": config.n_head,
+            "n_kv_head": config.kv_heads,
             "n_ctx": config.n_ctx,
             "vocab_size": config.vocab_size,
             "source": ("hf:" if is_hf else "") + str(path),
@@ -276,7 +400,7 @@ def run(
     }
     eos, pad = tokenizer.eos_id, tokenizer.pad_id
     if "jax" in backends:
-        res["jax"] = bench_jax(params, config, pool, batches, new_tokens, eos, pad)
+        res["jax"] = bench_jax(params, config, workloads, new_tokens, eos, pad, peaks)
     if "torch" in backends:
         with tempfile.TemporaryDirectory(prefix="jelm_bench_hf_") as tmp:
             if is_hf:  # run the original checkpoint
@@ -285,7 +409,20 @@ def run(
                 save_hf(tmp, params, config, tokenizer)
                 hf_dir = Path(tmp)
             for n in threads:
-                res["torch"] += bench_torch(hf_dir, pool, batches, new_tokens, eos, pad, n)
+                res["torch"] += bench_torch(hf_dir, workloads, new_tokens, eos, pad, n)
+    if res["jax"] and res["torch"]:
+        res["speedup"] = {
+            f"children{j['children']}_b{j['batch']}": round(
+                j["tokens_per_s"]
+                / max(
+                    t["tokens_per_s"]
+                    for t in res["torch"]
+                    if (t["children"], t["batch"]) == (j["children"], j["batch"])
+                ),
+                2,
+            )
+            for j in res["jax"]
+        }
     res["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return res
 
@@ -373,7 +510,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--model", default="shipped", help="shipped | <jelm dir> | hf:<dir>")
     add_domain_option(ap)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
-    ap.add_argument("--new-tokens", type=int, default=256)
+    ap.add_argument("--new-tokens", type=int, default=384)
+    ap.add_argument(
+        "--children",
+        type=int,
+        nargs="+",
+        default=[1, 4],
+        help="workloads: 1 = the shuffled prompt pool; k > 1 = k children per parent",
+    )
     ap.add_argument("--corpus-parents", type=int, default=9)
     ap.add_argument(
         "--threads",
@@ -399,6 +543,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 args.model,
                 args.batches,
                 args.new_tokens,
+                children=args.children,
                 corpus_parents=args.corpus_parents,
                 threads=args.threads,
                 backends=args.backends,

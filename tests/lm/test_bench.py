@@ -22,6 +22,7 @@ from jelm.lm.model import ModelConfig, init_params
 from jelm.lm.tokenizer import Tokenizer
 
 ENTRY_FIELDS = {
+    "children",
     "batch",
     "tokens_per_s",
     "diffs_per_s",
@@ -52,6 +53,8 @@ def test_bench_main_prints_one_json_line(tiny_model_dir, capsys):
     assert json.loads(out) == res
     assert set(res) == {
         "device",
+        "machine",
+        "speedup",
         "model",
         "prompt_tokens_mean",
         "sampling",
@@ -68,9 +71,9 @@ def test_bench_main_prints_one_json_line(tiny_model_dir, capsys):
     assert res["prompt_tokens_mean"] > 200
     for side in ("jax", "torch"):
         rows = res[side]
-        assert [r["batch"] for r in rows] == [1, 2]
+        assert [(r["children"], r["batch"]) for r in rows] == [(1, 1), (1, 2), (4, 1), (4, 2)]
         for r in rows:
-            want = ENTRY_FIELDS | ({"threads"} if side == "torch" else set())
+            want = ENTRY_FIELDS | ({"threads"} if side == "torch" else {"roofline"})
             assert set(r) == want, (side, r)
             for key in ("tokens_per_s", "diffs_per_s", "first_call_s", "run_s"):
                 assert r[key] > 0, (side, key, r)
@@ -81,6 +84,14 @@ def test_bench_main_prints_one_json_line(tiny_model_dir, capsys):
             assert r["tokens_per_s"] == pytest.approx(tokens / r["run_s"], rel=0.1)
     assert res["torch"][0]["threads"] == 2
     assert res["peak_rss_mb"] > 100
+    assert res["machine"]["matmul_gflops"] > 0 and res["machine"]["memory_gbps"] > 0
+    assert set(res["speedup"]) == {"children1_b1", "children1_b2", "children4_b1", "children4_b2"}
+    # Four children of one parent share its prefix: fewer prefill FLOPs than four parents.
+    roof = {(r["children"], r["batch"]): r["roofline"] for r in res["jax"]}
+    assert roof[(4, 2)]["rows_per_group"] == 2
+    assert roof[(4, 2)]["prefill_gflop"] < roof[(1, 2)]["prefill_gflop"]
+    for r in roof.values():
+        assert r["bound_s"] > 0 and r["achieved"] > 0
 
 
 def test_bench_runs_a_codegen_model(tmp_path, monkeypatch):
@@ -111,7 +122,9 @@ def test_bench_runs_a_codegen_model(tmp_path, monkeypatch):
         return model
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", spy)
-    res = bench.run(str(tmp_path), [1], 4, corpus_parents=0, threads=[1], backends=["torch"])
+    res = bench.run(
+        str(tmp_path), [1], 4, children=[1], corpus_parents=0, threads=[1], backends=["torch"]
+    )
     assert loaded == [("CodeGenForCausalLM", True)]
     assert res["jax"] == []
     (row,) = res["torch"]

@@ -85,7 +85,7 @@ def _map_chunks(fn, args, n: int, size: int):
 
 @functools.partial(
     jax.jit,
-    static_argnames=("config", "new_tokens", "greedy", "use_top_p", "chunks"),
+    static_argnames=("config", "new_tokens", "window", "greedy", "use_top_p", "chunks"),
 )
 def prefill(
     params: Params,
@@ -98,13 +98,15 @@ def prefill(
     *,
     config: ModelConfig,
     new_tokens: int,
+    window: int,
     greedy: bool,
     use_top_p: bool,
     chunks: tuple[int, int],
 ) -> Slots:
     """Slots for new groups: prefixes ``prefix`` [G, Pp] and suffixes ``suffix`` [G, R, Ps]
     (left-padded; masks mark real tokens; a row with no real suffix token is padding and
-    starts done), with each row's first token sampled (step 0). ``chunks``: groups per
+    starts done), with each row's first token sampled (step 0). The rows' caches hold
+    ``window`` generated tokens (:func:`grow` makes room for more). ``chunks``: groups per
     chunk of the prefix and row passes (:func:`prefill_chunks`)."""
     cfg = config
     model = Transformer(cfg)
@@ -121,10 +123,10 @@ def prefill(
 
     kv = _map_chunks(prefill_prefix, (prefix, prefix_mask), g, chunks[0])
     prefix_len = jnp.sum(prefix_mask, axis=1).astype(jnp.int32)  # [G]
-    sr = ps + new_tokens
+    sr = ps + window
     causal = jnp.tril(jnp.ones((ps, sr), bool), k=0)
     rows_mask = (
-        causal[None, None] & jnp.pad(suffix_mask, ((0, 0), (0, 0), (0, new_tokens)))[:, :, None, :]
+        causal[None, None] & jnp.pad(suffix_mask, ((0, 0), (0, 0), (0, window)))[:, :, None, :]
     )
     positions = prefix_len[:, None, None] + jnp.maximum(jnp.cumsum(suffix_mask, axis=2) - 1, 0)
 
@@ -195,7 +197,7 @@ def decode(
     use_top_p: bool,
 ) -> Slots:
     """Decode steps until a group finishes while ``refill`` is set, or at most ``min_live``
-    groups are live, or none is.
+    groups are live, or none is, or a live row's cache is full (:func:`grow`).
 
     A step emits each live row's ``tok`` (unless it is a stop token, which ends the row),
     feeds it to the model at row slot ``Ps + step`` and samples the next token at
@@ -205,13 +207,15 @@ def decode(
     model = Transformer(config)
     g, r, n = slots.out.shape
     ps = slots.suffix_mask.shape[2]
+    window = slots.cache[0].rows_k.shape[3] - ps  # generated tokens the rows' caches hold
     row_keys = jax.random.wrap_key_data(slots.keys.reshape(g * r, -1))
     live0 = jnp.sum(slots.live)
     new_slots = jnp.arange(n)
 
     def cond(s: Slots):
         live = jnp.sum(s.live)
-        return (live > 0) & (live > min_live) & ~(refill & (live < live0))
+        full = jnp.any(s.live & (s.step >= window))  # a row's cache has no free slot
+        return (live > 0) & (live > min_live) & ~(refill & (live < live0)) & ~full
 
     def body(s: Slots) -> Slots:
         is_stop = jnp.any(s.tok[..., None] == sampling.stop_ids, axis=-1)
@@ -223,10 +227,13 @@ def decode(
         view = View(
             s.prefix_mask,
             jnp.concatenate(
-                [s.suffix_mask, jnp.broadcast_to(new_slots <= s.step[:, None, None], (g, r, n))],
+                [
+                    s.suffix_mask,
+                    jnp.broadcast_to(new_slots[:window] <= s.step[:, None, None], (g, r, window)),
+                ],
                 axis=2,
             )[:, :, None, :],
-            ps + jnp.minimum(s.step, n - 1),
+            ps + jnp.minimum(s.step, window - 1),
         )
         logits, cache = model.apply(
             {"params": params},
@@ -258,6 +265,27 @@ def decode(
         )
 
     return jax.lax.while_loop(cond, body, slots)
+
+
+@functools.partial(jax.jit, static_argnames=("window",))
+def grow(slots: Slots, window: int) -> Slots:
+    """``slots`` with room for ``window`` generated tokens in every row's cache.
+
+    Caches start small and double: a decode step reads every slot of its rows' caches, and
+    most completions end long before ``max_new_tokens``."""
+    ps = slots.suffix_mask.shape[2]
+    more = ps + window - slots.cache[0].rows_k.shape[3]
+    pad = ((0, 0), (0, 0), (0, 0), (0, more), (0, 0))
+    cache = tuple(
+        c._replace(rows_k=jnp.pad(c.rows_k, pad), rows_v=jnp.pad(c.rows_v, pad))
+        for c in slots.cache
+    )
+    return slots._replace(cache=cache)
+
+
+def window_of(slots: Slots) -> int:
+    """Generated tokens the rows' caches of ``slots`` hold."""
+    return slots.cache[0].rows_k.shape[3] - slots.suffix_mask.shape[2]
 
 
 @functools.partial(jax.jit, donate_argnames=("slots",))

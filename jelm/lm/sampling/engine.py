@@ -24,6 +24,8 @@ from jelm.lm.sampling.plan import Group, Plan, bucket_batch, make_plan
 STOP_SLOTS = 8  # stop ids are padded to a multiple of this (fixed shapes, fewer compiles)
 #: Default number of rows sampled at once.
 MAX_ROWS = 32
+#: Generated tokens a row's cache holds at first; it doubles when a row needs more.
+FIRST_WINDOW = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,23 +135,23 @@ def generate(
     )
     static = dict(config=config, greedy=temperature == 0, use_top_p=top_p < 1.0)
 
-    def prefill(groups: Sequence[Group], n: int) -> D.Slots:
+    def prefill(groups: Sequence[Group], n: int, window: int) -> D.Slots:
         arrays = _arrays(plan, groups, n, keys)
-        chunks = D.prefill_chunks(
-            config, n, plan.rows, plan.prefix_len, plan.suffix_len, max_new_tokens
-        )
+        chunks = D.prefill_chunks(config, n, plan.rows, plan.prefix_len, plan.suffix_len, window)
         return D.prefill(
             params,
             *map(jnp.asarray, arrays),
             sampling,
             new_tokens=max_new_tokens,
+            window=window,
             chunks=chunks,
             **static,
         )
 
     waiting = deque(plan.groups)
     first = [waiting.popleft() for _ in range(min(plan.slots, len(waiting)))]
-    slots = prefill(first, plan.slots)
+    first_window = min(FIRST_WINDOW, max_new_tokens)
+    slots = prefill(first, plan.slots, first_window)
     holder: list[Group | None] = [*first, *[None] * (plan.slots - len(first))]
     results: list[Generation | None] = [None] * len(prompts)
 
@@ -175,7 +177,10 @@ def generate(
             n = bucket_batch(len(new))
             at = np.full((n,), size, np.int32)  # padding entries point past the end
             at[: len(new)] = free[: len(new)]
-            slots = D.insert(slots, prefill(new, n), jnp.asarray(at))
+            fresh = prefill(new, n, first_window)
+            if D.window_of(slots) > first_window:
+                fresh = D.grow(fresh, D.window_of(slots))
+            slots = D.insert(slots, fresh, jnp.asarray(at))
             for g, group in zip(free, new, strict=False):
                 holder[g] = group
             continue
@@ -188,6 +193,10 @@ def generate(
             pad = [g for g in range(size) if holder[g] is None][: smaller - n_live]
             slots = D.take(slots, jnp.asarray(keep + pad, jnp.int32))
             holder = [holder[g] for g in keep] + [None] * len(pad)
+            continue
+        window = D.window_of(slots)
+        if window < max_new_tokens and np.any(live & (np.asarray(slots.step) >= window)):
+            slots = D.grow(slots, min(2 * window, max_new_tokens))
             continue
         min_live = size // 2 if (not waiting and size > 1) else 0
         slots = D.decode(
