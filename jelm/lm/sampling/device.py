@@ -58,6 +58,8 @@ class Sampling(NamedTuple):
     temperature: jax.Array
     top_p: jax.Array
     pad_id: jax.Array
+    greedy: jax.Array
+    use_top_p: jax.Array
 
 
 def chunk_size(n: int, per_item: int) -> int:
@@ -85,7 +87,7 @@ def _map_chunks(fn, args, n: int, size: int):
 
 @functools.partial(
     jax.jit,
-    static_argnames=("config", "new_tokens", "window", "greedy", "use_top_p", "chunks"),
+    static_argnames=("config", "new_tokens", "window", "chunks"),
 )
 def prefill(
     params: Params,
@@ -99,8 +101,6 @@ def prefill(
     config: ModelConfig,
     new_tokens: int,
     window: int,
-    greedy: bool,
-    use_top_p: bool,
     chunks: tuple[int, int],
 ) -> Slots:
     """Slots for new groups: prefixes ``prefix`` [G, Pp] and suffixes ``suffix`` [G, R, Ps]
@@ -161,8 +161,8 @@ def prefill(
         jnp.int32(0),
         sampling.temperature,
         sampling.top_p,
-        greedy,
-        use_top_p,
+        sampling.greedy,
+        sampling.use_top_p,
     ).reshape(g, r)
     return Slots(
         cache=cache,
@@ -182,7 +182,7 @@ def prefill(
 
 @functools.partial(
     jax.jit,
-    static_argnames=("config", "greedy", "use_top_p"),
+    static_argnames=("config",),
     donate_argnames=("slots",),
 )
 def decode(
@@ -193,8 +193,6 @@ def decode(
     min_live: jax.Array,
     *,
     config: ModelConfig,
-    greedy: bool,
-    use_top_p: bool,
 ) -> Slots:
     """Decode steps until a group finishes while ``refill`` is set, or at most ``min_live``
     groups are live, or none is, or a live row's cache is full (:func:`grow`).
@@ -249,8 +247,8 @@ def decode(
             jnp.repeat(step, r),
             sampling.temperature,
             sampling.top_p,
-            greedy,
-            use_top_p,
+            sampling.greedy,
+            sampling.use_top_p,
         ).reshape(g, r)
         return s._replace(
             cache=cache,

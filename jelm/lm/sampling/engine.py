@@ -3,8 +3,9 @@
 The prompts of a call are planned into groups (:mod:`jelm.lm.sampling.plan`), and at most
 ``plan.slots`` groups sample at once. Whenever a group finishes while others wait, its
 slot is refilled with the next waiting group (prefilled in a batch with any others that
-fit); when none wait and at most half of the slots are live, the live groups are packed
-into half as many slots, so that finished rows stop costing decode steps.
+fit); when none wait and at most a quarter of the slots are live, the live groups are
+packed into fewer slots, so that finished rows stop costing decode steps. A row's cache
+holds 64 generated tokens at first and doubles when a live row needs more.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ STOP_SLOTS = 8  # stop ids are padded to a multiple of this (fixed shapes, fewer
 MAX_ROWS = 32
 #: Generated tokens a row's cache holds at first; it doubles when a row needs more.
 FIRST_WINDOW = 64
+#: Live groups are packed into fewer slots once at most 1/PACK of the slots are live (each
+#: slot count is one more compiled decode program).
+PACK = 4
+#: Fewer slots than this are not packed (small calls: a compile costs more than it saves).
+MIN_PACK = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,8 +138,9 @@ def generate(
         jnp.float32(max(temperature, 1e-6)),
         jnp.float32(top_p),
         jnp.int32(pad_id),
+        jnp.asarray(temperature == 0),
+        jnp.asarray(top_p < 1.0),
     )
-    static = dict(config=config, greedy=temperature == 0, use_top_p=top_p < 1.0)
 
     def prefill(groups: Sequence[Group], n: int, window: int) -> D.Slots:
         arrays = _arrays(plan, groups, n, keys)
@@ -145,7 +152,7 @@ def generate(
             new_tokens=max_new_tokens,
             window=window,
             chunks=chunks,
-            **static,
+            config=config,
         )
 
     waiting = deque(plan.groups)
@@ -187,7 +194,7 @@ def generate(
         n_live = sum(h is not None for h in holder)
         if n_live == 0:
             break
-        if not waiting and size > 1 and n_live <= size // 2:
+        if not waiting and size >= MIN_PACK and n_live <= size // PACK:
             keep = [g for g in range(size) if holder[g] is not None]
             smaller = bucket_batch(n_live)
             pad = [g for g in range(size) if holder[g] is None][: smaller - n_live]
@@ -198,9 +205,9 @@ def generate(
         if window < max_new_tokens and np.any(live & (np.asarray(slots.step) >= window)):
             slots = D.grow(slots, min(2 * window, max_new_tokens))
             continue
-        min_live = size // 2 if (not waiting and size > 1) else 0
+        min_live = size // PACK if (not waiting and size >= MIN_PACK) else 0
         slots = D.decode(
-            params, slots, sampling, jnp.asarray(bool(waiting)), jnp.int32(min_live), **static
+            params, slots, sampling, jnp.asarray(bool(waiting)), jnp.int32(min_live), config=config
         )
     assert all(g is not None for g in results)
     return results  # type: ignore[return-value]

@@ -34,21 +34,29 @@ def sample_tokens(
     step: jax.Array,
     temperature: jax.Array,
     top_p: jax.Array,
-    greedy: bool,
-    use_top_p: bool,
+    greedy: bool | jax.Array,
+    use_top_p: bool | jax.Array,
 ) -> jax.Array:
     """Next token per row from ``logits`` [B, V]: argmax, or temperature + nucleus sampling.
 
     Row ``b`` draws from ``fold_in(row_keys[b], step[b])`` (``step`` a scalar or [B]), so
     a row's sample depends on its own key and step only, not on the other rows.
+    ``greedy`` and ``use_top_p`` may be traced booleans (one compiled program serves every
+    setting) or Python ones.
     """
-    if greedy:
+
+    def argmax() -> jax.Array:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    logits = logits.astype(jnp.float32) / temperature
-    if use_top_p:
-        probs = jax.nn.softmax(logits, axis=-1)
-        threshold = nucleus_threshold(probs, top_p)
-        logits = jnp.where(probs >= threshold, logits, -jnp.inf)
-    step = jnp.broadcast_to(step, row_keys.shape)
-    keys = jax.vmap(jax.random.fold_in)(row_keys, step)
-    return jax.vmap(jax.random.categorical)(keys, logits).astype(jnp.int32)
+
+    def draw() -> jax.Array:
+        scaled = logits.astype(jnp.float32) / temperature
+
+        def nucleus() -> jax.Array:
+            probs = jax.nn.softmax(scaled, axis=-1)
+            return jnp.where(probs >= nucleus_threshold(probs, top_p), scaled, -jnp.inf)
+
+        cut = jax.lax.cond(use_top_p, nucleus, lambda: scaled)
+        keys = jax.vmap(jax.random.fold_in)(row_keys, jnp.broadcast_to(step, row_keys.shape))
+        return jax.vmap(jax.random.categorical)(keys, cut).astype(jnp.int32)
+
+    return jax.lax.cond(greedy, argmax, draw)

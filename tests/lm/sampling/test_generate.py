@@ -49,7 +49,14 @@ def _greedy_reference(params, config, prompt, n, width=32):
 # ----------------------------------------------------------------------------- generate
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "codegen", "llama"])
+@pytest.mark.parametrize(
+    "arch",
+    [
+        pytest.param("gpt2", marks=pytest.mark.slow),
+        "codegen",
+        pytest.param("llama", marks=pytest.mark.slow),
+    ],
+)
 def test_greedy_generate_matches_uncached_forward(arch):
     cfg = ARCHS[arch]
     params = _params(cfg)
@@ -223,7 +230,7 @@ def _family(seed: int, parents: int, children: int, parent_len: int = 40):
     ("arch", "cases"),
     [
         ("codegen", [(True, 8), (True, 2), (False, 1)]),
-        ("llama", [(True, 2)]),  # grouped-query attention
+        pytest.param("llama", [(True, 2)], marks=pytest.mark.slow),  # grouped-query attention
     ],
 )
 def test_shared_prefixes_and_slot_refills_change_no_token(arch, cases):
