@@ -174,10 +174,11 @@ def roofline(
     plus causal attention (``2 * n_layer * d_attn * L**2``). Decode, per generated token:
     ``2 * params`` plus ``4 * n_layer * d_attn * context`` FLOPs; bytes: the weights once
     per step (shared by the rows of the step) and the key/value slots the padded shapes
-    of the plan read (:mod:`jelm.lm.sampling.plan`). The bound is the FLOPs at the matmul
+    of the plan read (:mod:`jelm.lm.sampling.plan`; rows' caches sized to the window that
+    holds the mean completion). The bound is the FLOPs at the matmul
     rate plus, per decode step, the larger of its FLOPs and bytes at the measured peaks.
     """
-    from jelm.lm.sampling.plan import make_plan
+    from jelm.lm.sampling.plan import bucket_batch, make_plan
 
     plan = make_plan(prompts, max_new_tokens, max_batch)
     d_attn = config.n_head * config.head_dim
@@ -193,7 +194,8 @@ def roofline(
     per_step_tokens = sum(lengths) / max(steps, 1)
     context = np.mean([len(p) for p in prompts]) + np.mean(lengths) / 2
     step_flops = per_step_tokens * (2 * n_params + 4 * config.n_layer * d_attn * context)
-    slots = plan.slots * plan.prefix_len + rows * (plan.suffix_len + max_new_tokens)
+    window = min(max_new_tokens, max(64, bucket_batch(int(np.mean(lengths)))))
+    slots = plan.slots * plan.prefix_len + rows * (plan.suffix_len + window)
     step_bytes = 4 * n_params + kv_bytes * slots
     flops_s, bytes_s = peaks["matmul_gflops"] * 1e9, peaks["memory_gbps"] * 1e9
     bound = prefill_flops / flops_s + steps * max(step_flops / flops_s, step_bytes / bytes_s)
@@ -201,8 +203,8 @@ def roofline(
         "rows_per_group": plan.rows,
         "groups": len(plan.groups),
         "prefill_gflop": round(prefill_flops / 1e9, 2),
-        "decode_gflop_per_token": round(step_flops / per_step_tokens / 1e9, 4),
-        "decode_mb_per_token": round(step_bytes / per_step_tokens / 1e6, 2),
+        "decode_gflop_per_token": round(float(step_flops / per_step_tokens / 1e9), 4),
+        "decode_mb_per_token": round(float(step_bytes / per_step_tokens / 1e6), 2),
         "bound_s": round(bound, 3),
         "bound_tokens_per_s": round(sum(lengths) / bound, 1),
     }
