@@ -186,6 +186,7 @@ def _device_run(generations: int):
     return domain, archive, state, {k: np.asarray(v) for k, v in hist.items()}
 
 
+@pytest.mark.slow
 def test_the_device_loop_improves_the_archive_from_the_seeds():
     """``direct`` through jelm.qd.device.evolve: scores only grow, coverage rises, the
     children are valid walkers with unique ledger-style ids, and a key replays exactly."""

@@ -34,6 +34,7 @@ def test_jelm_backend_greedy_is_deterministic_and_batch_split_invariant(backend)
     assert backend.complete(prompts[:2], max_new_tokens=8, temperature=1.0, seed=1) == a
 
 
+@pytest.mark.slow
 def test_jelm_backend_truncates_long_prompts_from_the_left(backend):
     long = " ".join(["the quick brown fox"] * 40)  # far more than n_ctx = 64 tokens
     n = len(backend.tokenizer.encode(long))

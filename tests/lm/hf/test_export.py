@@ -215,6 +215,7 @@ def test_save_hf_codegen_round_trip(exported_codegen):
     assert auto.eos_token_id == tok.eos_id and auto.pad_token_id == tok.pad_id
 
 
+@pytest.mark.slow
 def test_save_hf_codegen_runs_in_transformers(exported_codegen):
     """AutoModelForCausalLM on the export is a CodeGenForCausalLM with every tensor read
     from the file: logits within 1e-4 of jelm's forward (left padding included) and the

@@ -151,6 +151,7 @@ def test_cli_errors():
         cli_main([])
 
 
+@pytest.mark.slow
 def test_official_openai_client(server, expected):
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0)
     model = server.model_id
