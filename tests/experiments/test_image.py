@@ -80,6 +80,7 @@ KILLED = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_ends_identical(tmp_path: Path):
     generations = 6
     whole_fitness, whole_rows = _run(tmp_path / "whole", generations=generations)

@@ -57,10 +57,10 @@ def _backend(kind: str, request: pytest.FixtureRequest) -> dict[str, Any]:
     [
         ("lm_diff", "hf"),
         ("lm_prompt", "openai"),
-        ("lm_crossover", "hf"),
+        pytest.param("lm_crossover", "hf", marks=pytest.mark.slow),
+        ("lm_crossover", "openai"),
         pytest.param("lm_diff", "openai", marks=pytest.mark.slow),
         pytest.param("lm_prompt", "hf", marks=pytest.mark.slow),
-        pytest.param("lm_crossover", "openai", marks=pytest.mark.slow),
     ],
 )
 def test_lm_operators_run_on_images(

@@ -151,7 +151,12 @@ def _check_children(
 
 
 @pytest.mark.parametrize(
-    "operator", [pytest.param("lm_diff", marks=pytest.mark.slow), "lm_prompt", "lm_crossover"]
+    "operator",
+    [
+        pytest.param("lm_diff", marks=pytest.mark.slow),
+        pytest.param("lm_prompt", marks=pytest.mark.slow),
+        "lm_crossover",
+    ],
 )
 def test_lm_operator_run_records_every_child(tmp_path: Path, random_model: Path, operator):
     config = _config(operator, {"kind": "jelm", "path": str(random_model)}, RANDOM_MAX_NEW)

@@ -103,7 +103,10 @@ def test_logits_match_torch(checkpoints, arch):
     assert tokenizer.encode(text) == tok.encode(text)
 
 
-@pytest.mark.parametrize("arch", [pytest.param("gpt2", marks=pytest.mark.slow), "codegen"])
+@pytest.mark.parametrize(
+    "arch",
+    [pytest.param("gpt2", marks=pytest.mark.slow), pytest.param("codegen", marks=pytest.mark.slow)],
+)
 def test_greedy_generation_matches_transformers(checkpoints, arch):
     d, model, tok = checkpoints[arch]
     params, config, _ = hf.load_hf(d)
