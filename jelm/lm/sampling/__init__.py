@@ -3,10 +3,10 @@
 ``generate(params, config, prompts, key, ...)`` samples continuations of token-id prompts
 with continuous batching (:mod:`.engine`): at most ``max_batch`` rows at once, a finished
 row's slot refilled with a waiting prompt, live rows packed into fewer slots when most
-have finished, rows' caches grown with their completions. Prompts that begin alike (children of one parent) share one copy of the
-prefix's keys and values (:mod:`.plan`, :mod:`jelm.lm.kv`). The device side (prefill,
-decode loop, slot moves) is :mod:`.device`; token choice (greedy, temperature, nucleus)
-:mod:`.sample`.
+have finished, rows' caches grown with their completions. Prompts that begin alike
+(children of one parent) share one copy of the prefix's keys and values (:mod:`.plan`,
+:mod:`jelm.lm.kv`). The device side (prefill, decode loop, slot moves) is
+:mod:`.device`; token choice (greedy, temperature, nucleus) :mod:`.sample`.
 """
 
 from jelm.lm.sampling.engine import MAX_ROWS, Generation, generate
