@@ -41,7 +41,7 @@ class View(NamedTuple):
     ``prefix_mask`` ``[G, Pp]``: the group's real prefix slots (every query sees all of
     them). ``rows_mask`` ``[G, R, T, Sr]``: the row slots query ``t`` sees, its own slot
     included. ``write``: the row slot where the call's first new token goes, a scalar
-    (the same for every group) or ``[G]``.
+    (the same for every row), ``[G]`` (one per group) or ``[G, R]`` (one per row).
     """
 
     prefix_mask: jax.Array
@@ -63,6 +63,9 @@ def _write(cache: jax.Array, new: jax.Array, write: jax.Array) -> jax.Array:
     new = new.astype(cache.dtype)
     if write.ndim == 0:
         return jax.lax.dynamic_update_slice(cache, new, (0, 0, 0, write, 0))
+    if write.ndim == 2:  # one slot per row
+        row = lambda c, x, w: jax.lax.dynamic_update_slice(c, x, (0, w, 0))
+        return jax.vmap(jax.vmap(row))(cache, new, write)
     return jax.vmap(lambda c, x, w: jax.lax.dynamic_update_slice(c, x, (0, 0, w, 0)))(
         cache, new, write
     )

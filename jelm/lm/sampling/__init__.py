@@ -9,7 +9,7 @@ have finished, rows' caches grown with their completions. Prompts that begin ali
 :mod:`.device`; token choice (greedy, temperature, nucleus) :mod:`.sample`.
 """
 
-from jelm.lm.sampling.engine import MAX_ROWS, Generation, generate
+from jelm.lm.sampling.engine import MAX_ROWS, Generation, Sampler, generate
 from jelm.lm.sampling.plan import bucket_batch, bucket_length
 
-__all__ = ["MAX_ROWS", "Generation", "bucket_batch", "bucket_length", "generate"]
+__all__ = ["MAX_ROWS", "Generation", "Sampler", "bucket_batch", "bucket_length", "generate"]

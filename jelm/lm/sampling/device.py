@@ -30,11 +30,14 @@ class Slots(NamedTuple):
     """Sampling state of ``G`` groups of ``R`` rows (``N`` new tokens at most).
 
     ``cache``: one :class:`jelm.lm.kv.LayerCache` per layer. ``prefix_mask`` [G, Pp] and
-    ``suffix_mask`` [G, R, Ps]: real prompt slots. ``step`` [G]: index of ``tok`` among
-    the rows' new tokens. ``live`` [G]: the group has rows still sampling. Per row [G, R]:
-    ``tok`` (the latest token, not yet fed to the model), ``pos`` (its position), ``done``,
-    ``stopped`` (a stop token ended it), ``count`` (tokens emitted), ``keys`` (raw key
-    data [G, R, 2]); ``out`` [G, R, N] the emitted tokens.
+    ``suffix_mask`` [G, R, Ps]: real prompt slots. ``live`` [G]: the group has rows still
+    sampling. Per row [G, R]: ``step`` (index of ``tok`` among the row's new tokens, and
+    its row cache slot after the suffix), ``tok`` (the latest token, not yet fed to the
+    model), ``pos`` (its position), ``done``, ``stopped`` (a stop token ended it),
+    ``count`` (tokens emitted), ``steps`` (decode steps taken), ``keys`` (raw key data
+    [G, R, 2]); ``out`` [G, R, N] the
+    emitted tokens; ``hist`` [G, R, Pp + Ps + N + 1] the row's prompt and new tokens
+    (-1 where unknown or padding), where drafts are looked up.
     """
 
     cache: tuple[LayerCache, ...]
@@ -47,8 +50,10 @@ class Slots(NamedTuple):
     done: jax.Array
     stopped: jax.Array
     count: jax.Array
+    steps: jax.Array
     keys: jax.Array
     out: jax.Array
+    hist: jax.Array
 
 
 class Sampling(NamedTuple):
@@ -164,25 +169,62 @@ def prefill(
         sampling.greedy,
         sampling.use_top_p,
     ).reshape(g, r)
+    hist = jnp.concatenate(
+        [
+            jnp.broadcast_to(jnp.where(prefix_mask, prefix, -1)[:, None], (g, r, pp)),
+            jnp.where(suffix_mask, suffix, -1),
+            tok[..., None],
+            jnp.full((g, r, new_tokens), -1, jnp.int32),
+        ],
+        axis=2,
+    )
     return Slots(
         cache=cache,
         prefix_mask=prefix_mask,
         suffix_mask=suffix_mask,
-        step=jnp.zeros((g,), jnp.int32),
+        step=jnp.zeros((g, r), jnp.int32),
         live=~jnp.all(dead, axis=1),
         tok=tok,
         pos=prefix_len[:, None] + jnp.sum(suffix_mask, axis=2).astype(jnp.int32),
         done=dead,
         stopped=jnp.zeros((g, r), bool),
         count=jnp.zeros((g, r), jnp.int32),
+        steps=jnp.zeros((g, r), jnp.int32),
         keys=keys,
         out=jnp.full((g, r, new_tokens), sampling.pad_id, jnp.int32),
+        hist=hist,
     )
+
+
+def draft_tokens(hist: jax.Array, end: jax.Array, k: int, longest: int = 3) -> jax.Array:
+    """Up to ``k`` guessed next tokens per row (-1: no guess), by prompt lookup.
+
+    A diff copies most of its lines from the parent program in the prompt, so the tokens
+    that followed the latest earlier occurrence of the row's last ``n`` tokens (the
+    longest ``n <= longest`` that occurs) are likely to come next. ``hist`` [G, R, H]
+    holds each row's known tokens (-1 elsewhere); ``end`` [G, R] is the index of its
+    last one.
+    """
+    h = hist.shape[-1]
+    idx = jnp.arange(h)
+    start = jnp.full(end.shape, -1, jnp.int32)
+    for n in range(longest, 0, -1):
+        match = idx + n <= end[..., None]  # the occurrence ends before the last token
+        for i in range(n):
+            want = jnp.take_along_axis(hist, jnp.maximum(end - (n - 1 - i), 0)[..., None], -1)
+            match &= (want >= 0) & (end - (n - 1 - i) >= 0)[..., None]
+            shifted = jnp.pad(hist[..., i:], ((0, 0), (0, 0), (0, i)), constant_values=-2)
+            match &= shifted == want
+        found = jnp.max(jnp.where(match, idx + n, -1), axis=-1)
+        start = jnp.where(start < 0, found, start)
+    at = start[..., None] + jnp.arange(k)
+    known = (start[..., None] >= 0) & (at <= end[..., None])
+    return jnp.where(known, jnp.take_along_axis(hist, jnp.clip(at, 0, h - 1), -1), -1)
 
 
 @functools.partial(
     jax.jit,
-    static_argnames=("config",),
+    static_argnames=("config", "drafts"),
     donate_argnames=("slots",),
 )
 def decode(
@@ -191,78 +233,114 @@ def decode(
     sampling: Sampling,
     refill: jax.Array,
     min_live: jax.Array,
+    max_steps: jax.Array,
     *,
     config: ModelConfig,
+    drafts: int = 0,
 ) -> Slots:
     """Decode steps until a group finishes while ``refill`` is set, or at most ``min_live``
-    groups are live, or none is, or a live row's cache is full (:func:`grow`).
+    groups are live, or none is, or a live row's cache has no room for a step (:func:`grow`),
+    or ``max_steps`` steps were taken (the host looks for new prompts).
 
-    A step emits each live row's ``tok`` (unless it is a stop token, which ends the row),
-    feeds it to the model at row slot ``Ps + step`` and samples the next token at
-    ``step + 1`` from the row's key. A group stops being live when all its rows are done or
-    ``N`` tokens were emitted.
+    A step feeds each live row's ``tok`` and ``drafts`` guessed tokens
+    (:func:`draft_tokens`) to the model at once, at row cache slots ``Ps + step`` on, and
+    samples a token after each, the one at new-token index ``i`` from the row's key folded
+    with ``i``. The row keeps its guesses up to the first that differs from the sample
+    there, and that sample: exactly the tokens that one token per step would give (the
+    same keys see the same context), in fewer steps when the guesses are right. A stop
+    token ends the row (it is not emitted); so do ``N`` emitted tokens. A group stops
+    being live when all its rows are done.
     """
     model = Transformer(config)
     g, r, n = slots.out.shape
     ps = slots.suffix_mask.shape[2]
-    window = slots.cache[0].rows_k.shape[3] - ps  # generated tokens the rows' caches hold
+    window = window_of(slots)
+    t = drafts + 1  # tokens fed per row and step
+    gen0 = slots.hist.shape[2] - n - 1  # hist index of new token 0
     row_keys = jax.random.wrap_key_data(slots.keys.reshape(g * r, -1))
     live0 = jnp.sum(slots.live)
-    new_slots = jnp.arange(n)
+    ahead = jnp.arange(t)
 
-    def cond(s: Slots):
+    def cond(carry: tuple[Slots, jax.Array]):
+        s, i = carry
         live = jnp.sum(s.live)
-        full = jnp.any(s.live & (s.step >= window))  # a row's cache has no free slot
-        return (live > 0) & (live > min_live) & ~(refill & (live < live0)) & ~full
-
-    def body(s: Slots) -> Slots:
-        is_stop = jnp.any(s.tok[..., None] == sampling.stop_ids, axis=-1)
         active = s.live[:, None] & ~s.done
-        emit = active & ~is_stop
-        at = jnp.minimum(s.step, n - 1)[:, None, None] == new_slots  # [G, 1, N]
-        out = jnp.where(emit[..., None] & at, s.tok[..., None], s.out)
-        done = s.done | is_stop
-        view = View(
-            s.prefix_mask,
-            jnp.concatenate(
-                [
-                    s.suffix_mask,
-                    jnp.broadcast_to(new_slots[:window] <= s.step[:, None, None], (g, r, window)),
-                ],
-                axis=2,
-            )[:, :, None, :],
-            ps + jnp.minimum(s.step, window - 1),
-        )
+        full = jnp.any(active & (s.step + t > window))  # no cache room for a step
+        more = (live > min_live) & ~(refill & (live < live0)) & (i < max_steps)
+        return (live > 0) & more & ~full
+
+    def body(carry: tuple[Slots, jax.Array]) -> tuple[Slots, jax.Array]:
+        s, i = carry
+        active = s.live[:, None] & ~s.done
+        if drafts:
+            guess = draft_tokens(s.hist, gen0 + s.step, drafts)
+            seq = jnp.concatenate([s.tok[..., None], guess], axis=2)  # [G, R, T]
+        else:
+            guess, seq = None, s.tok[..., None]
+        slot = jnp.arange(ps + window)
+        rows_mask = jnp.where(
+            slot < ps,
+            jnp.pad(s.suffix_mask, ((0, 0), (0, 0), (0, window)))[:, :, None, :],
+            (slot - ps) <= (s.step[..., None, None] + ahead[:, None]),
+        )  # [G, R, T, Ps + W]
+        view = View(s.prefix_mask, rows_mask, ps + jnp.minimum(s.step, window - t))
         logits, cache = model.apply(
             {"params": params},
-            s.tok.reshape(g * r, 1),
-            s.pos.reshape(g * r, 1),
+            jnp.where(seq >= 0, seq, sampling.pad_id).reshape(g * r, t),
+            (s.pos[..., None] + ahead).reshape(g * r, t),
             view,
             s.cache,
         )
-        step = s.step + s.live
-        tok = sample_tokens(
-            logits[:, 0],
-            row_keys,
-            jnp.repeat(step, r),
+        x = sample_tokens(
+            logits.reshape(g * r * t, -1),
+            jnp.repeat(row_keys, t, axis=0),
+            (s.step[..., None] + 1 + ahead).reshape(-1),
             sampling.temperature,
             sampling.top_p,
             sampling.greedy,
             sampling.use_top_p,
-        ).reshape(g, r)
+        ).reshape(g, r, t)
+        if drafts:
+            right = jnp.cumprod(x[..., :drafts] == guess, axis=2)
+            kept = jnp.sum(right, axis=2)  # guesses kept [G, R]
+        else:
+            kept = jnp.zeros((g, r), jnp.int32)
+        is_stop = jnp.any(seq[..., None] == sampling.stop_ids, axis=-1)  # [G, R, T]
+        within = (ahead <= kept[..., None]) & (s.step[..., None] + ahead < n)
+        stop_here = within & is_stop
+        before = (jnp.cumsum(stop_here, axis=2) - stop_here) > 0
+        emit = active[..., None] & within & ~is_stop & ~before  # [G, R, T]
+        hit_stop = active & jnp.any(stop_here, axis=2)
+
+        def place(buf, base, values, ok):
+            """``values[j]`` into ``buf`` at ``base + j`` where ``ok[j]``."""
+            at = jnp.arange(buf.shape[2]) - base[..., None]
+            inside = (at >= 0) & (at < values.shape[2])
+            at = jnp.clip(at, 0, values.shape[2] - 1)
+            put = inside & jnp.take_along_axis(ok, at, axis=2)
+            return jnp.where(put, jnp.take_along_axis(values, at, axis=2), buf)
+
+        nxt = jnp.take_along_axis(x, kept[..., None], axis=2)[..., 0]
+        step = jnp.where(active, s.step + kept + 1, s.step)
+        known = jnp.concatenate([seq, jnp.zeros((g, r, 1), jnp.int32)], axis=2)
+        known = jnp.where(jnp.arange(t + 1) == kept[..., None] + 1, nxt[..., None], known)
+        keep = active[..., None] & (jnp.arange(t + 1) <= kept[..., None] + 1)
+        done = s.done | (active & (hit_stop | (step >= n)))
         return s._replace(
             cache=cache,
             step=step,
-            live=s.live & ~jnp.all(done, axis=1) & (step < n),
-            tok=jnp.where(s.live[:, None], tok, s.tok),
-            pos=s.pos + s.live[:, None],
+            live=s.live & ~jnp.all(done, axis=1),
+            tok=jnp.where(active, nxt, s.tok),
+            pos=jnp.where(active, s.pos + kept + 1, s.pos),
             done=done,
-            stopped=s.stopped | (active & is_stop),
-            count=s.count + emit,
-            out=out,
-        )
+            stopped=s.stopped | hit_stop,
+            count=s.count + jnp.sum(emit, axis=2),
+            steps=s.steps + active,
+            out=place(s.out, s.step, seq, emit),
+            hist=place(s.hist, gen0 + s.step, known, keep),
+        ), i + 1
 
-    return jax.lax.while_loop(cond, body, slots)
+    return jax.lax.while_loop(cond, body, (slots, jnp.int32(0)))[0]
 
 
 @functools.partial(jax.jit, static_argnames=("window",))
@@ -296,3 +374,42 @@ def insert(slots: Slots, new: Slots, at: jax.Array) -> Slots:
 def take(slots: Slots, at: jax.Array) -> Slots:
     """The groups of ``slots`` in slots ``at``, in that order (fewer slots)."""
     return jax.tree_util.tree_map(lambda a: a[at], slots)
+
+
+@functools.partial(jax.jit, static_argnames=("groups",))
+def widen(slots: Slots, groups: int) -> Slots:
+    """``slots`` with ``groups`` slots, the new ones empty (not live)."""
+    more = groups - slots.live.shape[0]
+    return jax.tree_util.tree_map(
+        lambda a: jnp.pad(a, [(0, more)] + [(0, 0)] * (a.ndim - 1)), slots
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("prefix_len", "suffix_len"))
+def fit(slots: Slots, prefix_len: int, suffix_len: int) -> Slots:
+    """``slots`` with room for prefixes of ``prefix_len`` and suffixes of ``suffix_len``
+    tokens (prompts are left-padded, so the new slots go in front and are masked out)."""
+    dp = prefix_len - slots.prefix_mask.shape[1]
+    ds = suffix_len - slots.suffix_mask.shape[2]
+    front = lambda a, axis, n, value=0: jnp.pad(
+        a, [(n, 0) if k == axis else (0, 0) for k in range(a.ndim)], constant_values=value
+    )
+    cache = tuple(
+        LayerCache(
+            front(c.prefix_k, 2, dp),
+            front(c.prefix_v, 2, dp),
+            front(c.rows_k, 3, ds),
+            front(c.rows_v, 3, ds),
+        )
+        for c in slots.cache
+    )
+    pp = slots.prefix_mask.shape[1]
+    hist = jnp.concatenate(
+        [front(slots.hist[..., :pp], 2, dp, -1), front(slots.hist[..., pp:], 2, ds, -1)], axis=2
+    )
+    return slots._replace(
+        cache=cache,
+        prefix_mask=front(slots.prefix_mask, 1, dp, False),
+        suffix_mask=front(slots.suffix_mask, 2, ds, False),
+        hist=hist,
+    )

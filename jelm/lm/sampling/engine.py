@@ -1,11 +1,14 @@
-"""Continuous batching: the host loop of :func:`generate` (ELM §3.1's mutation step).
+"""Continuous batching: the host loop of :class:`Sampler` and :func:`generate` (ELM §3.1's
+mutation step).
 
-The prompts of a call are planned into groups (:mod:`jelm.lm.sampling.plan`), and at most
-``plan.slots`` groups sample at once. Whenever a group finishes while others wait, its
+Prompts are planned into groups (:mod:`jelm.lm.sampling.plan`) as they are added, and at
+most ``max_batch`` rows sample at once. Whenever a group finishes while others wait, its
 slot is refilled with the next waiting group (prefilled in a batch with any others that
-fit); when none wait and at most a quarter of the slots are live, the live groups are
-packed into fewer slots, so that finished rows stop costing decode steps. A row's cache
-holds 64 generated tokens at first and doubles when a live row needs more.
+fit); prompts added while others sample join them (the slots widen, and the caches make
+room for longer prompts); when none wait and at most a quarter of the slots are live,
+the live groups are packed into fewer slots, so that finished rows stop costing decode
+steps. A row's cache holds 64 generated tokens at first and doubles when a live row
+needs more.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import numpy as np
 
 from jelm.lm.model import ModelConfig, Params
 from jelm.lm.sampling import device as D
-from jelm.lm.sampling.plan import Group, Plan, bucket_batch, make_plan
+from jelm.lm.sampling.plan import Group, bucket_batch, make_plan
 
 STOP_SLOTS = 8  # stop ids are padded to a multiple of this (fixed shapes, fewer compiles)
 #: Default number of rows sampled at once.
@@ -34,16 +37,31 @@ PACK = 4
 MIN_PACK = 8
 
 
+#: Guessed tokens per step at most (the caches keep room for them).
+MAX_DRAFTS = 4
+
+
+def default_drafts(rows: int) -> int:
+    """Guessed tokens per row and decode step for ``rows`` rows sampling at once: a step
+    costs little more for a few extra tokens while few rows sample (it is bound by reading
+    the weights and by per-operation overhead), and about proportionally more once the
+    rows fill the matrix units."""
+    return MAX_DRAFTS if rows <= 8 else 2 if rows <= 16 else 1
+
+
 @dataclasses.dataclass(frozen=True)
 class Generation:
     """One sampled continuation: its new tokens and why it ended.
 
     ``tokens`` excludes the prompt and the stop token; ``finish_reason`` is ``"stop"`` when
     a token of ``stop_token_ids`` was produced, ``"length"`` when ``max_new_tokens`` ran out.
+    ``steps``: the decode steps the row took (fewer than its tokens when guessed tokens
+    came true); it does not take part in comparisons.
     """
 
     tokens: list[int]
     finish_reason: str
+    steps: int = dataclasses.field(default=0, compare=False)
 
 
 def _check(
@@ -71,16 +89,22 @@ def _check(
 
 
 def _arrays(
-    plan: Plan, groups: Sequence[Group], n: int, keys: np.ndarray
+    rows: int,
+    prefix_len: int,
+    suffix_len: int,
+    groups: Sequence[Group],
+    n: int,
+    keys: dict[int, np.ndarray],
 ) -> tuple[np.ndarray, ...]:
     """Left-padded prefix and suffix arrays (and their masks and row keys) of ``groups``,
     padded to ``n`` groups (the padding groups have no rows)."""
-    r, pp, ps = plan.rows, plan.prefix_len, plan.suffix_len
+    r, pp, ps = rows, prefix_len, suffix_len
+    width = next(iter(keys.values())).shape[0]
     prefix = np.zeros((n, pp), np.int32)
     prefix_mask = np.zeros((n, pp), bool)
     suffix = np.zeros((n, r, ps), np.int32)
     suffix_mask = np.zeros((n, r, ps), bool)
-    row_keys = np.zeros((n, r, keys.shape[1]), keys.dtype)
+    row_keys = np.zeros((n, r, width), next(iter(keys.values())).dtype)
     for g, group in enumerate(groups):
         if group.prefix:
             prefix[g, pp - len(group.prefix) :] = group.prefix
@@ -90,6 +114,211 @@ def _arrays(
             suffix_mask[g, j, ps - len(s) :] = True
             row_keys[g, j] = keys[m]
     return prefix, prefix_mask, suffix, suffix_mask, row_keys
+
+
+class Sampler:
+    """Continuous batching of prompts that may arrive while others sample (ELM §3.1).
+
+    :meth:`add` queues prompts with their row keys and returns their ids; :meth:`run`
+    samples until some prompts finish (or ``max_steps`` decode steps pass) and returns
+    them as ``(id, Generation)``. Every prompt is sampled with the settings given here;
+    a row's tokens depend on its prompt and key only, not on what it was batched with.
+    ``drafts``: see :func:`generate`.
+    """
+
+    def __init__(
+        self,
+        params: Params,
+        config: ModelConfig,
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        stop_token_ids: Sequence[int] = (),
+        pad_id: int = 0,
+        max_batch: int = MAX_ROWS,
+        share_prefixes: bool = True,
+        drafts: int | None = None,
+    ) -> None:
+        _check(config, [], max_new_tokens, temperature, top_p)
+        if drafts is not None and not 0 <= drafts <= MAX_DRAFTS:
+            raise ValueError(f"drafts must be in [0, {MAX_DRAFTS}], got {drafts}")
+        self.params, self.config = params, config
+        self.max_new_tokens = int(max_new_tokens)
+        self.max_rows = 1 << (max(1, max_batch).bit_length() - 1)  # a power of two
+        self.share_prefixes = share_prefixes
+        self.drafts = drafts
+        n_stop = max(STOP_SLOTS, -(-len(stop_token_ids) // STOP_SLOTS) * STOP_SLOTS)
+        stop = np.full((n_stop,), -1, np.int32)
+        stop[: len(stop_token_ids)] = np.asarray(list(stop_token_ids), np.int32)
+        self.sampling = D.Sampling(
+            jnp.asarray(stop),
+            jnp.float32(max(temperature, 1e-6)),
+            jnp.float32(top_p),
+            jnp.int32(pad_id),
+            jnp.asarray(temperature == 0),
+            jnp.asarray(top_p < 1.0),
+        )
+        # a step may look MAX_DRAFTS tokens past the last one
+        self._most_window = self.max_new_tokens + MAX_DRAFTS
+        self._first_window = min(FIRST_WINDOW, self._most_window)
+        self.rows: int | None = None
+        self.prefix_len = self.suffix_len = 0
+        self._slots: D.Slots | None = None
+        self._holder: list[Group | None] = []
+        self._waiting: deque[Group] = deque()
+        self._keys: dict[int, np.ndarray] = {}
+        self._next = 0
+
+    @property
+    def busy(self) -> bool:
+        """Whether prompts are waiting or sampling."""
+        return bool(self._waiting) or any(h is not None for h in self._holder)
+
+    def add(self, prompts: Sequence[Sequence[int]], keys: np.ndarray) -> list[int]:
+        """Queue ``prompts`` (token ids) sampled with raw row keys ``keys`` [n, 2] (from
+        ``jax.random.key_data``); returns their ids. Raises ``ValueError`` for an empty
+        prompt or one that leaves no room for the new tokens within ``n_ctx``."""
+        _check(self.config, prompts, self.max_new_tokens, 0.0, 1.0)
+        if not prompts:
+            return []
+        ids = list(range(self._next, self._next + len(prompts)))
+        self._next += len(prompts)
+        plan = make_plan(
+            prompts, self.max_new_tokens, self.max_rows, self.share_prefixes, rows=self.rows
+        )
+        self.rows = plan.rows
+        self.prefix_len = max(self.prefix_len, plan.prefix_len)
+        self.suffix_len = max(self.suffix_len, plan.suffix_len)
+        for g in plan.groups:
+            members = tuple(ids[m] for m in g.members)
+            self._waiting.append(dataclasses.replace(g, members=members))
+        for i, k in zip(ids, np.asarray(keys), strict=True):
+            self._keys[i] = k
+        return ids
+
+    def _prefill(self, groups: Sequence[Group], n: int) -> D.Slots:
+        assert self.rows is not None
+        arrays = _arrays(self.rows, self.prefix_len, self.suffix_len, groups, n, self._keys)
+        chunks = D.prefill_chunks(
+            self.config, n, self.rows, self.prefix_len, self.suffix_len, self._first_window
+        )
+        return D.prefill(
+            self.params,
+            *map(jnp.asarray, arrays),
+            self.sampling,
+            new_tokens=self.max_new_tokens,
+            window=self._first_window,
+            chunks=chunks,
+            config=self.config,
+        )
+
+    def _harvest(self, done_slots: list[int]) -> list[tuple[int, Generation]]:
+        state = self._slots
+        assert state is not None
+        out, count, stopped, steps = (
+            np.asarray(a) for a in (state.out, state.count, state.stopped, state.steps)
+        )
+        results = []
+        for g in done_slots:
+            group = self._holder[g]
+            assert group is not None
+            for j, m in enumerate(group.members):
+                reason = "stop" if stopped[g, j] else "length"
+                gen = Generation(out[g, j, : count[g, j]].tolist(), reason, int(steps[g, j]))
+                results.append((m, gen))
+                del self._keys[m]
+            self._holder[g] = None
+        return results
+
+    def _admit(self) -> None:
+        """Waiting groups into free slots (widening the slots and fitting the caches to
+        longer prompts first if needed)."""
+        assert self.rows is not None
+        max_slots = max(1, self.max_rows // self.rows)
+        n_live = sum(h is not None for h in self._holder)
+        size = len(self._holder)
+        want = bucket_batch(min(n_live + len(self._waiting), max_slots))
+        if self._slots is None:
+            new = [self._waiting.popleft() for _ in range(min(want, len(self._waiting)))]
+            self._slots = self._prefill(new, want)
+            self._holder = [*new, *[None] * (want - len(new))]
+            return
+        slots = self._slots
+        if (slots.prefix_mask.shape[1], slots.suffix_mask.shape[2]) != (
+            self.prefix_len,
+            self.suffix_len,
+        ):
+            slots = D.fit(slots, self.prefix_len, self.suffix_len)
+        if want > size:
+            slots = D.widen(slots, want)
+            self._holder += [None] * (want - size)
+            size = want
+        free = [g for g in range(size) if self._holder[g] is None]
+        new = [self._waiting.popleft() for _ in range(min(len(free), len(self._waiting)))]
+        n = bucket_batch(len(new))
+        at = np.full((n,), size, np.int32)  # padding entries point past the end
+        at[: len(new)] = free[: len(new)]
+        fresh = self._prefill(new, n)
+        if D.window_of(slots) > self._first_window:
+            fresh = D.grow(fresh, D.window_of(slots))
+        self._slots = D.insert(slots, fresh, jnp.asarray(at))
+        for g, group in zip(free, new, strict=False):
+            self._holder[g] = group
+
+    def run(self, max_steps: int | None = None) -> list[tuple[int, Generation]]:
+        """Sample until some prompts finish, or ``max_steps`` decode steps have run, or
+        nothing is left; returns the finished prompts as ``(id, Generation)``."""
+        results: list[tuple[int, Generation]] = []
+        while self.busy:
+            if self._slots is not None:
+                live = np.asarray(self._slots.live)
+                finished = [g for g, h in enumerate(self._holder) if h is not None and not live[g]]
+                if finished:
+                    results += self._harvest(finished)
+            if results:
+                return results
+            if self._waiting and (
+                self._slots is None
+                or any(h is None for h in self._holder)
+                or len(self._holder) < max(1, self.max_rows // (self.rows or 1))
+            ):
+                self._admit()
+                continue
+            slots = self._slots
+            assert slots is not None
+            size = len(self._holder)
+            n_live = sum(h is not None for h in self._holder)
+            if not self._waiting and size >= MIN_PACK and n_live <= size // PACK:
+                keep = [g for g in range(size) if self._holder[g] is not None]
+                smaller = bucket_batch(n_live)
+                pad = [g for g in range(size) if self._holder[g] is None][: smaller - n_live]
+                self._slots = D.take(slots, jnp.asarray(keep + pad, jnp.int32))
+                self._holder = [self._holder[g] for g in keep] + [None] * len(pad)
+                continue
+            assert self.rows is not None
+            drafts = default_drafts(size * self.rows) if self.drafts is None else self.drafts
+            window = D.window_of(slots)
+            active = np.asarray(slots.live)[:, None] & ~np.asarray(slots.done)
+            if np.any(active & (np.asarray(slots.step) + drafts + 1 > window)):
+                self._slots = D.grow(slots, min(2 * window, self._most_window))
+                continue
+            min_live = size // PACK if (not self._waiting and size >= MIN_PACK) else 0
+            self._slots = D.decode(
+                self.params,
+                slots,
+                self.sampling,
+                jnp.asarray(bool(self._waiting)),
+                jnp.int32(min_live),
+                jnp.int32(2**30 if max_steps is None else max_steps),
+                config=self.config,
+                drafts=drafts,
+            )
+            if max_steps is not None:
+                live = np.asarray(self._slots.live)
+                finished = [g for g, h in enumerate(self._holder) if h is not None and not live[g]]
+                return self._harvest(finished)
+        return results
 
 
 def generate(
@@ -105,6 +334,7 @@ def generate(
     pad_id: int = 0,
     max_batch: int = MAX_ROWS,
     share_prefixes: bool = True,
+    drafts: int | None = None,
 ) -> list[Generation]:
     """Sample continuations of token-id prompts (ELM's mutation step, §3.1).
 
@@ -117,97 +347,36 @@ def generate(
     the key ``fold_in(fold_in(key, i), t)``, so its tokens depend on the key and its own
     prompt only: not on the other prompts, the batch size or the sharing.
 
+    Up to ``drafts`` tokens per row and step are guessed by prompt lookup and checked
+    against the model's own samples (:func:`jelm.lm.sampling.device.decode`): the tokens
+    are the same for any ``drafts``, which sets only the speed (``None``: by the rows
+    sampling at once, :func:`default_drafts`; 0: one token per step).
+
     Raises ``ValueError`` for an empty prompt or one that leaves no room for
     ``max_new_tokens`` within ``config.n_ctx`` positions.
     """
     _check(config, prompts, max_new_tokens, temperature, top_p)
     if not prompts:
         return []
-    max_rows = 1 << (max(1, max_batch).bit_length() - 1)  # a power of two, at most max_batch
-    plan = make_plan(prompts, max_new_tokens, max_rows, share_prefixes)
+    sampler = Sampler(
+        params,
+        config,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        stop_token_ids=stop_token_ids,
+        pad_id=pad_id,
+        max_batch=max_batch,
+        share_prefixes=share_prefixes,
+        drafts=drafts,
+    )
     keys = np.asarray(
         jax.random.key_data(
             jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(len(prompts)))
         )
     )
-    n_stop = max(STOP_SLOTS, -(-len(stop_token_ids) // STOP_SLOTS) * STOP_SLOTS)
-    stop = np.full((n_stop,), -1, np.int32)
-    stop[: len(stop_token_ids)] = np.asarray(list(stop_token_ids), np.int32)
-    sampling = D.Sampling(
-        jnp.asarray(stop),
-        jnp.float32(max(temperature, 1e-6)),
-        jnp.float32(top_p),
-        jnp.int32(pad_id),
-        jnp.asarray(temperature == 0),
-        jnp.asarray(top_p < 1.0),
-    )
-
-    def prefill(groups: Sequence[Group], n: int, window: int) -> D.Slots:
-        arrays = _arrays(plan, groups, n, keys)
-        chunks = D.prefill_chunks(config, n, plan.rows, plan.prefix_len, plan.suffix_len, window)
-        return D.prefill(
-            params,
-            *map(jnp.asarray, arrays),
-            sampling,
-            new_tokens=max_new_tokens,
-            window=window,
-            chunks=chunks,
-            config=config,
-        )
-
-    waiting = deque(plan.groups)
-    first = [waiting.popleft() for _ in range(min(plan.slots, len(waiting)))]
-    first_window = min(FIRST_WINDOW, max_new_tokens)
-    slots = prefill(first, plan.slots, first_window)
-    holder: list[Group | None] = [*first, *[None] * (plan.slots - len(first))]
-    results: list[Generation | None] = [None] * len(prompts)
-
-    def harvest(state: D.Slots, done_slots: list[int]) -> None:
-        out, count, stopped = (np.asarray(a) for a in (state.out, state.count, state.stopped))
-        for g in done_slots:
-            group = holder[g]
-            assert group is not None
-            for j, m in enumerate(group.members):
-                reason = "stop" if stopped[g, j] else "length"
-                results[m] = Generation(out[g, j, : count[g, j]].tolist(), reason)
-            holder[g] = None
-
-    while True:
-        size = len(holder)
-        live = np.asarray(slots.live)
-        finished = [g for g in range(size) if holder[g] is not None and not live[g]]
-        if finished:
-            harvest(slots, finished)
-        if waiting and any(h is None for h in holder):
-            free = [g for g in range(size) if holder[g] is None]
-            new = [waiting.popleft() for _ in range(min(len(free), len(waiting)))]
-            n = bucket_batch(len(new))
-            at = np.full((n,), size, np.int32)  # padding entries point past the end
-            at[: len(new)] = free[: len(new)]
-            fresh = prefill(new, n, first_window)
-            if D.window_of(slots) > first_window:
-                fresh = D.grow(fresh, D.window_of(slots))
-            slots = D.insert(slots, fresh, jnp.asarray(at))
-            for g, group in zip(free, new, strict=False):
-                holder[g] = group
-            continue
-        n_live = sum(h is not None for h in holder)
-        if n_live == 0:
-            break
-        if not waiting and size >= MIN_PACK and n_live <= size // PACK:
-            keep = [g for g in range(size) if holder[g] is not None]
-            smaller = bucket_batch(n_live)
-            pad = [g for g in range(size) if holder[g] is None][: smaller - n_live]
-            slots = D.take(slots, jnp.asarray(keep + pad, jnp.int32))
-            holder = [holder[g] for g in keep] + [None] * len(pad)
-            continue
-        window = D.window_of(slots)
-        if window < max_new_tokens and np.any(live & (np.asarray(slots.step) >= window)):
-            slots = D.grow(slots, min(2 * window, max_new_tokens))
-            continue
-        min_live = size // PACK if (not waiting and size >= MIN_PACK) else 0
-        slots = D.decode(
-            params, slots, sampling, jnp.asarray(bool(waiting)), jnp.int32(min_live), config=config
-        )
-    assert all(g is not None for g in results)
-    return results  # type: ignore[return-value]
+    ids = sampler.add(prompts, keys)
+    results: dict[int, Generation] = {}
+    while sampler.busy:
+        results.update(sampler.run())
+    return [results[i] for i in ids]

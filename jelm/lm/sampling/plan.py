@@ -139,8 +139,10 @@ def make_plan(
     max_new_tokens: int,
     max_rows: int,
     share_prefixes: bool = True,
+    rows: int | None = None,
 ) -> Plan:
-    """Groups and shapes for sampling ``prompts`` with at most ``max_rows`` rows at once."""
+    """Groups and shapes for sampling ``prompts`` with at most ``max_rows`` rows at once
+    (groups of ``rows`` rows if given, else of the cheapest size)."""
     if share_prefixes:
         sets = shared_sets(prompts)
     else:
@@ -148,6 +150,8 @@ def make_plan(
     biggest = max(len(ms) for _, ms in sets)
     most = min(bucket_batch(biggest), max_rows)
     options = [1 << k for k in range(most.bit_length()) if 1 << k <= most]
+    if rows is not None:
+        options = [rows]
     tail = max_new_tokens // 2
     plans = {r: _groups(sets, prompts, r) for r in options}
     rows = min(options, key=lambda r: (_step_cost(plans[r], r, tail), r))

@@ -50,13 +50,18 @@ def sample_tokens(
 
     def draw() -> jax.Array:
         scaled = logits.astype(jnp.float32) / temperature
+        probs = jax.nn.softmax(scaled, axis=-1)
 
         def nucleus() -> jax.Array:
-            probs = jax.nn.softmax(scaled, axis=-1)
-            return jnp.where(probs >= nucleus_threshold(probs, top_p), scaled, -jnp.inf)
+            return jnp.where(probs >= nucleus_threshold(probs, top_p), probs, 0.0)
 
-        cut = jax.lax.cond(use_top_p, nucleus, lambda: scaled)
+        kept = jax.lax.cond(use_top_p, nucleus, lambda: probs)
+        # Inverse CDF with one uniform per row: much cheaper here than a Gumbel draw per
+        # vocabulary entry, and a row's token is a function of its key, step and logits.
         keys = jax.vmap(jax.random.fold_in)(row_keys, jnp.broadcast_to(step, row_keys.shape))
-        return jax.vmap(jax.random.categorical)(keys, cut).astype(jnp.int32)
+        u = jax.vmap(jax.random.uniform)(keys)[:, None]
+        cdf = jnp.cumsum(kept, axis=-1)
+        tok = jnp.sum(cdf <= u * cdf[:, -1:], axis=-1)
+        return jnp.minimum(tok, logits.shape[-1] - 1).astype(jnp.int32)
 
     return jax.lax.cond(greedy, argmax, draw)

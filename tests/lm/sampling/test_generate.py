@@ -315,13 +315,14 @@ def test_generate_errors():
 _COMMON = [548, 368, 18, 523, 203, 830, 368, 18, 523, 203, 612, 332]  # the three share these
 SHIPPED_GREEDY = [*_COMMON, 1451, 16, 24, 298, 1451, 16, 26, 803, 1170, 349, 274, 303]
 SHIPPED_SAMPLED = [
-    [*_COMMON, 1446, 16, 27, 298, 1446, 16, 27, 803, 601, 308, 521, 1169],
-    [*_COMMON, 1488, 16, 27, 298, 1488, 16, 27, 803, 601, 305, 24, 274],
+    [*_COMMON, 1427, 16, 27, 298, 1427, 16, 27, 803, 601, 308, 521, 373],
+    [*_COMMON, 1496, 16, 27, 298, 1496, 16, 27, 803, 601, 303, 1048, 16],
 ]
 
 
 def test_shipped_model_tokens_are_pinned():
-    """Greedy and seeded sampling of the shipped checkpoint give exactly these tokens."""
+    """Greedy and seeded sampling of the shipped checkpoint give exactly these tokens,
+    whatever the number of guessed tokens per decode step."""
     from jelm.domains import make_domain
     from jelm.lm.backends import SHIPPED_DIR
     from jelm.lm.checkpoint import load_model
@@ -336,18 +337,104 @@ def test_shipped_model_tokens_are_pinned():
     def prompt(seed: str, message: str) -> list[int]:
         return tok.encode(elm_prompt(domain.seed_program(seed), message, "walker.py"))
 
-    kw = dict(max_new_tokens=24, stop_token_ids=[tok.eos_id], pad_id=tok.pad_id)
-    (greedy,) = S.generate(
-        params, config, [prompt("radial", messages[0])], jax.random.key(0), temperature=0, **kw
+    for drafts in (0, 4):
+        kw = dict(max_new_tokens=24, stop_token_ids=[tok.eos_id], pad_id=tok.pad_id, drafts=drafts)
+        (greedy,) = S.generate(
+            params, config, [prompt("radial", messages[0])], jax.random.key(0), temperature=0, **kw
+        )
+        assert greedy.tokens == SHIPPED_GREEDY
+        sampled = S.generate(
+            params,
+            config,
+            [prompt("square", messages[1]), prompt("cppn_fixed", messages[2])],
+            jax.random.key(3),
+            temperature=0.8,
+            top_p=0.95,
+            **kw,
+        )
+        assert [g.tokens for g in sampled] == SHIPPED_SAMPLED
+
+
+def test_draft_tokens_look_up_the_latest_earlier_occurrence():
+    """Guesses are what followed the latest earlier occurrence of the row's last tokens,
+    the longest pattern first, never past the last known token."""
+    hist = jnp.asarray(
+        [
+            [[5, 6, 7, 1, 2, 5, 6, 8, 9, -1, 5, 6, -1, -1, -1]],  # "5 6" twice: the latest wins
+            [[1, 2, 3, 4, 7, 3, 8, 5, 9, 1, 2, 3, -1, -1, -1]],  # "1 2 3" beats a later "3"
+            [[-1, -1, 4, 4, 4, 4, -1, -1, -1, -1, -1, -1, -1, -1, -1]],  # runs to the end
+            [[-1, -1, -1, 7, 8, 9, -1, -1, -1, -1, -1, -1, -1, -1, -1]],  # "9" never seen
+        ],
+        jnp.int32,
     )
-    assert greedy.tokens == SHIPPED_GREEDY
-    sampled = S.generate(
-        params,
-        config,
-        [prompt("square", messages[1]), prompt("cppn_fixed", messages[2])],
-        jax.random.key(3),
-        temperature=0.8,
-        top_p=0.95,
-        **kw,
+    end = jnp.asarray([[11], [11], [5], [5]], jnp.int32)
+    got = np.asarray(D.draft_tokens(hist, end, 3))[:, 0]
+    np.testing.assert_array_equal(got, [[8, 9, -1], [4, 7, 3], [4, -1, -1], [-1, -1, -1]])
+
+
+@pytest.mark.parametrize("max_new", [9, 40])
+def test_guessed_tokens_change_no_token(max_new):
+    """Checking guessed tokens in one step gives the tokens of one token per step, with
+    stop tokens and the length limit falling inside a step's guesses, greedy and sampled,
+    and guesses that are right (prompts repeating themselves)."""
+    cfg = CODEGEN
+    params = _params(cfg)
+    rng = np.random.default_rng(5)
+    motif = [int(x) for x in rng.integers(4, cfg.vocab_size, 6)]
+    prompts = [motif * 4, motif * 3 + motif[:2], *_prompts(3, [9, 17])]
+    # A greedy random model repeats itself: its own outputs make guesses come true.
+    ref = S.generate(
+        params, cfg, prompts, jax.random.key(0), max_new_tokens=max_new, temperature=0, drafts=0
     )
-    assert [g.tokens for g in sampled] == SHIPPED_SAMPLED
+    stop = [ref[2].tokens[5]]
+    for kw in (dict(temperature=0), dict(temperature=0.9, top_p=0.9)):
+        base = S.generate(
+            params,
+            cfg,
+            prompts,
+            jax.random.key(7),
+            max_new_tokens=max_new,
+            stop_token_ids=stop,
+            drafts=0,
+            **kw,
+        )
+        for drafts in (1, 3):
+            got = S.generate(
+                params,
+                cfg,
+                prompts,
+                jax.random.key(7),
+                max_new_tokens=max_new,
+                stop_token_ids=stop,
+                drafts=drafts,
+                **kw,
+            )
+            assert got == base, (kw, drafts)
+            if kw["temperature"] == 0:  # the repeating rows took fewer steps than tokens
+                assert sum(g.steps for g in got[:2]) < sum(g.steps for g in base[:2])
+
+
+def test_prompts_added_while_others_sample_get_their_own_tokens():
+    """A :class:`Sampler` takes prompts while others sample: they join the running batch
+    (more slots, caches fitted to their longer prompts) and every prompt gets the tokens
+    of one call with all of them, greedy and sampled."""
+    cfg = CODEGEN
+    params = _params(cfg)
+    first = _prompts(13, [5, 9])
+    later = _prompts(14, [30, 3, 17, 2])  # longer prompts, and more than the free slots
+    key = jax.random.key(3)
+
+    def keys(start: int, n: int) -> np.ndarray:
+        folded = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(start, start + n))
+        return np.asarray(jax.random.key_data(folded))
+
+    for kw in (dict(temperature=0), dict(temperature=0.9, top_p=0.9)):
+        ref = S.generate(params, cfg, first + later, key, max_new_tokens=24, **kw)
+        sampler = S.Sampler(params, cfg, max_new_tokens=24, **kw)
+        ids = sampler.add(first, keys(0, len(first)))
+        got = dict(sampler.run(max_steps=1))
+        assert not got and sampler.busy  # the first prompts are sampling
+        ids += sampler.add(later, keys(len(first), len(later)))
+        while sampler.busy:
+            got.update(sampler.run(max_steps=2))
+        assert [got[i] for i in ids] == ref, kw
