@@ -23,7 +23,7 @@ from jelm.lm.backends.base import (
     render_chat_plain,
 )
 
-__all__ = ["HF_KIND", "JELM_KIND", "JelmBackend"]
+__all__ = ["HF_KIND", "JELM_KIND", "CompletionStream", "JelmBackend"]
 
 
 class JelmBackend:
@@ -99,6 +99,17 @@ class JelmBackend:
         ids = list(self.tokenizer.encode(text))
         return ids or [int(self.tokenizer.eos_id)]
 
+    def max_new(self, max_new_tokens: int) -> int:
+        """``max_new_tokens`` within the model's context (at least 1)."""
+        return max(1, min(int(max_new_tokens), int(self.config.n_ctx) - 1))
+
+    def encode_within(self, text: str, max_new: int) -> tuple[list[int], int]:
+        """Token ids of ``text`` that leave room for ``max_new`` tokens (its last ones) and
+        how many were dropped from the front."""
+        ids = self.encode(text)
+        dropped = max(0, len(ids) - (int(self.config.n_ctx) - max_new))
+        return ids[dropped:], dropped
+
     def stop_token_ids(self, stop: Sequence[str]) -> tuple[list[int], list[str]]:
         """Device-side stop ids (EOS, then every stop string that is a single token) and the
         stop strings the host cuts the decoded text at (all of them: a single-token stop
@@ -126,20 +137,17 @@ class JelmBackend:
 
         if isinstance(stop, str):
             stop = (stop,)
-        n_ctx = int(self.config.n_ctx)
-        max_new = max(1, min(int(max_new_tokens), n_ctx - 1))
-        keep = n_ctx - max_new
+        max_new = self.max_new(max_new_tokens)
         stop_ids, host_stop = self.stop_token_ids(stop)
         out: list[Completion | None] = [None] * len(prompts)
         encoded: list[tuple[int, list[int], int]] = []
         for i, p in enumerate(prompts):
             try:
-                ids = self.encode(p)
+                ids, dropped = self.encode_within(p, max_new)
             except Exception as exc:  # a prompt the tokenizer rejects fails alone
                 out[i] = error_completion(exc)
                 continue
-            dropped = max(0, len(ids) - keep)
-            encoded.append((i, ids[dropped:], dropped))
+            encoded.append((i, ids, dropped))
         # one call: generate keeps at most max_batch rows sampling and refills their slots
         key = jax.random.fold_in(jax.random.key(int(seed)), 0)
         results = self._generate(
@@ -150,8 +158,20 @@ class JelmBackend:
                 out[i] = error_completion(comp)
             else:
                 tokens, reason = comp
-                out[i] = self._finish(tokens, reason, stop_ids, host_stop, len(ids), dropped)
+                out[i] = self.finish(tokens, reason, stop_ids, host_stop, len(ids), dropped)
         return [c for c in out if c is not None]
+
+    def stream(
+        self,
+        *,
+        max_new_tokens: int = 512,
+        temperature: float = 0.8,
+        top_p: float = 0.95,
+        stop: Sequence[str] = (),
+    ) -> CompletionStream:
+        """A :class:`CompletionStream`: prompts added at any time join the running batch
+        (``jelm serve``'s continuous batching); all share these sampling settings."""
+        return CompletionStream(self, max_new_tokens, temperature, top_p, stop)
 
     def _generate(
         self,
@@ -196,7 +216,7 @@ class JelmBackend:
                 results.append(exc)
         return results
 
-    def _finish(
+    def finish(
         self,
         tokens: list[int],
         reason: str,
@@ -272,6 +292,82 @@ class JelmBackend:
             for (i, _), c in zip(items, comps, strict=True):
                 out[i] = c
         return [c for c in out if c is not None]
+
+
+class CompletionStream:
+    """Prompts completed by one continuously batched :class:`jelm.lm.sampling.Sampler`,
+    all with the same settings: ``jelm serve`` adds each request's prompts as it arrives,
+    and they join the rows already sampling (ELM §3.1's sampling at scale).
+
+    :meth:`add` queues a prompt (its key is that of prompt ``index`` of a
+    :meth:`JelmBackend.complete` call with ``seed``, so a request gets the same completion
+    alone or beside others); :meth:`run` samples until some prompts finish (or
+    ``max_steps`` decode steps pass) and returns their completions by id.
+    """
+
+    def __init__(
+        self,
+        backend: JelmBackend,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        stop: Sequence[str],
+    ) -> None:
+        from jelm.lm.sampling import Sampler
+
+        if isinstance(stop, str):
+            stop = (stop,)
+        self.backend = backend
+        self.max_new = backend.max_new(max_new_tokens)
+        self.stop_ids, self.host_stop = backend.stop_token_ids(stop)
+        self.sampler = Sampler(
+            backend.params,
+            backend.config,
+            max_new_tokens=self.max_new,
+            temperature=float(temperature),
+            top_p=float(top_p),
+            stop_token_ids=self.stop_ids,
+            pad_id=int(backend.tokenizer.pad_id),
+            max_batch=backend.max_batch,
+        )
+        self._meta: dict[int, tuple[int, int]] = {}
+
+    @property
+    def busy(self) -> bool:
+        """Whether prompts are still sampling."""
+        return self.sampler.busy
+
+    def add(self, prompt: str, seed: int, index: int = 0) -> int | Completion:
+        """Queue ``prompt``; returns its id, or at once a failed :class:`Completion` for a
+        prompt that cannot be sampled (the tokenizer rejects it)."""
+        import jax
+        import numpy as np
+
+        try:
+            ids, dropped = self.backend.encode_within(prompt, self.max_new)
+            key = jax.random.fold_in(jax.random.fold_in(jax.random.key(int(seed)), 0), index)
+            (i,) = self.sampler.add([ids], np.asarray(jax.random.key_data(key))[None])
+        except Exception as exc:
+            return error_completion(exc)
+        self._meta[i] = (len(ids), dropped)
+        return i
+
+    def run(self, max_steps: int | None = None) -> list[tuple[int, Completion]]:
+        """Sample until some prompts finish (or ``max_steps`` decode steps pass); their
+        completions by id."""
+        out = []
+        for i, gen in self.sampler.run(max_steps):
+            prompt_tokens, dropped = self._meta.pop(i)
+            comp = self.backend.finish(
+                list(map(int, gen.tokens)),
+                gen.finish_reason,
+                self.stop_ids,
+                self.host_stop,
+                prompt_tokens,
+                dropped,
+            )
+            out.append((i, comp))
+        return out
 
 
 # --------------------------------------------------------------------------------------

@@ -11,12 +11,12 @@ shared by other processes, machines and off-the-shelf clients).
 
 One job a module: :mod:`~jelm.lm.serve.protocol` turns OpenAI request bodies into
 sampling parameters and completions into OpenAI responses, :mod:`~jelm.lm.serve.batcher`
-micro-batches concurrent prompts into backend calls, :mod:`~jelm.lm.serve.server` is the
-HTTP server.
+batches concurrent prompts (continuously for a model sampled here: a request joins the
+rows already sampling), :mod:`~jelm.lm.serve.server` is the HTTP server.
 """
 
-from jelm.lm.serve.batcher import MicroBatcher
+from jelm.lm.serve.batcher import ContinuousBatcher, MicroBatcher
 from jelm.lm.serve.protocol import BadRequest
 from jelm.lm.serve.server import Server, serve
 
-__all__ = ["BadRequest", "MicroBatcher", "Server", "serve"]
+__all__ = ["BadRequest", "ContinuousBatcher", "MicroBatcher", "Server", "serve"]

@@ -2,8 +2,9 @@
 
 The standard library's ``ThreadingHTTPServer`` is enough: requests are small JSON bodies,
 the work is in the model (ELM §3.1's sampling), and it adds no dependency. Handler threads
-parse requests (:mod:`jelm.lm.serve.protocol`) and wait on the micro-batcher
-(:mod:`jelm.lm.serve.batcher`), the backend's only caller.
+parse requests (:mod:`jelm.lm.serve.protocol`) and wait on the batcher
+(:mod:`jelm.lm.serve.batcher`), the backend's only caller: continuous batching for a model
+sampled here, micro-batching for a backend that only completes whole calls.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from jelm.lm.backends.base import Backend, Completion
-from jelm.lm.serve.batcher import MicroBatcher
+from jelm.lm.serve.batcher import ContinuousBatcher, MicroBatcher
 from jelm.lm.serve.protocol import (
     BadRequest,
     chat_request,
@@ -162,7 +163,10 @@ class Server:
 
     ``Server(backend, port=0)`` binds at once (port 0 picks a free port, see ``url``);
     ``start()`` serves from a background thread (tests), ``serve_forever()`` in the
-    calling thread (``jelm serve``); ``close()`` stops both and the batcher. ``model_id``
+    calling thread (``jelm serve``); ``close()`` stops both and the batcher. A backend with
+    a ``stream`` method (a model sampled here) gets continuous batching (requests join the
+    rows already sampling; ``continuous=False`` turns it off), any other micro-batching
+    (``max_batch``, ``batch_window_s``). ``model_id``
     (default ``backend.name``) is the one model ``/v1/models`` lists and requests must
     name (or omit). Without ``max_tokens`` a completion gets ``default_max_tokens`` (16,
     as in the OpenAI API) and a chat ``default_chat_max_tokens``.
@@ -177,6 +181,7 @@ class Server:
         model_id: str | None = None,
         max_batch: int = 32,
         batch_window_s: float = 0.01,
+        continuous: bool | None = None,
         default_max_tokens: int = 16,
         default_chat_max_tokens: int = 256,
         verbose: bool = False,
@@ -192,7 +197,13 @@ class Server:
         self.httpd.app = self
         self.host = host
         self.port = int(self.httpd.server_address[1])
-        self.batcher = MicroBatcher(backend, max_batch=max_batch, window_s=batch_window_s)
+        if continuous is None:
+            continuous = callable(getattr(backend, "stream", None))
+        self.batcher: ContinuousBatcher | MicroBatcher = (
+            ContinuousBatcher(backend)
+            if continuous
+            else MicroBatcher(backend, max_batch=max_batch, window_s=batch_window_s)
+        )
         self._thread: threading.Thread | None = None
         self._closed = False
 
