@@ -109,3 +109,32 @@ def test_concurrent_http_requests_are_answered_as_alone(backend):
         kw = dict(max_new_tokens=16, temperature=0.0 if i % 2 else 0.8, top_p=1.0, seed=i)
         (alone,) = backend.complete([PROMPTS[i % len(PROMPTS)]], **kw)
         assert results[i] == alone.text, i
+
+
+def test_serve_bench_counts_the_tokens_of_every_request(tmp_path):
+    """`python -m jelm.lm.serve.bench` drives a real server with official OpenAI clients."""
+    from jelm.lm.serve.bench import main
+
+    path = make_tiny_model(tmp_path / "m", seed=3, n_ctx=2048, vocab_size=300, texts=TEXTS)
+    out = main(
+        [
+            "--model",
+            str(path),
+            "--clients",
+            "1",
+            "2",
+            "--requests",
+            "3",
+            "--max-tokens",
+            "8",
+            "--modes",
+            "continuous",
+        ]
+    )
+    runs = out["runs"]
+    assert [(r["mode"], r["clients"], r["requests"]) for r in runs] == [
+        ("continuous", 1, 3),
+        ("continuous", 2, 3),
+    ]
+    for r in runs:
+        assert 3 <= r["tokens"] <= 3 * 8 and r["tokens_per_s"] > 0
