@@ -177,6 +177,8 @@ def roofline(
     of the plan read (:mod:`jelm.lm.sampling.plan`; rows' caches sized to the window that
     holds the mean completion). The bound is the FLOPs at the matmul
     rate plus, per decode step, the larger of its FLOPs and bytes at the measured peaks.
+    It is the bound of a sampler that computes each token in a step of its own: checking
+    guessed tokens (``tokens_per_step`` in the bench's entries) can beat it.
     """
     from jelm.lm.sampling.plan import bucket_batch, make_plan
 
@@ -259,6 +261,10 @@ def bench_jax(
             stops = sum(g.finish_reason == "stop" for g in gens)
             lengths = [len(g.tokens) + (g.finish_reason == "stop") for g in gens]
             entry = {"children": children, **_entry(b, t1 - t0, t2 - t1, lengths, stops)}
+            # decode steps a row took (its first token comes from the prefill)
+            entry["tokens_per_step"] = round(
+                sum(n - 1 for n in lengths) / max(1, sum(g.steps for g in gens)), 2
+            )
             if peaks:
                 bound = roofline(config, n_params, prompts, lengths, new_tokens, b, peaks)
                 bound["achieved"] = round(bound["bound_s"] / (t2 - t1), 3)

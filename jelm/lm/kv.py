@@ -87,13 +87,16 @@ def attend(
     rep = h // hkv
     rows_k = _write(layer.rows_k, k.reshape(g, r, t, hkv, d).transpose(0, 1, 3, 2, 4), view.write)
     rows_v = _write(layer.rows_v, v.reshape(g, r, t, hkv, d).transpose(0, 1, 3, 2, 4), view.write)
-    # Every product is a plain batched matmul "bmd,bsd->bms" over the cache in its stored
-    # layout (XLA's CPU backend copies the cache for anything else).
+    # Every product is a plain batched matmul over the cache in its stored layout (XLA's
+    # CPU backend copies the cache for anything else); the scores are computed with the
+    # cache as the left operand, "bsd,bmd->bsm", several times faster here than
+    # "bmd,bsd->bms" when the queries are few, and transposed (a small tensor).
     q6 = q.reshape(g, r, t, hkv, rep, d) / math.sqrt(d)
     qp = q6.transpose(0, 3, 1, 2, 4, 5).reshape(g * hkv, r * t * rep, d)
     qr = q6.transpose(0, 1, 3, 2, 4, 5).reshape(g * r * hkv, t * rep, d)
-    sp = jnp.einsum("bmd,bsd->bms", qp, layer.prefix_k.reshape(g * hkv, pp, d))
-    sr_ = jnp.einsum("bmd,bsd->bms", qr, rows_k.reshape(g * r * hkv, sr, d))
+    sp = jnp.einsum("bsd,bmd->bsm", layer.prefix_k.reshape(g * hkv, pp, d), qp)
+    sr_ = jnp.einsum("bsd,bmd->bsm", rows_k.reshape(g * r * hkv, sr, d), qr)
+    sp, sr_ = sp.transpose(0, 2, 1), sr_.transpose(0, 2, 1)
     low = jnp.finfo(sp.dtype).min
     sp = jnp.where(
         view.prefix_mask[:, None, None, None, None, :], sp.reshape(g, hkv, r, t, rep, pp), low
