@@ -88,30 +88,34 @@ def attend(
     rows_k = _write(layer.rows_k, k.reshape(g, r, t, hkv, d).transpose(0, 1, 3, 2, 4), view.write)
     rows_v = _write(layer.rows_v, v.reshape(g, r, t, hkv, d).transpose(0, 1, 3, 2, 4), view.write)
     # Every product is a plain batched matmul over the cache in its stored layout (XLA's
-    # CPU backend copies the cache for anything else); the scores are computed with the
-    # cache as the left operand, "bsd,bmd->bsm", several times faster here than
-    # "bmd,bsd->bms" when the queries are few, and transposed (a small tensor).
+    # CPU backend copies the cache for anything else), with the cache as the left operand
+    # of the scores ("bsd,bmd->bsm"): with a few queries per row XLA's CPU matmul is
+    # several times faster that way round than "bmd,bsd->bms". The softmax runs in that
+    # [..., slots, queries] layout (transposing the scores back would let XLA fold the
+    # transpose into the product and undo the choice).
     q6 = q.reshape(g, r, t, hkv, rep, d) / math.sqrt(d)
     qp = q6.transpose(0, 3, 1, 2, 4, 5).reshape(g * hkv, r * t * rep, d)
     qr = q6.transpose(0, 1, 3, 2, 4, 5).reshape(g * r * hkv, t * rep, d)
     sp = jnp.einsum("bsd,bmd->bsm", layer.prefix_k.reshape(g * hkv, pp, d), qp)
     sr_ = jnp.einsum("bsd,bmd->bsm", rows_k.reshape(g * r * hkv, sr, d), qr)
-    sp, sr_ = sp.transpose(0, 2, 1), sr_.transpose(0, 2, 1)
     low = jnp.finfo(sp.dtype).min
     sp = jnp.where(
-        view.prefix_mask[:, None, None, None, None, :], sp.reshape(g, hkv, r, t, rep, pp), low
+        view.prefix_mask[:, None, :, None, None, None], sp.reshape(g, hkv, pp, r, t, rep), low
     )
-    sr_ = jnp.where(view.rows_mask[:, :, None, :, None, :], sr_.reshape(g, r, hkv, t, rep, sr), low)
-    to_rows = (0, 2, 1, 3, 4, 5)  # [g, hkv, r, ...] <-> [g, r, hkv, ...]
-    top = jnp.maximum(
-        jnp.max(sp, axis=-1, keepdims=True).transpose(to_rows), jnp.max(sr_, axis=-1, keepdims=True)
+    rows_mask = view.rows_mask.transpose(0, 1, 3, 2)[:, :, None, :, :, None]
+    sr_ = jnp.where(rows_mask, sr_.reshape(g, r, hkv, sr, t, rep), low)
+    to_rows = (0, 2, 1, 3, 4)  # [g, hkv, r, t, rep] <-> [g, r, hkv, t, rep]
+    top = jnp.maximum(jnp.max(sp, axis=2).transpose(to_rows), jnp.max(sr_, axis=3))
+    ep = jnp.exp(sp - top.transpose(to_rows)[:, :, None])
+    er = jnp.exp(sr_ - top[:, :, :, None])
+    total = jnp.sum(ep, axis=2).transpose(to_rows) + jnp.sum(er, axis=3)
+    pp_probs = (ep / total.transpose(to_rows)[:, :, None]).reshape(g * hkv, pp, r * t * rep)
+    rows_probs = (er / total[:, :, :, None]).reshape(g * r * hkv, sr, t * rep)
+    # ... and the weighted sum wants the probabilities as [..., queries, slots], which the
+    # barrier keeps XLA from folding back into the product as a transposed operand.
+    pp_probs, rows_probs = jax.lax.optimization_barrier(
+        (pp_probs.transpose(0, 2, 1), rows_probs.transpose(0, 2, 1))
     )
-    ep, er = jnp.exp(sp - top.transpose(to_rows)), jnp.exp(sr_ - top)
-    total = jnp.sum(ep, axis=-1, keepdims=True).transpose(to_rows) + jnp.sum(
-        er, axis=-1, keepdims=True
-    )
-    pp_probs = (ep / total.transpose(to_rows)).reshape(g * hkv, r * t * rep, pp)
-    rows_probs = (er / total).reshape(g * r * hkv, t * rep, sr)
     out_p = jnp.einsum("bms,bsd->bmd", pp_probs, layer.prefix_v.reshape(g * hkv, pp, d))
     out_r = jnp.einsum("bms,bsd->bmd", rows_probs, rows_v.reshape(g * r * hkv, sr, d))
     out = out_p.reshape(g, hkv, r, t, rep, d).transpose(0, 2, 3, 1, 4, 5) + out_r.reshape(
