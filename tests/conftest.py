@@ -2,6 +2,54 @@
 
 ``jelm.sim`` must be imported before anything starts JAX's backend: on import it pins XLA
 to no-FMA code so results are bit-identical across batch shapes (see jelm/sim/__init__.py).
+
+Compiled programs are shared through JAX's persistent compilation cache in a directory
+made fresh for each test session: the xdist workers (and the Python subprocesses the tests
+start) compile the same programs, the LM sampler's prefill and decode for each call shape
+most of all, and each program is compiled once per session instead of once per process.
+The cache key is a hash of the compiled module, the compile options, the XLA flags and the
+jax, jaxlib and backend versions, so a hit is the executable XLA would build again; the
+directory starts empty and is removed when the session ends, so nothing carries over
+between runs. Counts of traces and of jit cache entries (``f._cache_size()``), which
+tests use to catch recompilation, do not change: the cache skips only XLA's compile step.
 """
 
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import pytest
+
 import jelm.sim  # noqa: F401  (first: pins XLA flags before the JAX backend starts)
+
+# Set by the controlling process for the xdist workers it starts.
+_CACHE_DIR_ENV = "JELM_TEST_JAX_CACHE_DIR"
+# The directory this process made (and removes at the end).
+_own_cache_dir = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import jax
+
+    path = os.environ.get(_CACHE_DIR_ENV) if hasattr(config, "workerinput") else None
+    if not path:  # the controlling process, or a run without xdist: a fresh directory
+        path = tempfile.mkdtemp(prefix="jelm-jax-cache-")
+        os.environ[_CACHE_DIR_ENV] = path
+        config.stash[_own_cache_dir] = path
+    settings = {
+        "jax_compilation_cache_dir": path,
+        # Cache every program, however quick to compile or small.
+        "jax_persistent_cache_min_compile_time_secs": 0.0,
+        "jax_persistent_cache_min_entry_size_bytes": -1,
+    }
+    for name, value in settings.items():
+        jax.config.update(name, value)
+        os.environ[name.upper()] = str(value)  # for the subprocesses tests start
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    path = config.stash.get(_own_cache_dir, None)
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
