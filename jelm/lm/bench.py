@@ -261,10 +261,8 @@ def bench_jax(
             stops = sum(g.finish_reason == "stop" for g in gens)
             lengths = [len(g.tokens) + (g.finish_reason == "stop") for g in gens]
             entry = {"children": children, **_entry(b, t1 - t0, t2 - t1, lengths, stops)}
-            # decode steps a row took (its first token comes from the prefill)
-            entry["tokens_per_step"] = round(
-                sum(n - 1 for n in lengths) / max(1, sum(g.steps for g in gens)), 2
-            )
+            # tokens (stop tokens included) a row's decode step emits, on average
+            entry["tokens_per_step"] = round(sum(lengths) / max(1, sum(g.steps for g in gens)), 2)
             if peaks:
                 bound = roofline(config, n_params, prompts, lengths, new_tokens, b, peaks)
                 bound["achieved"] = round(bound["bound_s"] / (t2 - t1), 3)

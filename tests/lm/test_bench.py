@@ -73,8 +73,12 @@ def test_bench_main_prints_one_json_line(tiny_model_dir, capsys):
         rows = res[side]
         assert [(r["children"], r["batch"]) for r in rows] == [(1, 1), (1, 2), (4, 1), (4, 2)]
         for r in rows:
-            want = ENTRY_FIELDS | ({"threads"} if side == "torch" else {"roofline"})
+            want = ENTRY_FIELDS | (
+                {"threads"} if side == "torch" else {"roofline", "tokens_per_step"}
+            )
             assert set(r) == want, (side, r)
+            if side == "jax":  # a decode step emits at least one token, at most 1 + 4 guesses
+                assert 1 <= r["tokens_per_step"] <= 5, r
             for key in ("tokens_per_s", "diffs_per_s", "first_call_s", "run_s"):
                 assert r[key] > 0, (side, key, r)
             assert 0 < r["mean_new_tokens"] <= 4
