@@ -111,6 +111,7 @@ def test_concurrent_http_requests_are_answered_as_alone(backend):
         assert results[i] == alone.text, i
 
 
+@pytest.mark.slow  # like the other benches' end-to-end runs; the HTTP test above stays
 def test_serve_bench_counts_the_tokens_of_every_request(tmp_path):
     """`python -m jelm.lm.serve.bench` drives a real server with official OpenAI clients."""
     from jelm.lm.serve.bench import main
