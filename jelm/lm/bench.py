@@ -22,10 +22,11 @@ children of each parent (with the commit messages in turn), as an ELM generation
 when it draws a parent for several children. Both sides get the same token ids.
 
 - ``jax``: :func:`jelm.lm.sampling.generate` with ``max_batch = b``; ``first_call_s`` is
-  the first call at the batch's shapes (compilation included), ``run_s`` a second call
-  with another key. ``roofline`` (:func:`roofline`): the call's FLOPs and bytes against
-  this machine's measured matmul rate and memory bandwidth (:func:`machine_peaks`), the
-  least time they allow, and the share of it the call achieved.
+  the first call at the batch's shapes (compilation included), ``run_s`` the mean of
+  warm calls with another key (repeated until a second has passed, at most 5 calls).
+  ``roofline`` (:func:`roofline`): the call's FLOPs and bytes against this machine's
+  measured matmul rate and memory bandwidth (:func:`machine_peaks`), the least time they
+  allow, and the share of it the call achieved.
 - ``torch``: the same weights exported by :func:`jelm.lm.hf.save_hf` (an ``hf:`` model is
   read from its own directory), loaded with ``AutoModelForCausalLM`` from local files and
   run by ``generate(do_sample=True, top_k=0, ...)`` on left-padded inputs under
@@ -50,7 +51,7 @@ import resource
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -212,6 +213,20 @@ def roofline(
     }
 
 
+def _warm(call: Callable[[], Any], min_s: float = 1.0, max_calls: int = 5) -> tuple[float, Any]:
+    """Mean seconds of a warm call (the same inputs and key each time, so the same
+    tokens), repeated until ``min_s`` seconds or ``max_calls`` calls, and its result: a
+    call of a fraction of a second alone times the machine's noise."""
+    total, calls = 0.0, 0
+    while True:
+        t0 = time.perf_counter()
+        result = call()
+        total += time.perf_counter() - t0
+        calls += 1
+        if total >= min_s or calls >= max_calls:
+            return total / calls, result
+
+
 def _entry(batch: int, first_s: float, run_s: float, lengths: list[int], stops: int) -> dict:
     n = int(sum(lengths))
     return {
@@ -255,17 +270,18 @@ def bench_jax(
             )
             t0 = time.perf_counter()
             generate(params, config, prompts, jax.random.key(0), **kw)
-            t1 = time.perf_counter()
-            gens = generate(params, config, prompts, jax.random.key(1), **kw)
-            t2 = time.perf_counter()
+            first_s = time.perf_counter() - t0
+            run_s, gens = _warm(
+                lambda p=prompts, k=kw: generate(params, config, p, jax.random.key(1), **k)
+            )
             stops = sum(g.finish_reason == "stop" for g in gens)
             lengths = [len(g.tokens) + (g.finish_reason == "stop") for g in gens]
-            entry = {"children": children, **_entry(b, t1 - t0, t2 - t1, lengths, stops)}
+            entry = {"children": children, **_entry(b, first_s, run_s, lengths, stops)}
             # tokens (stop tokens included) a row's decode step emits, on average
             entry["tokens_per_step"] = round(sum(lengths) / max(1, sum(g.steps for g in gens)), 2)
             if peaks:
                 bound = roofline(config, n_params, prompts, lengths, new_tokens, b, peaks)
-                bound["achieved"] = round(bound["bound_s"] / (t2 - t1), 3)
+                bound["achieved"] = round(bound["bound_s"] / run_s, 3)
                 entry["roofline"] = bound
             out.append(entry)
             _log(f"jax   {out[-1]}")
@@ -313,17 +329,20 @@ def bench_torch(
         torch.manual_seed(0)
         with torch.inference_mode():
             model.generate(ids, **kw)
-        t1 = time.perf_counter()
-        torch.manual_seed(1)
-        with torch.inference_mode():
-            result = model.generate(ids, **kw)[:, width:].numpy()
-        t2 = time.perf_counter()
+        first_s = time.perf_counter() - t0
+
+        def call(ids: Any = ids, kw: dict = kw, width: int = width) -> np.ndarray:
+            torch.manual_seed(1)
+            with torch.inference_mode():
+                return model.generate(ids, **kw)[:, width:].numpy()
+
+        run_s, result = _warm(call)
         lengths, stops = [], 0
         for row in result:
             hits = np.flatnonzero(row == eos_id)
             lengths.append(int(hits[0]) + 1 if hits.size else len(row))
             stops += bool(hits.size)
-        entry = _entry(b, t1 - t0, t2 - t1, lengths, stops)
+        entry = _entry(b, first_s, run_s, lengths, stops)
         out.append({"children": children, **entry, "threads": threads})
         _log(f"torch {out[-1]}")
     return out

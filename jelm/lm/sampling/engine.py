@@ -41,12 +41,19 @@ MIN_PACK = 8
 MAX_DRAFTS = 4
 
 
-def default_drafts(rows: int) -> int:
-    """Guessed tokens per row and decode step for ``rows`` rows sampling at once: a step
-    costs little more for a few extra tokens while few rows sample (it is bound by reading
-    the weights and by per-operation overhead), and about proportionally more once the
-    rows fill the matrix units."""
-    return MAX_DRAFTS if rows <= 8 else 2 if rows <= 16 else 1
+def default_drafts(groups: int, rows: int) -> int:
+    """Guessed tokens per row and decode step while ``groups`` groups of ``rows`` rows
+    (children of one prompt) sample: a lone row's step is bound by reading the weights,
+    so extra tokens are nearly free; a few rows of distinct prompts pay for every extra
+    query in XLA's small batched products over their own prefixes, so they guess none;
+    rows sharing a prefix, or many rows, gain from one or two (timed on a 2-core CPU,
+    jelm/lm/README.md)."""
+    total = groups * rows
+    if total == 1:
+        return MAX_DRAFTS
+    if total <= 16:
+        return 1 if rows > 1 else 0
+    return 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,7 +304,7 @@ class Sampler:
                 self._holder = [self._holder[g] for g in keep] + [None] * len(pad)
                 continue
             assert self.rows is not None
-            drafts = default_drafts(size * self.rows) if self.drafts is None else self.drafts
+            drafts = default_drafts(size, self.rows) if self.drafts is None else self.drafts
             window = D.window_of(slots)
             active = np.asarray(slots.live)[:, None] & ~np.asarray(slots.done)
             if np.any(active & (np.asarray(slots.step) + drafts + 1 > window)):
