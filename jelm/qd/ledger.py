@@ -31,6 +31,7 @@ from jelm.io.rundir import config_differences
 from jelm.qd.generation import GenerationWriter
 from jelm.qd.records import (
     CandidateRecord,
+    Edit,
     GenerationInfo,
     Improvement,
     LedgerError,
@@ -402,6 +403,20 @@ class Ledger:
         """
         for row in self._conn().execute(sql, (float(min_fitness_gain),)):
             yield Improvement(*row)
+
+    def iter_edits(self) -> Iterator[Edit]:
+        """Every child with one parent where both programs are known (any status), in
+        child-id order: the raw material of diff-model fine-tuning sets."""
+        sql = """
+            SELECT c.id, p.program, c.program, c.message, c.operator, c.status, c.accepted
+            FROM candidates AS c
+            JOIN candidates AS p ON p.id = json_extract(c.parent_ids, '$[0]')
+            WHERE json_array_length(c.parent_ids) = 1
+              AND c.program IS NOT NULL AND p.program IS NOT NULL
+            ORDER BY c.id
+        """
+        for cid, parent, child, message, operator, status, accepted in self._conn().execute(sql):
+            yield Edit(cid, parent, child, message, operator, status, bool(accepted))
 
     def export_jsonl(
         self,

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 __all__ = [
     "STATUSES",
     "CandidateRecord",
+    "Edit",
     "GenerationInfo",
     "Improvement",
     "LedgerError",
@@ -117,6 +118,19 @@ class Improvement(NamedTuple):
     diff: str
     message: str
     fitness_gain: float
+
+
+class Edit(NamedTuple):
+    """A single-parent child with both programs: a candidate diff-model training example
+    (ELM §5: fine-tuning on the diffs the search accepted)."""
+
+    child_id: int
+    parent_program: str
+    child_program: str
+    message: str | None
+    operator: str
+    status: str
+    accepted: bool
 
 
 @dataclasses.dataclass(frozen=True)

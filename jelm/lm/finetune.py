@@ -1,0 +1,316 @@
+"""Fine-tune a diff model on what ELM runs found: ``python -m jelm.lm.finetune`` (ELM §5).
+
+The paper improves its diff model by training it on the diffs its own searches accepted
+(Fig. 11). This command starts from any checkpoint (``shipped``, a jelm model directory,
+``hf:<dir>``), builds the training set from run ledgers (:mod:`jelm.lm.ledger_data`:
+accepted children by default, ``--select valid|changed`` for wider sets, ``--operators``
+to keep some operators' children only), keeps the model's tokenizer, and trains with the
+loss on the diff tokens only, as :mod:`jelm.lm.train` does.
+
+The output is a run directory: ``config.json`` (checked on resume), ``dataset.jsonl``
+(every example with its split and source; written once, so a resumed run trains on the
+same data even if the ledgers grew), ``checkpoints/`` (orbax: parameters, optimizer state
+and step), ``train.jsonl``, ``model/`` (the fine-tuned model, a jelm model directory),
+``loss.png`` and ``summary.json`` (data counts, held-out loss before and after, greedy
+diffs of held-out parents). Running the same command again after a crash or ``kill -9``
+resumes from the newest checkpoint and gives the model an uninterrupted run gives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+
+from jelm.io.checkpoint import CheckpointError, Checkpoints
+from jelm.io.rundir import RunDir, RunDirError
+from jelm.lm.checkpoint import ModelLoadError, save_model
+from jelm.lm.data import encode, make_batches
+from jelm.lm.domain import DEFAULT_DOMAIN, resolve_domain
+from jelm.lm.ledger_data import (
+    SELECTIONS,
+    DatasetError,
+    EditSet,
+    ledger_edits,
+    read_dataset,
+    write_dataset,
+)
+from jelm.lm.train import evaluate_diffs, loss_fn, make_step, plot_loss
+
+__all__ = ["FinetuneConfig", "FinetuneError", "finetune", "main"]
+
+#: Sequence-length buckets of the training batches, cut at the model's context.
+BUCKETS = (512, 768, 1024, 1536, 2048, 3072, 4096)
+
+
+class FinetuneError(RuntimeError):
+    """Fine-tuning cannot start or go on; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    """Everything that defines a fine-tuning run (the run directory's ``config.json``)."""
+
+    model: str = "shipped"
+    ledgers: tuple[str, ...] = ()
+    domain: str = DEFAULT_DOMAIN
+    select: str = "accepted"
+    operators: tuple[str, ...] = ()
+    held_out: float = 0.1
+    seed: int = 0
+    epochs: float = 3.0
+    max_steps: int = 0  # 0: as many as ``epochs`` take
+    lr: float = 2e-4
+    warmup: int = 10
+    weight_decay: float = 0.01
+    clip: float = 1.0
+    tokens_per_batch: int = 4096
+    checkpoint_every: int = 25
+    eval_every: int = 50
+    eval_diffs: int = 32
+    max_minutes: float = 55.0
+
+
+def _load_start(model: str) -> tuple[Any, Any, Any]:
+    """``(params, config, tokenizer)`` of the starting checkpoint."""
+    from jelm.lm.backends import make_backend, model_spec
+
+    try:
+        backend = make_backend(model_spec(model))
+    except (ModelLoadError, FileNotFoundError, OSError, ValueError) as exc:
+        raise FinetuneError(f"cannot load the starting model {model!r}: {exc}") from exc
+    return backend.params, backend.config, backend.tokenizer
+
+
+def _dataset(cfg: FinetuneConfig, run: RunDir) -> tuple[EditSet, str]:
+    """The run's examples: read back from ``dataset.jsonl`` if the run has one, else
+    built from the ledgers and written there."""
+    import hashlib
+
+    path = run.path / "dataset.jsonl"
+    if path.is_file():
+        return read_dataset(path), hashlib.sha256(path.read_bytes()).hexdigest()
+    if not cfg.ledgers:
+        raise FinetuneError("no ledgers given: pass one or more run directories or ledger files")
+    domain = resolve_domain(cfg.domain)
+    edits = ledger_edits(
+        cfg.ledgers,
+        file_name=domain.program.file_name,
+        messages=domain.prompts.commit_messages,
+        select=cfg.select,
+        operators=cfg.operators,
+        held_out=cfg.held_out,
+    )
+    for row in edits.ledgers:
+        if "error" in row:
+            print(f"jelm.lm.finetune: skipped {row['path']}: {row['error']}", file=sys.stderr)
+    if not edits.split("train"):
+        counts = ", ".join(f"{r['path']}: {r['selected']}" for r in edits.ledgers)
+        raise FinetuneError(f"the ledgers hold no {cfg.select!r} edits to train on ({counts})")
+    version = write_dataset(path, edits)
+    (run.path / "dataset.json").write_text(
+        json.dumps({"sha256": version, "ledgers": edits.ledgers}, indent=1) + "\n"
+    )
+    return edits, version
+
+
+def _batch_stream(
+    data: Sequence[Any], buckets: Sequence[int], cfg: FinetuneConfig, pad_id: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Batches epoch after epoch; epoch ``e`` is shuffled by ``(seed, e)``, so step ``s``
+    gets the same batch in a resumed run as in an uninterrupted one."""
+    epoch = 0
+    while True:
+        rng = np.random.default_rng([cfg.seed, epoch])
+        yield from make_batches(data, buckets, cfg.tokens_per_batch, pad_id, rng)
+        epoch += 1
+
+
+def finetune(cfg: FinetuneConfig, out: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Fine-tune ``cfg.model`` on the ledgers' edits into the run directory ``out`` (see
+    the module docstring); resumes a run ``out`` already holds. Returns the summary."""
+    from tqdm import tqdm
+
+    if cfg.select not in SELECTIONS:
+        raise FinetuneError(f"unknown selection {cfg.select!r}; choose one of {SELECTIONS}")
+    t0 = time.time()
+    try:
+        run = RunDir(out, dataclasses.asdict(cfg))
+    except RunDirError as exc:
+        raise FinetuneError(str(exc)) from exc
+    with run:
+        try:
+            edits, version = _dataset(cfg, run)
+        except DatasetError as exc:
+            raise FinetuneError(str(exc)) from exc
+        params, config, tokenizer = _load_start(cfg.model)
+        domain = resolve_domain(cfg.domain)
+        file_name = domain.program.file_name
+        buckets = (*(b for b in BUCKETS if b < config.n_ctx), config.n_ctx)
+        train_set, held = edits.split("train"), edits.split("held_out")
+        data = encode(train_set, tokenizer, config.n_ctx, file_name)
+        held_data = encode(held, tokenizer, config.n_ctx, file_name)
+        if not data:
+            raise FinetuneError(
+                f"none of the {len(train_set)} training examples fits the model's context of "
+                f"{config.n_ctx} tokens"
+            )
+        per_epoch = len(
+            make_batches(data, buckets, cfg.tokens_per_batch, 0, np.random.default_rng(0))
+        )
+        steps = max(1, math.ceil(cfg.epochs * per_epoch))
+        if cfg.max_steps:
+            steps = min(steps, cfg.max_steps)
+        schedule = optax.warmup_cosine_decay_schedule(
+            0.0, cfg.lr, min(cfg.warmup, steps - 1), max(steps, cfg.warmup + 1), cfg.lr * 0.1
+        )
+        optimizer = optax.chain(
+            optax.clip_by_global_norm(cfg.clip),
+            optax.adamw(schedule, b1=0.9, b2=0.98, weight_decay=cfg.weight_decay),
+        )
+        state = {"params": params, "opt_state": optimizer.init(params)}
+        step_fn = make_step(config, optimizer)
+        eval_fn = jax.jit(loss_fn, static_argnums=1)
+        held_batches = make_batches(
+            held_data, buckets, cfg.tokens_per_batch, tokenizer.pad_id, np.random.default_rng(1)
+        )
+
+        def held_out_loss(p: Any) -> float | None:
+            if not held_batches:
+                return None
+            return float(np.mean([float(eval_fn(p, config, t, m)) for t, m in held_batches]))
+
+        start = 0
+        log_path = run.path / "train.jsonl"
+        with Checkpoints(run.checkpoint_dir, keep=2) as ckpts:
+            if ckpts.latest_step() is not None:
+                try:
+                    start, state = ckpts.restore(state)
+                except CheckpointError as exc:
+                    raise FinetuneError(f"cannot resume {run.path}: {exc}") from exc
+            rows = _read_rows(log_path, start)
+            if start == 0:
+                rows = [{"step": 0, "eval_loss": held_out_loss(state["params"]), "time_s": 0.0}]
+            stream = _batch_stream(data, buckets, cfg, tokenizer.pad_id)
+            for _ in range(start):
+                next(stream)
+            bar = tqdm(total=steps, initial=start, desc="finetune", disable=not progress)
+            deadline = t0 + cfg.max_minutes * 60
+            step = start
+            while step < steps:
+                tokens, mask = next(stream)
+                p, o, loss = step_fn(state["params"], state["opt_state"], tokens, mask)
+                state = {"params": p, "opt_state": o}
+                step += 1
+                row: dict[str, Any] = {"step": step, "loss": float(loss)}
+                if step % cfg.eval_every == 0 or step == steps:
+                    row["eval_loss"] = held_out_loss(state["params"])
+                row["time_s"] = time.time() - t0
+                rows.append(row)
+                bar.update()
+                bar.set_postfix(loss=f"{row['loss']:.3f}")
+                if step % cfg.checkpoint_every == 0 or step == steps:
+                    _write_rows(log_path, rows)
+                    ckpts.save(step, state)
+                if time.time() > deadline:
+                    print(
+                        f"time budget of {cfg.max_minutes} min reached at step {step}",
+                        file=sys.stderr,
+                    )
+                    _write_rows(log_path, rows)
+                    ckpts.save(step, state)
+                    break
+            bar.close()
+        save_model(run.path / "model", state["params"], config, tokenizer)
+        plot_loss(rows, run.path / "loss.png")
+        diffs = evaluate_diffs(
+            state["params"],
+            config,
+            tokenizer,
+            held[: cfg.eval_diffs],
+            jax.random.PRNGKey(cfg.seed + 1),
+            file_name,
+        )
+        evals = [r["eval_loss"] for r in rows if r.get("eval_loss") is not None]
+        summary = {
+            "config": dataclasses.asdict(cfg),
+            "dataset_sha256": version,
+            "ledgers": edits.ledgers,
+            "train_examples": len(data),
+            "held_out_examples": len(held_data),
+            "dropped_too_long": len(train_set) + len(held) - len(data) - len(held_data),
+            "operators": _count(e.operator for e in edits.examples),
+            "steps": step,
+            "planned_steps": steps,
+            "held_out_loss_before": rows[0].get("eval_loss") if rows else None,
+            "held_out_loss": evals[-1] if evals else None,
+            **diffs,
+            "total_s": time.time() - t0,
+        }
+        (run.path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+
+def _count(items: Iterator[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        out[item] = out.get(item, 0) + 1
+    return out
+
+
+def _read_rows(path: Path, upto: int) -> list[dict[str, Any]]:
+    """The logged rows up to step ``upto`` (rows written after the last checkpoint are
+    dropped: the resumed run writes them again)."""
+    if upto == 0 or not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r["step"] <= upto]
+
+
+def _write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m jelm.lm.finetune --ledgers RUN [RUN ...] --out DIR
+    [--model shipped|<dir>|hf:<dir>] [--select accepted|valid|changed] ...``."""
+    defaults = FinetuneConfig()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="the run directory")
+    parser.add_argument("--ledgers", nargs="+", default=[], help="run directories or ledgers")
+    parser.add_argument("--operators", nargs="*", default=[], help="keep these operators only")
+    parser.add_argument("--select", choices=SELECTIONS, default=defaults.select)
+    parser.add_argument("--no-progress", action="store_true")
+    for field in dataclasses.fields(FinetuneConfig):
+        if field.name in ("ledgers", "operators", "select"):
+            continue
+        value = getattr(defaults, field.name)
+        parser.add_argument("--" + field.name.replace("_", "-"), type=type(value), default=value)
+    args = parser.parse_args(argv)
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig)}
+    values["ledgers"] = tuple(str(Path(p).absolute()) for p in args.ledgers)
+    values["operators"] = tuple(args.operators)
+    cfg = FinetuneConfig(**values)
+    try:
+        summary = finetune(cfg, args.out, progress=not args.no_progress)
+    except FinetuneError as exc:
+        print(f"jelm.lm.finetune: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

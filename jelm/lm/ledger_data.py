@@ -1,0 +1,207 @@
+"""Diff-model training sets taken from run ledgers (ELM §5: fine-tuning on accepted diffs).
+
+The paper fine-tunes its diff model on the diffs of the children that entered the
+archive. :func:`ledger_edits` reads one or more ledgers (:mod:`jelm.qd.ledger`) and keeps
+each single-parent child that changed its parent and passes the selection:
+
+- ``accepted`` (default): the child entered the archive (the paper's set);
+- ``valid``: the child ran to a valid phenotype (status ``ok``), accepted or not;
+- ``changed``: any child whose program differs from its parent's.
+
+Each kept pair becomes an example in the diff format with the diff rewritten from the two
+programs (the canonical unified diff, whatever the operator wrote), the commit message the
+candidate had (a message outside the domain's set, e.g. a GP child's empty one, is drawn
+from the domain's odds, seeded by the pair), duplicates (same parent and child) dropped.
+The held-out split is a hash of the child program, so a child is never on both sides and
+the split does not move when ledgers are added.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jelm.domains.base import CorpusExample
+from jelm.mutation.base import unified_diff
+from jelm.programs.diff import sample_message
+from jelm.qd.ledger import Ledger, LedgerError
+from jelm.qd.records import Edit
+
+__all__ = [
+    "SELECTIONS",
+    "DatasetError",
+    "EditSet",
+    "LedgerExample",
+    "ledger_edits",
+    "ledger_path",
+    "read_dataset",
+    "write_dataset",
+]
+
+#: The selections :func:`ledger_edits` offers, from the narrowest to the widest.
+SELECTIONS = ("accepted", "valid", "changed")
+
+
+class DatasetError(ValueError):
+    """A training set cannot be built or read; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LedgerExample:
+    """One training example and where it came from."""
+
+    example: CorpusExample
+    split: str  # "train" or "held_out"
+    source: str  # the ledger file
+    child_id: int
+    operator: str
+
+
+@dataclasses.dataclass
+class EditSet:
+    """The examples of :func:`ledger_edits` and what happened to every ledger's rows."""
+
+    examples: list[LedgerExample]
+    ledgers: list[dict[str, Any]]  # per ledger: path, edits, selected, duplicates, error
+
+    def split(self, name: str) -> list[CorpusExample]:
+        """The examples of one split (``train`` or ``held_out``)."""
+        return [e.example for e in self.examples if e.split == name]
+
+
+def ledger_path(path: str | os.PathLike[str]) -> Path:
+    """The ledger file of ``path``: the file itself, or a run directory's ledger."""
+    path = Path(path)
+    return path / "ledger.sqlite" if path.is_dir() else path
+
+
+def _digest(*texts: str) -> bytes:
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode())
+        h.update(b"\0")
+    return h.digest()
+
+
+def held_out_share(child: str) -> float:
+    """Where ``child`` falls in [0, 1): the split puts it in ``held_out`` below the share."""
+    return int.from_bytes(_digest(child)[:8], "big") / 2.0**64
+
+
+def _keep(edit: Edit, select: str, operators: frozenset[str]) -> bool:
+    if edit.child_program == edit.parent_program:
+        return False
+    if operators and edit.operator not in operators:
+        return False
+    if select == "accepted":
+        return edit.accepted
+    if select == "valid":
+        return edit.status == "ok"
+    return True
+
+
+def ledger_edits(
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    file_name: str,
+    messages: Sequence[tuple[str, float]],
+    select: str = "accepted",
+    operators: Iterable[str] = (),
+    held_out: float = 0.1,
+) -> EditSet:
+    """The diff examples of the ledgers at ``paths`` (files or run directories); see the
+    module docstring. A ledger that cannot be read is recorded with its error in
+    ``EditSet.ledgers`` and skipped; :class:`DatasetError` if ``select`` is unknown or no
+    ledger could be read at all."""
+    if select not in SELECTIONS:
+        raise DatasetError(f"unknown selection {select!r}; choose one of {', '.join(SELECTIONS)}")
+    if not 0.0 <= held_out < 1.0:
+        raise DatasetError(f"held_out must be in [0, 1), got {held_out}")
+    wanted = frozenset(operators)
+    known = {m for m, _ in messages}
+    seen: set[bytes] = set()
+    examples: list[LedgerExample] = []
+    report: list[dict[str, Any]] = []
+    for raw in paths:
+        path = ledger_path(raw)
+        row: dict[str, Any] = {"path": str(path), "edits": 0, "selected": 0, "duplicates": 0}
+        report.append(row)
+        try:
+            with Ledger(path, readonly=True) as ledger:
+                edits = list(ledger.iter_edits())
+        except (LedgerError, OSError) as exc:
+            row["error"] = str(exc)
+            continue
+        row["edits"] = len(edits)
+        for edit in edits:
+            if not _keep(edit, select, wanted):
+                continue
+            key = _digest(edit.parent_program, edit.child_program)
+            if key in seen:
+                row["duplicates"] += 1
+                continue
+            seen.add(key)
+            row["selected"] += 1
+            message = edit.message
+            if message not in known:
+                rng = np.random.default_rng(int.from_bytes(key[:8], "big"))
+                message = sample_message(rng, messages)
+            example = CorpusExample(
+                parent=edit.parent_program,
+                child=edit.child_program,
+                message=message,
+                diff=unified_diff(edit.parent_program, edit.child_program, file_name),
+            )
+            split = "held_out" if held_out_share(edit.child_program) < held_out else "train"
+            examples.append(LedgerExample(example, split, str(path), edit.child_id, edit.operator))
+    if report and all("error" in r for r in report):
+        raise DatasetError(
+            "no ledger could be read: " + "; ".join(f"{r['path']}: {r['error']}" for r in report)
+        )
+    return EditSet(examples, report)
+
+
+def write_dataset(path: Path, edits: EditSet) -> str:
+    """Write the examples as JSON lines (whole or not at all); returns the file's sha256,
+    the dataset's version."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with tmp.open("w", encoding="utf-8") as f:
+        for e in edits.examples:
+            row = {
+                **dataclasses.asdict(e.example),
+                "split": e.split,
+                "source": e.source,
+                "child_id": e.child_id,
+                "operator": e.operator,
+            }
+            f.write(json.dumps(row) + "\n")
+    os.replace(tmp, path)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read_dataset(path: Path) -> EditSet:
+    """Read a file written by :func:`write_dataset` (:class:`DatasetError` if it is not one)."""
+    fields = {f.name for f in dataclasses.fields(CorpusExample)}
+    examples = []
+    where = ""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for number, line in enumerate(lines, 1):
+            where = f" (line {number})"
+            row = json.loads(line)
+            example = CorpusExample(**{k: row[k] for k in fields})
+            examples.append(
+                LedgerExample(
+                    example, row["split"], row["source"], int(row["child_id"]), row["operator"]
+                )
+            )
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DatasetError(f"{path} is not a jelm diff dataset{where}: {exc}") from exc
+    return EditSet(examples, [])
