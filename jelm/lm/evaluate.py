@@ -9,10 +9,16 @@ child exactly as the ``lm_diff`` operator does in the loop
 (:meth:`jelm.lm.operators.LMDiffOperator.child`), runs the children in the sandbox, and
 prints one JSON line::
 
-    {"model": str, "domain": str, "seeds": [...], "samples": int, "prompts": int,
+    {"model": str, "domain": str, "parents": [...], "samples": int, "prompts": int,
      "results": [{"temperature": float, "applied": float, "changed": float,
                   "ran": float, "valid": float, "outcomes": {status: count},
-                  "diffs_per_s": float, "tokens_per_diff": float}, ...]}
+                  "diffs_per_s": float, "tokens_per_diff": float,
+                  "by_parent": {name: {"applied": ..., "changed": ..., "ran": ...,
+                                       "valid": ...}}}, ...]}
+
+The parents are the domain's seeds (``--seeds`` picks some) or every ``*.py`` program of
+a folder (``--parents DIR``; Sodarace's held-out programs in styles unlike the seeds are
+in ``jelm/domains/sodarace/heldout``).
 
 Shares are of all prompts at that temperature; ``diffs_per_s`` includes compiling the
 sampler's shapes, which the first temperature pays. ``outcomes`` counts each prompt's end:
@@ -28,7 +34,8 @@ import collections
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from jelm.domains.base import Domain
@@ -49,6 +56,18 @@ def run_children(domain: Domain, programs: Sequence[str]) -> list[str]:
     return [str(r.status) for r in execute(list(programs), program=domain.program)]
 
 
+def read_parents(directory: str | Path) -> dict[str, str]:
+    """Parent programs from a folder: every ``*.py`` file, by file name without ``.py``
+    (in name order); ``ValueError`` if there is none."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ValueError(f"{directory} is not a directory of parent programs")
+    found = {p.stem: p.read_text(encoding="utf-8") for p in sorted(directory.glob("*.py"))}
+    if not found:
+        raise ValueError(f"{directory} holds no .py parent programs")
+    return found
+
+
 def evaluate(
     backend: Any,
     seeds: Sequence[str] | None = None,
@@ -56,22 +75,27 @@ def evaluate(
     samples: int = 4,
     *,
     domain: Domain | str | None = None,
+    parents: Mapping[str, str] | None = None,
     top_p: float = 0.95,
     max_new_tokens: int = 384,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
     """One result dict per temperature (see the module docstring): ``samples`` diffs for
-    every seed (default: all of the domain's) x commit message, applied and run in the
-    sandbox."""
+    every parent x commit message, applied and run in the sandbox. The parents are
+    ``parents`` (name -> program text, e.g. :func:`read_parents`) if given, else the
+    domain's seeds named in ``seeds`` (default: all of them). ``by_parent`` breaks the
+    shares down per parent."""
     domain = resolve_domain(domain)
-    seeds = domain.seed_names() if seeds is None else tuple(seeds)
+    if parents is None:
+        names = domain.seed_names() if seeds is None else tuple(seeds)
+        parents = {s: domain.seed_program(s) for s in names}
     messages = domain.prompts.commit_messages
     file_name = domain.program.file_name
     ran = RAN | {domain.program.invalid_status}
     operator = LMDiffOperator(backend, messages, file_name)  # completions to children
-    cases = [(s, m) for s in seeds for m, _ in messages for _ in range(samples)]
-    parents = [domain.seed_program(s) for s, _ in cases]
-    prompts = [elm_prompt(p, m, file_name) for p, (_, m) in zip(parents, cases, strict=True)]
+    cases = [(s, m) for s in parents for m, _ in messages for _ in range(samples)]
+    programs = [parents[s] for s, _ in cases]
+    prompts = [elm_prompt(p, m, file_name) for p, (_, m) in zip(programs, cases, strict=True)]
     results = []
     for temperature in temperatures:
         t0 = time.perf_counter()
@@ -87,32 +111,48 @@ def evaluate(
         made = [
             operator.child(Parent(i, parent), message, completion)
             for i, (parent, (_, message), completion) in enumerate(
-                zip(parents, cases, completions, strict=True)
+                zip(programs, cases, completions, strict=True)
             )
         ]
         children = [c.program for c in made if c.program is not None]
         statuses = iter(run_children(domain, children) if children else ())
         ends = [next(statuses) if c.program is not None else c.failure for c in made]
         n = len(prompts)
-        applied = sum(c.program is not None or c.failure == "diff_unchanged" for c in made)
         results.append(
             {
                 "temperature": float(temperature),
-                "applied": applied / n,
-                "changed": len(children) / n,
-                "ran": sum(e in ran for e in ends) / n,
-                "valid": sum(e == "ok" for e in ends) / n,
+                **_shares(made, ends, ran),
                 "outcomes": dict(collections.Counter(ends).most_common()),
                 "diffs_per_s": n / sample_s,
                 "tokens_per_diff": sum(c.tokens for c in completions) / n,
+                "by_parent": {
+                    name: _shares(
+                        [c for c, (s, _) in zip(made, cases, strict=True) if s == name],
+                        [e for e, (s, _) in zip(ends, cases, strict=True) if s == name],
+                        ran,
+                    )
+                    for name in parents
+                },
             }
         )
     return results
 
 
+def _shares(made: Sequence[Any], ends: Sequence[str], ran: frozenset[str]) -> dict[str, float]:
+    """The shares of children whose diff applied, changed the parent, ran, were valid."""
+    n = max(1, len(made))
+    applied = sum(c.program is not None or c.failure == "diff_unchanged" for c in made)
+    return {
+        "applied": applied / n,
+        "changed": sum(c.program is not None for c in made) / n,
+        "ran": sum(e in ran for e in ends) / n,
+        "valid": sum(e == "ok" for e in ends) / n,
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m jelm.lm.evaluate [--model shipped|<dir>|hf:<dir>]
-    [--base-url URL --model-name NAME] [--domain NAME] [--seeds ...]
+    [--base-url URL --model-name NAME] [--domain NAME] [--seeds ... | --parents DIR]
     [--temperatures 0.8 0.5] [--samples 4]``."""
     from jelm.lm.backends import make_backend
 
@@ -121,9 +161,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--base-url", help="an OpenAI-compatible server instead of --model")
     parser.add_argument("--model-name", default="jelm", help="the server's model name")
     add_domain_option(parser)
-    parser.add_argument("--seeds", nargs="+", help="seed programs (default: all the domain's)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--seeds", nargs="+", help="seed programs (default: all the domain's)")
+    which.add_argument("--parents", help="a folder of parent programs (*.py) instead of seeds")
     parser.add_argument("--temperatures", type=float, nargs="+", default=[0.8])
-    parser.add_argument("--samples", type=int, default=4, help="per seed and message")
+    parser.add_argument("--samples", type=int, default=4, help="per parent and message")
     parser.add_argument("--max-new-tokens", type=int, default=384)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -137,29 +179,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec = model_spec(args.model)
     try:
         domain = resolve_domain(args.domain)
-        seeds = domain.seed_names() if args.seeds is None else tuple(args.seeds)
-        for s in seeds:
-            domain.seed_program(s)
+        if args.parents:
+            parents = read_parents(args.parents)
+        else:
+            seeds = domain.seed_names() if args.seeds is None else tuple(args.seeds)
+            parents = {s: domain.seed_program(s) for s in seeds}
         backend = make_backend(spec)
     except Exception as exc:  # a missing model, a bad checkpoint, an unknown seed
         print(f"jelm.lm.evaluate: {exc}", file=sys.stderr)
         return 2
     results = evaluate(
         backend,
-        seeds,
-        args.temperatures,
-        args.samples,
+        temperatures=args.temperatures,
+        samples=args.samples,
         domain=domain,
+        parents=parents,
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
     )
-    n = len(seeds) * len(domain.prompts.commit_messages) * args.samples
     line = {
         "model": getattr(backend, "name", spec.get("path", args.model_name)),
         "domain": domain.name,
-        "seeds": list(seeds),
+        "parents": list(parents),
         "samples": args.samples,
-        "prompts": n,
+        "prompts": len(parents) * len(domain.prompts.commit_messages) * args.samples,
         "results": results,
     }
     print(json.dumps(line))

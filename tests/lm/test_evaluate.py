@@ -33,6 +33,8 @@ def test_diffs_that_apply_to_one_seed_only(writer):
     assert result["outcomes"] == {"ok": n // 2, "diff_context_mismatch": n // 2}
     assert result["applied"] == result["changed"] == result["ran"] == result["valid"] == 0.5
     assert result["tokens_per_diff"] > 40 and result["diffs_per_s"] > 0
+    assert result["by_parent"]["radial"] == dict(applied=1.0, changed=1.0, ran=1.0, valid=1.0)
+    assert result["by_parent"]["square"] == dict(applied=0.0, changed=0.0, ran=0.0, valid=0.0)
 
 
 @pytest.mark.slow
@@ -51,12 +53,34 @@ def test_cli_prints_one_json_line(writer, tmp_path, capsys):
     argv = ["--model", str(path), "--seeds", "radial", "--samples", "1"]
     assert E.main([*argv, "--max-new-tokens", str(WRITER_MAX_NEW), "--temperatures", "0.5"]) == 0
     line = json.loads(capsys.readouterr().out)
-    assert line["prompts"] == len(COMMIT_MESSAGES) and line["seeds"] == ["radial"]
+    assert line["prompts"] == len(COMMIT_MESSAGES) and line["parents"] == ["radial"]
     assert line["domain"] == "sodarace"
     assert line["results"][0]["valid"] == 1.0 and line["results"][0]["temperature"] == 0.5
     assert E.main(["--model", str(tmp_path / "missing")]) == 2
     assert E.main(["--model", str(path), "--seeds", "no_such_seed"]) == 2
     assert "no_such_seed" in capsys.readouterr().err
+
+
+def test_cli_reads_a_folder_of_parents(writer, tmp_path, capsys):
+    """--parents DIR: every .py file is a parent, named by its file."""
+    domain = make_domain("sodarace")
+    folder = tmp_path / "parents"
+    folder.mkdir()
+    (folder / "b_wheel_like.py").write_text(domain.seed_program("radial"))
+    (folder / "a_box.py").write_text(domain.seed_program("square"))
+    (folder / "notes.txt").write_text("not a parent")
+    path = make_writer_model(tmp_path / "w", WRITTEN_DIFFS, max_new_tokens=WRITER_MAX_NEW)
+    argv = ["--model", str(path), "--parents", str(folder), "--samples", "1"]
+    assert E.main([*argv, "--max-new-tokens", str(WRITER_MAX_NEW)]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["parents"] == ["a_box", "b_wheel_like"]
+    assert line["prompts"] == 2 * len(COMMIT_MESSAGES)
+    by_parent = line["results"][0]["by_parent"]
+    assert by_parent["b_wheel_like"]["valid"] == 1.0 and by_parent["a_box"]["applied"] == 0.0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert E.main(["--model", str(path), "--parents", str(empty)]) == 2
+    assert "no .py parent programs" in capsys.readouterr().err
 
 
 def test_cli_against_an_openai_compatible_server(writer, capsys):
