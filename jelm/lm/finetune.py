@@ -5,7 +5,11 @@ The paper improves its diff model by training it on the diffs its own searches a
 ``hf:<dir>``), builds the training set from run ledgers (:mod:`jelm.lm.ledger_data`:
 accepted children by default, ``--select valid|changed`` for wider sets, ``--operators``
 to keep some operators' children only), keeps the model's tokenizer, and trains with the
-loss on the diff tokens only, as :mod:`jelm.lm.train` does.
+loss on the diff tokens only, as :mod:`jelm.lm.train` does. ``--corpus N`` mixes in N
+examples of the domain's own training corpus (so the model keeps what it knew);
+``--rename p`` gives a share ``p`` of the training examples fresh names each epoch
+(:mod:`jelm.programs.rename`), so the model learns to copy the parent rather than recite
+the programs it was trained on.
 
 The output is a run directory: ``config.json`` (checked on resume), ``dataset.jsonl``
 (every example with its split and source; written once, so a resumed run trains on the
@@ -24,7 +28,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,7 @@ import jax
 import numpy as np
 import optax
 
+from jelm.domains.base import CorpusExample
 from jelm.io.checkpoint import CheckpointError, Checkpoints
 from jelm.io.rundir import RunDir, RunDirError
 from jelm.lm.checkpoint import ModelLoadError, save_model
@@ -41,11 +46,14 @@ from jelm.lm.ledger_data import (
     SELECTIONS,
     DatasetError,
     EditSet,
+    corpus_examples,
     ledger_edits,
     read_dataset,
     write_dataset,
 )
 from jelm.lm.train import evaluate_diffs, loss_fn, make_step, plot_loss
+from jelm.mutation.base import unified_diff
+from jelm.programs.rename import RenameError, defined_names, fresh_names, rename
 
 __all__ = ["FinetuneConfig", "FinetuneError", "finetune", "main"]
 
@@ -79,6 +87,8 @@ class FinetuneConfig:
     eval_every: int = 50
     eval_diffs: int = 32
     max_minutes: float = 55.0
+    corpus: int = 0  # examples of the domain's own training corpus mixed in
+    rename: float = 0.0  # share of training examples given fresh names each epoch
 
 
 def _load_start(model: str) -> tuple[Any, Any, Any]:
@@ -94,26 +104,33 @@ def _load_start(model: str) -> tuple[Any, Any, Any]:
 
 def _dataset(cfg: FinetuneConfig, run: RunDir) -> tuple[EditSet, str]:
     """The run's examples: read back from ``dataset.jsonl`` if the run has one, else
-    built from the ledgers and written there."""
+    built from the ledgers (and ``cfg.corpus`` examples of the domain's corpus) and
+    written there."""
     import hashlib
 
     path = run.path / "dataset.jsonl"
     if path.is_file():
         return read_dataset(path), hashlib.sha256(path.read_bytes()).hexdigest()
-    if not cfg.ledgers:
-        raise FinetuneError("no ledgers given: pass one or more run directories or ledger files")
+    if not cfg.ledgers and not cfg.corpus:
+        raise FinetuneError(
+            "no ledgers given: pass one or more run directories or ledger files (or --corpus N)"
+        )
     domain = resolve_domain(cfg.domain)
-    edits = ledger_edits(
-        cfg.ledgers,
-        file_name=domain.program.file_name,
-        messages=domain.prompts.commit_messages,
-        select=cfg.select,
-        operators=cfg.operators,
-        held_out=cfg.held_out,
-    )
+    edits = EditSet([], [])
+    if cfg.ledgers:
+        edits = ledger_edits(
+            cfg.ledgers,
+            file_name=domain.program.file_name,
+            messages=domain.prompts.commit_messages,
+            select=cfg.select,
+            operators=cfg.operators,
+            held_out=cfg.held_out,
+        )
     for row in edits.ledgers:
         if "error" in row:
             print(f"jelm.lm.finetune: skipped {row['path']}: {row['error']}", file=sys.stderr)
+    if cfg.corpus:
+        edits.examples += corpus_examples(domain.corpus(cfg.corpus, cfg.seed), cfg.held_out)
     if not edits.split("train"):
         counts = ", ".join(f"{r['path']}: {r['selected']}" for r in edits.ledgers)
         raise FinetuneError(f"the ledgers hold no {cfg.select!r} edits to train on ({counts})")
@@ -124,14 +141,43 @@ def _dataset(cfg: FinetuneConfig, run: RunDir) -> tuple[EditSet, str]:
     return edits, version
 
 
+def _renamed(
+    example: CorpusExample, keep: Sequence[str], file_name: str, rng: np.random.Generator
+) -> CorpusExample:
+    """``example`` with the names its parent and child define replaced by fresh ones (the
+    same in both), its diff rewritten; unchanged if either program cannot be renamed."""
+    try:
+        names = list(
+            dict.fromkeys(defined_names(example.parent, keep) + defined_names(example.child, keep))
+        )
+        mapping = fresh_names(names, rng, avoid=names)
+        parent, child = rename(example.parent, mapping), rename(example.child, mapping)
+    except RenameError:
+        return example
+    return CorpusExample(parent, child, example.message, unified_diff(parent, child, file_name))
+
+
 def _batch_stream(
-    data: Sequence[Any], buckets: Sequence[int], cfg: FinetuneConfig, pad_id: int
+    examples: Sequence[CorpusExample],
+    encode_all: Callable[[Sequence[CorpusExample]], list[Any]],
+    buckets: Sequence[int],
+    cfg: FinetuneConfig,
+    pad_id: int,
+    keep: Sequence[str],
+    file_name: str,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Batches epoch after epoch; epoch ``e`` is shuffled by ``(seed, e)``, so step ``s``
-    gets the same batch in a resumed run as in an uninterrupted one."""
+    """Batches epoch after epoch; epoch ``e`` renames (a ``cfg.rename`` share of the
+    examples) and shuffles by ``(seed, e)``, so step ``s`` gets the same batch in a
+    resumed run as in an uninterrupted one."""
     epoch = 0
     while True:
         rng = np.random.default_rng([cfg.seed, epoch])
+        chosen = rng.random(len(examples)) < cfg.rename
+        epoch_set = [
+            _renamed(e, keep, file_name, rng) if pick else e
+            for e, pick in zip(examples, chosen, strict=True)
+        ]
+        data = encode_all(epoch_set)
         yield from make_batches(data, buckets, cfg.tokens_per_batch, pad_id, rng)
         epoch += 1
 
@@ -201,7 +247,16 @@ def finetune(cfg: FinetuneConfig, out: str | Path, progress: bool = True) -> dic
             rows = _read_rows(log_path, start)
             if start == 0:
                 rows = [{"step": 0, "eval_loss": held_out_loss(state["params"]), "time_s": 0.0}]
-            stream = _batch_stream(data, buckets, cfg, tokenizer.pad_id)
+            keep = (domain.program.entry,)  # the name the sandbox calls
+            stream = _batch_stream(
+                train_set,
+                lambda xs: encode(xs, tokenizer, config.n_ctx, file_name),
+                buckets,
+                cfg,
+                tokenizer.pad_id,
+                keep,
+                file_name,
+            )
             for _ in range(start):
                 next(stream)
             bar = tqdm(total=steps, initial=start, desc="finetune", disable=not progress)

@@ -39,6 +39,8 @@ __all__ = [
     "DatasetError",
     "EditSet",
     "LedgerExample",
+    "corpus_examples",
+    "held_out_share",
     "ledger_edits",
     "ledger_path",
     "read_dataset",
@@ -166,6 +168,17 @@ def ledger_edits(
             "no ledger could be read: " + "; ".join(f"{r['path']}: {r['error']}" for r in report)
         )
     return EditSet(examples, report)
+
+
+def corpus_examples(examples: Sequence[CorpusExample], held_out: float) -> list[LedgerExample]:
+    """A domain corpus's examples (``Domain.corpus``) in a training set, split by the same
+    hash of the child as ledger examples."""
+    return [
+        LedgerExample(
+            e, "held_out" if held_out_share(e.child) < held_out else "train", "corpus", k, "corpus"
+        )
+        for k, e in enumerate(examples)
+    ]
 
 
 def write_dataset(path: Path, edits: EditSet) -> str:

@@ -156,3 +156,41 @@ def test_kill_9_resumes_to_the_uninterrupted_model(tmp_path, start_model, ledger
         np.testing.assert_array_equal(a, b)
     rows = (tmp_path / "killed/train.jsonl").read_text().splitlines()
     assert [json.loads(r)["step"] for r in rows] == list(range(17))
+
+
+def test_renamed_epochs_copy_the_parent_under_new_names(start_model, ledgers):
+    """With ``rename=1`` every epoch's examples get fresh names, the same in parent and
+    child, and their diffs still rebuild the child; the stream is the same run to run."""
+    from jelm.lm.checkpoint import load_model
+    from jelm.lm.data import encode
+    from jelm.lm.finetune import _batch_stream
+    from jelm.lm.ledger_data import ledger_edits
+    from jelm.programs.diff import apply_diff
+
+    examples = ledger_edits(
+        ledgers, file_name="walker.py", messages=[("m", 1.0)], select="valid", held_out=0.0
+    ).split("train")
+    _, _, tok = load_model(start_model)
+    seen: list = []
+
+    def encode_all(xs):
+        seen.append(list(xs))
+        return encode(xs, tok, 512, "walker.py")
+
+    cfg = config(start_model, ledgers, rename=1.0, tokens_per_batch=1024)
+    stream = _batch_stream(
+        examples, encode_all, (512,), cfg, tok.pad_id, ("make_walker",), "walker.py"
+    )
+    first = [next(stream) for _ in range(3)]
+    renamed = seen[0]
+    assert len(renamed) == len(examples)
+    for old, new in zip(examples, renamed, strict=True):
+        assert "wc = walker_creator()" in old.parent and "wc = walker_creator()" not in new.parent
+        assert "def make_walker():" in new.parent and "walker_creator()" in new.parent
+        assert apply_diff(new.parent, new.diff, fuzzy=False).program == new.child
+    again = _batch_stream(
+        examples, encode_all, (512,), cfg, tok.pad_id, ("make_walker",), "walker.py"
+    )
+    for (t1, m1), (t2, m2) in zip(first, (next(again) for _ in range(3)), strict=True):
+        np.testing.assert_array_equal(t1, t2)
+        np.testing.assert_array_equal(m1, m2)
