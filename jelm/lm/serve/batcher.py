@@ -46,7 +46,45 @@ def _group(kind: str, params: Mapping[str, Any]) -> tuple:
     )
 
 
-class MicroBatcher:
+class _Batcher:
+    """What both batchers share: a queue of jobs, one batching thread, ``submit`` and
+    ``close``; a subclass's ``_run`` takes jobs off the queue until it reads ``None``."""
+
+    join_timeout_s = 30.0
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._rng = random.Random()
+        self._thread = threading.Thread(target=self._run, name="jelm-batcher", daemon=True)
+        self._thread.start()
+
+    def submit(self, kind: str, payloads: Sequence[Any], params: Mapping[str, Any]) -> list[Future]:
+        """Queue prompts (``kind="complete"``) or chats (``kind="chat"``) sharing ``params``
+        (max_new_tokens, temperature, top_p, stop, seed-or-None); one future per payload."""
+        group = _group(kind, params)
+        jobs = [_Job(group, p, i) for i, p in enumerate(payloads)]
+        for job in jobs:
+            self._queue.put(job)
+        return [job.future for job in jobs]
+
+    def close(self) -> None:
+        """Stop the batching thread (jobs not answered fail with ``RuntimeError``)."""
+        self._queue.put(None)
+        self._thread.join(timeout=self.join_timeout_s)
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None and not job.future.done():
+                job.future.set_exception(RuntimeError("server shutting down"))
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class MicroBatcher(_Batcher):
     """Collects prompts from concurrent requests into batched backend calls.
 
     ``submit`` queues one job per prompt and returns futures. The batching thread takes the
@@ -60,36 +98,11 @@ class MicroBatcher:
     def __init__(self, backend: Backend, *, max_batch: int = 32, window_s: float = 0.01) -> None:
         if max_batch < 1 or window_s < 0:
             raise ValueError(f"need max_batch >= 1 and window_s >= 0, got {max_batch}, {window_s}")
-        self.backend = backend
         self.max_batch = int(max_batch)
         self.window_s = float(window_s)
         self.calls = 0
         self.batch_sizes: list[int] = []
-        self._queue: queue.Queue[_Job | None] = queue.Queue()
-        self._rng = random.Random()
-        self._thread = threading.Thread(target=self._run, name="jelm-batcher", daemon=True)
-        self._thread.start()
-
-    def submit(self, kind: str, payloads: Sequence[Any], params: Mapping[str, Any]) -> list[Future]:
-        """Queue prompts (``kind="complete"``) or chats (``kind="chat"``) sharing ``params``
-        (max_new_tokens, temperature, top_p, stop, seed-or-None); one future per payload."""
-        group = _group(kind, params)
-        jobs = [_Job(group, p) for p in payloads]
-        for job in jobs:
-            self._queue.put(job)
-        return [job.future for job in jobs]
-
-    def close(self) -> None:
-        """Stop the batching thread (jobs still queued fail with ``RuntimeError``)."""
-        self._queue.put(None)
-        self._thread.join(timeout=30)
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None and not job.future.done():
-                job.future.set_exception(RuntimeError("server shutting down"))
+        super().__init__(backend)
 
     def _run(self) -> None:
         while True:
@@ -149,7 +162,7 @@ class MicroBatcher:
             j.future.set_result(r)
 
 
-class ContinuousBatcher:
+class ContinuousBatcher(_Batcher):
     """Continuous batching over a backend's ``stream`` (ELM §3.1 sampling at scale).
 
     ``submit`` queues one job per prompt and returns futures. The batching thread keeps
@@ -162,37 +175,14 @@ class ContinuousBatcher:
     stream while others were sampling in it.
     """
 
+    join_timeout_s = 60.0  # a stream answers its running prompts before it stops
+
     def __init__(self, backend: Any, *, poll_steps: int = 8) -> None:
         if poll_steps < 1:
             raise ValueError(f"need poll_steps >= 1, got {poll_steps}")
-        self.backend = backend
         self.poll_steps = int(poll_steps)
         self.joined = 0
-        self._queue: queue.Queue[_Job | None] = queue.Queue()
-        self._rng = random.Random()
-        self._thread = threading.Thread(target=self._run, name="jelm-batcher", daemon=True)
-        self._thread.start()
-
-    def submit(self, kind: str, payloads: Sequence[Any], params: Mapping[str, Any]) -> list[Future]:
-        """Queue prompts (``kind="complete"``) or chats (``kind="chat"``) sharing ``params``
-        (max_new_tokens, temperature, top_p, stop, seed-or-None); one future per payload."""
-        group = _group(kind, params)
-        jobs = [_Job(group, p, i) for i, p in enumerate(payloads)]
-        for job in jobs:
-            self._queue.put(job)
-        return [job.future for job in jobs]
-
-    def close(self) -> None:
-        """Stop the batching thread (jobs not answered fail with ``RuntimeError``)."""
-        self._queue.put(None)
-        self._thread.join(timeout=60)
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None and not job.future.done():
-                job.future.set_exception(RuntimeError("server shutting down"))
+        super().__init__(backend)
 
     def _prompt(self, job: _Job) -> tuple[str, tuple[str, ...]]:
         """The prompt text of a job and its stop strings (a chat's template may add some)."""
