@@ -1,4 +1,5 @@
-"""Diff-model training sets taken from run ledgers (ELM §5: fine-tuning on accepted diffs).
+"""Training sets taken from run ledgers: diffs for the diff model (ELM §5: fine-tuning on
+accepted diffs) and elite programs for stage 2 (§6).
 
 The paper fine-tunes its diff model on the diffs of the children that entered the
 archive. :func:`ledger_edits` reads one or more ledgers (:mod:`jelm.qd.ledger`) and keeps
@@ -14,6 +15,10 @@ candidate had (a message outside the domain's set, e.g. a GP child's empty one, 
 from the domain's odds, seeded by the pair), duplicates (same parent and child) dropped.
 The held-out split is a hash of the child program, so a child is never on both sides and
 the split does not move when ledgers are added.
+
+:func:`elite_programs` is stage 2's dataset: every valid program whose fitness is within
+a share of the best fitness seen in its niche across the runs (§6: p = 0.5 and 0.8 of the
+best), runs from excluded seeds (Radial, as in the paper) left out.
 """
 
 from __future__ import annotations
@@ -38,8 +43,10 @@ __all__ = [
     "SELECTIONS",
     "DatasetError",
     "EditSet",
+    "EliteProgram",
     "LedgerExample",
     "corpus_examples",
+    "elite_programs",
     "held_out_share",
     "ledger_edits",
     "ledger_path",
@@ -218,3 +225,101 @@ def read_dataset(path: Path) -> EditSet:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise DatasetError(f"{path} is not a jelm diff dataset{where}: {exc}") from exc
     return EditSet(examples, [])
+
+
+@dataclasses.dataclass(frozen=True)
+class EliteProgram:
+    """A stage-2 training program: its text, fitness and niche, where it came from."""
+
+    program: str
+    fitness: float
+    niche: int
+    split: str
+    source: str
+    candidate_id: int
+
+
+def _archive_of(config: dict[str, Any] | None) -> Any:
+    """The part of a run's configuration that fixes what a niche index means."""
+    if config is None:
+        return None
+    qd = dict(config.get("qd") or {})
+    return json.dumps(
+        {k: qd.get(k) for k in ("kind", "grid", "lower", "upper", "n_centroids", "deep")}
+        | ({"seed": config.get("seed")} if qd.get("kind") == "cvt" else {}),
+        sort_keys=True,
+    )
+
+
+def elite_programs(
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    share: float = 0.5,
+    exclude_seeds: Iterable[str] = ("radial",),
+    held_out: float = 0.05,
+) -> tuple[list[EliteProgram], list[dict[str, Any]]]:
+    """Stage 2's dataset (§6): from the ledgers at ``paths``, every valid program whose
+    fitness is at least ``share`` x the best fitness of its niche across the runs (for a
+    niche whose best is not positive: within ``(1 - share) x |best|`` of it), one copy of
+    each program (its fittest), split by a hash of the text. Runs started from a seed in
+    ``exclude_seeds`` are left out; runs whose archives differ (grid, bounds; a CVT's
+    seed) cannot share niche indices: :class:`DatasetError`. Returns the programs and a
+    report per ledger (``error`` for one that could not be read)."""
+    if not 0.0 < share <= 1.0:
+        raise DatasetError(f"share must be in (0, 1], got {share}")
+    excluded = set(exclude_seeds)
+    rows: list[tuple[str, float, int, str, int]] = []
+    report: list[dict[str, Any]] = []
+    archive = None
+    for raw in paths:
+        path = ledger_path(raw)
+        entry: dict[str, Any] = {"path": str(path), "programs": 0}
+        report.append(entry)
+        try:
+            with Ledger(path, readonly=True) as ledger:
+                config = ledger.run_config
+                seeds = {Path(str(s)).stem for s in (config or {}).get("seeds", [])}
+                if seeds & excluded:
+                    entry["excluded"] = sorted(seeds & excluded)
+                    continue
+                this = _archive_of(config)
+                if archive is None:
+                    archive = this
+                elif this != archive:
+                    raise DatasetError(
+                        f"{path} was run with another archive than the ledgers before it "
+                        f"({this} vs {archive}); niche indices would not match"
+                    )
+                for rec in ledger.iter_candidates(status="ok"):
+                    if rec.fitness is None or rec.niche is None or rec.program is None:
+                        continue
+                    rows.append(
+                        (
+                            rec.program,
+                            float(rec.fitness),
+                            int(rec.niche),
+                            str(path),
+                            int(rec.id or 0),
+                        )
+                    )
+                    entry["programs"] += 1
+        except (LedgerError, OSError) as exc:
+            entry["error"] = str(exc)
+    if report and all("error" in r for r in report):
+        raise DatasetError(
+            "no ledger could be read: " + "; ".join(f"{r['path']}: {r['error']}" for r in report)
+        )
+    best: dict[int, float] = {}
+    for _, fitness, niche, _, _ in rows:
+        best[niche] = max(best.get(niche, -np.inf), fitness)
+    keep: dict[str, EliteProgram] = {}
+    for program, fitness, niche, source, cid in rows:
+        top = best[niche]
+        bar = share * top if top > 0 else top - (1.0 - share) * abs(top)
+        if fitness < bar:
+            continue
+        old = keep.get(program)
+        if old is None or fitness > old.fitness:
+            split = "held_out" if held_out_share(program) < held_out else "train"
+            keep[program] = EliteProgram(program, fitness, niche, split, source, cid)
+    return sorted(keep.values(), key=lambda e: (e.niche, -e.fitness)), report

@@ -210,6 +210,10 @@ class Ledger:
                 f"{list(wanted)}. Use a new run directory."
             )
         self.descriptor_names: tuple[str, ...] = names
+        #: The configuration of the run that wrote the ledger (``None`` if it gave none).
+        self.run_config: dict[str, Any] | None = (
+            json.loads(meta["run_config"]) if "run_config" in meta else None
+        )
         self._columns = (*_COLUMNS, *names)
         self._select = f"SELECT {', '.join(self._columns)} FROM candidates"
         if not {"candidates", "generations"} <= tables:
@@ -224,6 +228,7 @@ class Ledger:
                 self._set_meta(
                     {"run_config_hash": digest, "run_config": dumps(run_config)}, commit=True
                 )
+                self.run_config = json.loads(dumps(run_config))
             elif stored is not None and stored != digest:
                 old = json.loads(meta.get("run_config", "{}"))
                 new = json.loads(dumps(run_config))

@@ -98,3 +98,51 @@ def test_bad_ledgers_are_reported_and_skipped(tmp_path):
         edits([tmp_path / "junk.sqlite"])
     with pytest.raises(DatasetError, match="unknown selection"):
         edits([good], select="best")
+
+
+def _elite_ledger(path, seeds, rows, qd=None):
+    from jelm.qd.ledger import Ledger
+    from jelm.qd.records import CandidateRecord
+
+    config = {"seeds": seeds, "seed": 0, "qd": qd or {"kind": "grid", "grid": [4, 4]}}
+    with Ledger(path, run_config=config) as led, led.generation(0) as g:
+        for program, fitness, niche, status in rows:
+            g.add(
+                CandidateRecord(
+                    operator="gp", program=program, fitness=fitness, niche=niche, status=status
+                )
+            )
+    return path
+
+
+def test_elite_programs_keep_the_fit_share_of_each_niche(tmp_path):
+    from jelm.lm.ledger_data import elite_programs
+
+    a = _elite_ledger(
+        tmp_path / "a.sqlite",
+        ["square"],
+        [("A1", 10.0, 0, "ok"), ("A2", 6.0, 0, "ok"), ("A3", 4.0, 0, "ok"), ("B1", -2.0, 1, "ok")],
+    )
+    b = _elite_ledger(
+        tmp_path / "b.sqlite",
+        ["cppn_fixed"],
+        [
+            ("A2", 7.0, 0, "ok"),
+            ("B2", -2.5, 1, "ok"),
+            ("B3", -4.0, 1, "ok"),
+            ("X", 99.0, 0, "exception"),
+        ],
+    )
+    r = _elite_ledger(tmp_path / "r.sqlite", ["radial"], [("R", 50.0, 0, "ok")])
+    programs, report = elite_programs([a, b, r], share=0.5)
+    got = {(p.program, p.fitness, p.niche) for p in programs}
+    # niche 0: best 10 -> keep >= 5 (A2 once, at its best 7); niche 1: best -2 -> >= -3
+    assert got == {("A1", 10.0, 0), ("A2", 7.0, 0), ("B1", -2.0, 1), ("B2", -2.5, 1)}
+    assert report[2]["excluded"] == ["radial"] and report[0]["programs"] == 4
+    strict, _ = elite_programs([a, b, r], share=0.8)
+    assert {p.program for p in strict} == {"A1", "B1"}
+    with_radial, _ = elite_programs([a, b, r], share=0.5, exclude_seeds=())
+    assert {p.program for p in with_radial if p.niche == 0} == {"R"}  # 50 raises the bar
+    other = _elite_ledger(tmp_path / "o.sqlite", ["square"], [("O", 1.0, 0, "ok")], {"grid": [8]})
+    with pytest.raises(DatasetError, match="another archive"):
+        elite_programs([a, other])
