@@ -16,9 +16,10 @@ from the domain's odds, seeded by the pair), duplicates (same parent and child) 
 The held-out split is a hash of the child program, so a child is never on both sides and
 the split does not move when ledgers are added.
 
-:func:`elite_programs` is stage 2's dataset: every valid program whose fitness is within
-a share of the best fitness seen in its niche across the runs (§6: p = 0.5 and 0.8 of the
-best), runs from excluded seeds (Radial, as in the paper) left out.
+:func:`elite_programs` is stage 2's dataset: every program ever admitted to a run's map
+whose fitness is within a share of the best fitness seen in its niche across the runs
+(§6: p = 0.5 and 0.8 of the best), runs from excluded seeds (Radial, as in the paper) left
+out.
 """
 
 from __future__ import annotations
@@ -258,13 +259,14 @@ def elite_programs(
     exclude_seeds: Iterable[str] = ("radial",),
     held_out: float = 0.05,
 ) -> tuple[list[EliteProgram], list[dict[str, Any]]]:
-    """Stage 2's dataset (§6): from the ledgers at ``paths``, every valid program whose
-    fitness is at least ``share`` x the best fitness of its niche across the runs (for a
-    niche whose best is not positive: within ``(1 - share) x |best|`` of it), one copy of
-    each program (its fittest), split by a hash of the text. Runs started from a seed in
-    ``exclude_seeds`` are left out; runs whose archives differ (grid, bounds; a CVT's
-    seed) cannot share niche indices: :class:`DatasetError`. Returns the programs and a
-    report per ledger (``error`` for one that could not be read)."""
+    """Stage 2's dataset (§6): from the ledgers at ``paths``, every program ever admitted
+    to its run's map whose fitness is at least ``share`` x the best fitness of its niche
+    across the runs (for a niche whose best is not positive: within ``(1 - share) x
+    |best|`` of it), one copy of each program (its fittest), split by a hash of the text.
+    Runs started from a seed in ``exclude_seeds`` are left out; runs whose archives differ
+    (grid, bounds; a CVT's seed) cannot share niche indices: :class:`DatasetError`.
+    Returns the programs and a report per ledger (``error`` for one that could not be
+    read)."""
     if not 0.0 < share <= 1.0:
         raise DatasetError(f"share must be in (0, 1], got {share}")
     excluded = set(exclude_seeds)
@@ -290,7 +292,7 @@ def elite_programs(
                         f"{path} was run with another archive than the ledgers before it "
                         f"({this} vs {archive}); niche indices would not match"
                     )
-                for rec in ledger.iter_candidates(status="ok"):
+                for rec in ledger.iter_candidates(accepted=True, status="ok"):
                     if rec.fitness is None or rec.niche is None or rec.program is None:
                         continue
                     rows.append(

@@ -109,7 +109,12 @@ def _elite_ledger(path, seeds, rows, qd=None):
         for program, fitness, niche, status in rows:
             g.add(
                 CandidateRecord(
-                    operator="gp", program=program, fitness=fitness, niche=niche, status=status
+                    operator="gp",
+                    program=program,
+                    fitness=fitness,
+                    niche=niche,
+                    status=status,
+                    accepted=status == "ok" and program != "NOT_ADMITTED",
                 )
             )
     return path
