@@ -347,8 +347,8 @@ def decode(
 def grow(slots: Slots, window: int) -> Slots:
     """``slots`` with room for ``window`` generated tokens in every row's cache.
 
-    Caches start small and double: a decode step reads every slot of its rows' caches, and
-    most completions end long before ``max_new_tokens``."""
+    Caches start small and grow when a row needs more: a decode step reads every slot of
+    its rows' caches, and most completions end long before ``max_new_tokens``."""
     ps = slots.suffix_mask.shape[2]
     more = ps + window - slots.cache[0].rows_k.shape[3]
     pad = ((0, 0), (0, 0), (0, 0), (0, more), (0, 0))

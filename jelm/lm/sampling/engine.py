@@ -7,8 +7,9 @@ slot is refilled with the next waiting group (prefilled in a batch with any othe
 fit); prompts added while others sample join them (the slots widen, and the caches make
 room for longer prompts); when none wait and at most a quarter of the slots are live,
 the live groups are packed into fewer slots, so that finished rows stop costing decode
-steps. A row's cache holds 64 generated tokens at first and doubles when a live row
-needs more.
+steps. A row's cache holds 64 generated tokens at first and grows once, to
+``max_new_tokens``, when a live row needs more (two cache sizes: two compiled programs
+per shape instead of four).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from jelm.lm.sampling.plan import Group, bucket_batch, make_plan
 STOP_SLOTS = 8  # stop ids are padded to a multiple of this (fixed shapes, fewer compiles)
 #: Default number of rows sampled at once.
 MAX_ROWS = 32
-#: Generated tokens a row's cache holds at first; it doubles when a row needs more.
+#: Generated tokens a row's cache holds at first; it grows to the whole budget when a row
+#: needs more.
 FIRST_WINDOW = 64
 #: Live groups are packed into fewer slots once at most 1/PACK of the slots are live (each
 #: slot count is one more compiled decode program).
@@ -308,7 +310,7 @@ class Sampler:
             window = D.window_of(slots)
             active = np.asarray(slots.live)[:, None] & ~np.asarray(slots.done)
             if np.any(active & (np.asarray(slots.step) + drafts + 1 > window)):
-                self._slots = D.grow(slots, min(2 * window, self._most_window))
+                self._slots = D.grow(slots, self._most_window)
                 continue
             min_live = size // PACK if (not self._waiting and size >= MIN_PACK) else 0
             self._slots = D.decode(
