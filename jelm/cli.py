@@ -43,6 +43,7 @@ def _run_serve(args: argparse.Namespace) -> int:
             batch_window_s=args.batch_window_ms / 1000.0,
             model_id=args.model_id,
             verbose=args.verbose,
+            continuous=args.continuous,
         )
     except OSError as exc:  # e.g. the port is taken
         print(f"jelm serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
@@ -93,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long to wait for more requests to batch with the first (default 10)",
     )
     p.add_argument("--model-id", default=None, help="model name to report (default: derived)")
+    p.add_argument(
+        "--continuous",
+        action="store_true",
+        help="batch continuously (requests join the rows already sampling) instead of "
+        "micro-batching; a jelm or hf: model only",
+    )
     p.add_argument("--verbose", action="store_true", help="log every request to stderr")
     p.set_defaults(run=_run_serve)
     return parser

@@ -4,7 +4,7 @@ The standard library's ``ThreadingHTTPServer`` is enough: requests are small JSO
 the work is in the model (ELM §3.1's sampling), and it adds no dependency. Handler threads
 parse requests (:mod:`jelm.lm.serve.protocol`) and wait on the batcher
 (:mod:`jelm.lm.serve.batcher`), the backend's only caller: continuous batching for a model
-sampled here, micro-batching for a backend that only completes whole calls.
+sampled here if asked (``continuous=True``), micro-batching otherwise.
 """
 
 from __future__ import annotations
@@ -163,10 +163,10 @@ class Server:
 
     ``Server(backend, port=0)`` binds at once (port 0 picks a free port, see ``url``);
     ``start()`` serves from a background thread (tests), ``serve_forever()`` in the
-    calling thread (``jelm serve``); ``close()`` stops both and the batcher. A backend with
-    a ``stream`` method (a model sampled here) gets continuous batching (requests join the
-    rows already sampling; ``continuous=False`` turns it off), any other micro-batching
-    (``max_batch``, ``batch_window_s``). ``model_id``
+    calling thread (``jelm serve``); ``close()`` stops both and the batcher. Requests are
+    micro-batched (``max_batch``, ``batch_window_s``); ``continuous=True`` batches them
+    continuously instead (requests join the rows already sampling), for a backend with a
+    ``stream`` method (a model sampled here). ``model_id``
     (default ``backend.name``) is the one model ``/v1/models`` lists and requests must
     name (or omit). Without ``max_tokens`` a completion gets ``default_max_tokens`` (16,
     as in the OpenAI API) and a chat ``default_chat_max_tokens``.
@@ -181,11 +181,16 @@ class Server:
         model_id: str | None = None,
         max_batch: int = 32,
         batch_window_s: float = 0.01,
-        continuous: bool | None = None,
+        continuous: bool = False,
         default_max_tokens: int = 16,
         default_chat_max_tokens: int = 256,
         verbose: bool = False,
     ) -> None:
+        if continuous and not callable(getattr(backend, "stream", None)):
+            raise ValueError(
+                f"continuous batching needs a model sampled here; {type(backend).__name__} "
+                "has no stream()"
+            )
         self.backend = backend
         self.model_id = model_id or getattr(backend, "name", "jelm")
         self.default_max_tokens = int(default_max_tokens)
@@ -197,8 +202,6 @@ class Server:
         self.httpd.app = self
         self.host = host
         self.port = int(self.httpd.server_address[1])
-        if continuous is None:
-            continuous = callable(getattr(backend, "stream", None))
         self.batcher: ContinuousBatcher | MicroBatcher = (
             ContinuousBatcher(backend)
             if continuous
@@ -303,6 +306,7 @@ def serve(
     batch_window_s: float = 0.01,
     model_id: str | None = None,
     verbose: bool = False,
+    continuous: bool = False,
 ) -> None:
     """Serve ``backend`` until interrupted; prints one ``listening on <url>`` line to stdout
     once the socket accepts connections."""
@@ -314,6 +318,7 @@ def serve(
         max_batch=max_batch,
         batch_window_s=batch_window_s,
         verbose=verbose,
+        continuous=continuous,
     )
     print(
         f"jelm serve: model {server.model_id} listening on {server.url} "

@@ -83,7 +83,9 @@ def test_prompts_join_the_running_stream_and_get_their_own_answers(backend):
 def test_concurrent_http_requests_are_answered_as_alone(backend):
     """Eight concurrent clients on localhost get, seeded, what the backend gives each
     request alone (greedy and sampled), through the server's continuous batcher."""
-    with Server(backend, port=0) as server:
+    with pytest.raises(ValueError, match="continuous batching needs"):
+        Server(object(), port=0, continuous=True)
+    with Server(backend, port=0, continuous=True) as server:
         assert isinstance(server.batcher, ContinuousBatcher)
         n = 8
         barrier = threading.Barrier(n)
