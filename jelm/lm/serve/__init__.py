@@ -11,8 +11,9 @@ shared by other processes, machines and off-the-shelf clients).
 
 One job a module: :mod:`~jelm.lm.serve.protocol` turns OpenAI request bodies into
 sampling parameters and completions into OpenAI responses, :mod:`~jelm.lm.serve.batcher`
-batches concurrent prompts (continuously for a model sampled here: a request joins the
-rows already sampling), :mod:`~jelm.lm.serve.server` is the HTTP server.
+batches concurrent prompts (micro-batching; or continuously for a model sampled here, where
+a request joins the rows already sampling), :mod:`~jelm.lm.serve.server` is the HTTP
+server.
 """
 
 from jelm.lm.serve.batcher import ContinuousBatcher, MicroBatcher
