@@ -17,8 +17,8 @@ prints one JSON line::
                                        "valid": ...}}}, ...]}
 
 The parents are the domain's seeds (``--seeds`` picks some) or every ``*.py`` program of
-a folder (``--parents DIR``; Sodarace's held-out programs in styles unlike the seeds are
-in ``jelm/domains/sodarace/heldout``).
+a folder (``--parents DIR``, e.g. programs written in other styles than the seeds, to
+see whether a model generalises).
 
 Shares are of all prompts at that temperature; ``diffs_per_s`` includes compiling the
 sampler's shapes, which the first temperature pays. ``outcomes`` counts each prompt's end:
