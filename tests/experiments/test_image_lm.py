@@ -55,7 +55,7 @@ def _backend(kind: str, request: pytest.FixtureRequest) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("operator", "kind"),
     [
-        ("lm_diff", "hf"),
+        pytest.param("lm_diff", "hf", marks=pytest.mark.slow),
         ("lm_prompt", "openai"),
         pytest.param("lm_crossover", "hf", marks=pytest.mark.slow),
         ("lm_crossover", "openai"),

@@ -16,11 +16,15 @@ COMMIT_MESSAGES = make_domain("sodarace").prompts.commit_messages
 
 
 @pytest.fixture(scope="module")
-def writer(tmp_path_factory):
-    path = make_writer_model(
+def writer_dir(tmp_path_factory):
+    return make_writer_model(
         tmp_path_factory.mktemp("models") / "writer", WRITTEN_DIFFS, max_new_tokens=WRITER_MAX_NEW
     )
-    return JelmBackend.from_dir(path)
+
+
+@pytest.fixture(scope="module")
+def writer(writer_dir):
+    return JelmBackend.from_dir(writer_dir)
 
 
 def test_diffs_that_apply_to_one_seed_only(writer):
@@ -48,8 +52,8 @@ def test_untrained_model_writes_nothing_that_applies(tmp_path):
         assert all(k.startswith("diff_") for k in r["outcomes"])
 
 
-def test_cli_prints_one_json_line(writer, tmp_path, capsys):
-    path = make_writer_model(tmp_path / "w", WRITTEN_DIFFS, max_new_tokens=WRITER_MAX_NEW)
+def test_cli_prints_one_json_line(writer_dir, tmp_path, capsys):
+    path = writer_dir
     argv = ["--model", str(path), "--seeds", "radial", "--samples", "1"]
     assert E.main([*argv, "--max-new-tokens", str(WRITER_MAX_NEW), "--temperatures", "0.5"]) == 0
     line = json.loads(capsys.readouterr().out)
@@ -61,7 +65,7 @@ def test_cli_prints_one_json_line(writer, tmp_path, capsys):
     assert "no_such_seed" in capsys.readouterr().err
 
 
-def test_cli_reads_a_folder_of_parents(writer, tmp_path, capsys):
+def test_cli_reads_a_folder_of_parents(writer_dir, tmp_path, capsys):
     """--parents DIR: every .py file is a parent, named by its file."""
     domain = make_domain("sodarace")
     folder = tmp_path / "parents"
@@ -69,7 +73,7 @@ def test_cli_reads_a_folder_of_parents(writer, tmp_path, capsys):
     (folder / "b_wheel_like.py").write_text(domain.seed_program("radial"))
     (folder / "a_box.py").write_text(domain.seed_program("square"))
     (folder / "notes.txt").write_text("not a parent")
-    path = make_writer_model(tmp_path / "w", WRITTEN_DIFFS, max_new_tokens=WRITER_MAX_NEW)
+    path = writer_dir
     argv = ["--model", str(path), "--parents", str(folder), "--samples", "1"]
     assert E.main([*argv, "--max-new-tokens", str(WRITER_MAX_NEW)]) == 0
     line = json.loads(capsys.readouterr().out)

@@ -320,9 +320,10 @@ SHIPPED_SAMPLED = [
 ]
 
 
-def test_shipped_model_tokens_are_pinned():
+@pytest.mark.parametrize("drafts", [None, pytest.param(0, marks=pytest.mark.slow)])
+def test_shipped_model_tokens_are_pinned(drafts):
     """Greedy and seeded sampling of the shipped checkpoint give exactly these tokens,
-    whatever the number of guessed tokens per decode step."""
+    whatever the number of guessed tokens per decode step (the default, or none)."""
     from jelm.domains import make_domain
     from jelm.lm.backends import SHIPPED_DIR
     from jelm.lm.checkpoint import load_model
@@ -337,22 +338,21 @@ def test_shipped_model_tokens_are_pinned():
     def prompt(seed: str, message: str) -> list[int]:
         return tok.encode(elm_prompt(domain.seed_program(seed), message, "walker.py"))
 
-    for drafts in (0, 4):
-        kw = dict(max_new_tokens=24, stop_token_ids=[tok.eos_id], pad_id=tok.pad_id, drafts=drafts)
-        (greedy,) = S.generate(
-            params, config, [prompt("radial", messages[0])], jax.random.key(0), temperature=0, **kw
-        )
-        assert greedy.tokens == SHIPPED_GREEDY
-        sampled = S.generate(
-            params,
-            config,
-            [prompt("square", messages[1]), prompt("cppn_fixed", messages[2])],
-            jax.random.key(3),
-            temperature=0.8,
-            top_p=0.95,
-            **kw,
-        )
-        assert [g.tokens for g in sampled] == SHIPPED_SAMPLED
+    kw = dict(max_new_tokens=24, stop_token_ids=[tok.eos_id], pad_id=tok.pad_id, drafts=drafts)
+    (greedy,) = S.generate(
+        params, config, [prompt("radial", messages[0])], jax.random.key(0), temperature=0, **kw
+    )
+    assert greedy.tokens == SHIPPED_GREEDY
+    sampled = S.generate(
+        params,
+        config,
+        [prompt("square", messages[1]), prompt("cppn_fixed", messages[2])],
+        jax.random.key(3),
+        temperature=0.8,
+        top_p=0.95,
+        **kw,
+    )
+    assert [g.tokens for g in sampled] == SHIPPED_SAMPLED
 
 
 def test_draft_tokens_look_up_the_latest_earlier_occurrence():
@@ -372,7 +372,7 @@ def test_draft_tokens_look_up_the_latest_earlier_occurrence():
     np.testing.assert_array_equal(got, [[8, 9, -1], [4, 7, 3], [4, -1, -1], [-1, -1, -1]])
 
 
-@pytest.mark.parametrize("max_new", [9, 40])
+@pytest.mark.parametrize("max_new", [9, pytest.param(40, marks=pytest.mark.slow)])
 def test_guessed_tokens_change_no_token(max_new):
     """Checking guessed tokens in one step gives the tokens of one token per step, with
     stop tokens and the length limit falling inside a step's guesses, greedy and sampled,

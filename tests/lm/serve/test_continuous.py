@@ -55,6 +55,7 @@ class Gated:
         return Stream()
 
 
+@pytest.mark.slow
 def test_prompts_join_the_running_stream_and_get_their_own_answers(backend):
     gated = Gated(backend)
     batcher = ContinuousBatcher(gated, poll_steps=2)
@@ -80,6 +81,7 @@ def test_prompts_join_the_running_stream_and_get_their_own_answers(backend):
     assert held.text == backend.complete(PROMPTS[:1], **{**PARAMS, "seed": 3, "top_p": 0.5})[0].text
 
 
+@pytest.mark.slow
 def test_concurrent_http_requests_are_answered_as_alone(backend):
     """Eight concurrent clients on localhost get, seeded, what the backend gives each
     request alone (greedy and sampled), through the server's continuous batcher."""
