@@ -155,7 +155,7 @@ def _check_children(
     [
         pytest.param("lm_diff", marks=pytest.mark.slow),
         pytest.param("lm_prompt", marks=pytest.mark.slow),
-        "lm_crossover",
+        pytest.param("lm_crossover", marks=pytest.mark.slow),
     ],
 )
 def test_lm_operator_run_records_every_child(tmp_path: Path, random_model: Path, operator):

@@ -229,7 +229,8 @@ def _family(seed: int, parents: int, children: int, parent_len: int = 40):
 @pytest.mark.parametrize(
     ("arch", "cases"),
     [
-        ("codegen", [(True, 2), (False, 1)]),
+        ("codegen", [(True, 2)]),
+        pytest.param("codegen", [(False, 1)], marks=pytest.mark.slow),
         pytest.param("llama", [(True, 2)], marks=pytest.mark.slow),  # grouped-query attention
     ],
 )
@@ -414,6 +415,7 @@ def test_guessed_tokens_change_no_token(max_new):
                 assert sum(g.steps for g in got[:2]) < sum(g.steps for g in base[:2])
 
 
+@pytest.mark.slow  # the path of `jelm serve --continuous`
 def test_prompts_added_while_others_sample_get_their_own_tokens():
     """A :class:`Sampler` takes prompts while others sample: they join the running batch
     (more slots, caches fitted to their longer prompts) and every prompt gets the tokens
