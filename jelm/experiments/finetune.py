@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import jelm.sim  # noqa: F401  (first: pins XLA flags before JAX starts)
+from jelm.options import add_options, values_of
 
 __all__ = ["Plan", "main", "run_rounds"]
 
@@ -237,16 +238,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", default=list(defaults.seeds))
     parser.add_argument("--random-seeds", type=int, nargs="+", default=list(defaults.random_seeds))
     parser.add_argument("--bootstrap", choices=("none", "gp"), default=defaults.bootstrap)
-    for field in dataclasses.fields(Plan):
-        if field.name in ("seeds", "random_seeds", "bootstrap"):
-            continue
-        value = getattr(defaults, field.name)
-        parser.add_argument("--" + field.name.replace("_", "-"), type=type(value), default=value)
+    add_options(parser, Plan, skip=("seeds", "random_seeds", "bootstrap"))
     args = parser.parse_args(argv)
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Plan)}
-    values["seeds"] = tuple(args.seeds)
-    values["random_seeds"] = tuple(args.random_seeds)
-    plan = Plan(**values)
+    plan = Plan(
+        **values_of(Plan, args, seeds=tuple(args.seeds), random_seeds=tuple(args.random_seeds))
+    )
     run_rounds(plan, args.out, log=lambda line: print(line, file=sys.stderr, flush=True))
     print((args.out / "table.md").read_text())
     return 0

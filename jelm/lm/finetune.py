@@ -53,6 +53,7 @@ from jelm.lm.ledger_data import (
 )
 from jelm.lm.train import evaluate_diffs, loss_fn, make_step, plot_loss
 from jelm.mutation.base import unified_diff
+from jelm.options import add_options, values_of
 from jelm.programs.rename import RenameError, defined_names, fresh_names, rename
 
 __all__ = ["FinetuneConfig", "FinetuneError", "finetune", "main"]
@@ -348,16 +349,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--operators", nargs="*", default=[], help="keep these operators only")
     parser.add_argument("--select", choices=SELECTIONS, default=defaults.select)
     parser.add_argument("--no-progress", action="store_true")
-    for field in dataclasses.fields(FinetuneConfig):
-        if field.name in ("ledgers", "operators", "select"):
-            continue
-        value = getattr(defaults, field.name)
-        parser.add_argument("--" + field.name.replace("_", "-"), type=type(value), default=value)
+    add_options(parser, FinetuneConfig, skip=("ledgers", "operators", "select"))
     args = parser.parse_args(argv)
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig)}
-    values["ledgers"] = tuple(str(Path(p).absolute()) for p in args.ledgers)
-    values["operators"] = tuple(args.operators)
-    cfg = FinetuneConfig(**values)
+    cfg = FinetuneConfig(
+        **values_of(
+            FinetuneConfig,
+            args,
+            ledgers=tuple(str(Path(p).absolute()) for p in args.ledgers),
+            operators=tuple(args.operators),
+        )
+    )
     try:
         summary = finetune(cfg, args.out, progress=not args.no_progress)
     except FinetuneError as exc:

@@ -44,6 +44,7 @@ from jelm.lm.domain import DEFAULT_DOMAIN, add_domain_option, resolve_domain
 from jelm.lm.model import ModelConfig, forward, init_params, masked_xent
 from jelm.lm.sampling import generate
 from jelm.lm.tokenizer import Tokenizer
+from jelm.options import add_options, values_of
 from jelm.programs.diff import DiffError, apply_diff, extract_diff
 
 __all__ = [
@@ -309,27 +310,16 @@ def train(cfg: TrainConfig, out: Path, progress: bool = True) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m jelm.lm.train [--out DIR] [--ship] [--steps N] ...``."""
-    defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help="output directory")
     parser.add_argument(
         "--ship", action="store_true", help="copy the model to jelm/lm/shipped when done"
     )
     add_domain_option(parser)
-    for field in dataclasses.fields(TrainConfig):
-        if field.name in ("buckets", "domain"):
-            continue
-        value = getattr(defaults, field.name)
-        parser.add_argument("--" + field.name.replace("_", "-"), type=type(value), default=value)
+    add_options(parser, TrainConfig, skip=("buckets", "domain"))
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    cfg = TrainConfig(
-        **{
-            f.name: getattr(args, f.name)
-            for f in dataclasses.fields(TrainConfig)
-            if f.name != "buckets"
-        }
-    )
+    cfg = TrainConfig(**values_of(TrainConfig, args, buckets=TrainConfig.buckets))
     out = args.out or Path("runs") / time.strftime("lm-train-%Y%m%d-%H%M%S")
     print(f"training jelm's diff model into {out} ({cfg})", file=sys.stderr)
     summary = train(cfg, out, progress=not args.no_progress)
