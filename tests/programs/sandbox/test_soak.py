@@ -54,10 +54,13 @@ def _rss(p: psutil.Process) -> int:
         return 0
 
 
-def _live_children(me: psutil.Process) -> list[psutil.Process]:
-    """``me``'s descendants that are not zombies (gone ones skipped)."""
+def _live_children(me: psutil.Process, before: set[int]) -> list[psutil.Process]:
+    """``me``'s descendants that are not zombies (gone ones skipped), except those alive
+    before the test (``before``: other tests' helpers in this worker, not the sandbox's)."""
     live = []
     for p in me.children(recursive=True):
+        if p.pid in before:
+            continue
         try:
             if p.status() != psutil.STATUS_ZOMBIE:
                 live.append(p)
@@ -108,11 +111,11 @@ def test_soak_10k_mixed_programs() -> None:
                 pool_rss.append(sum(_rss(p) for p in me.children(recursive=True)))
                 # no child process outlives its program: only workers (+ zygotes) remain
                 # once the last programs' processes have exited (give them 5 s under load)
-                live = _live_children(me)
+                live = _live_children(me, children0)
                 deadline = time.monotonic() + 5.0
                 while len(live) > 4 * 3 and time.monotonic() < deadline:
                     time.sleep(0.05)
-                    live = _live_children(me)
+                    live = _live_children(me, children0)
                 assert len(live) <= 4 * 3, [(p.pid, p.name(), p.status()) for p in live]
                 assert not os.path.exists("/tmp/jelm-soak")
             assert sb.stats["workers_replaced"] == 0 and osb.stats["workers_replaced"] == 0
