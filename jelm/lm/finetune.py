@@ -23,6 +23,7 @@ resumes from the newest checkpoint and gives the model an uninterrupted run give
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import json
 import math
@@ -47,6 +48,7 @@ from jelm.lm.ledger_data import (
     DatasetError,
     EditSet,
     corpus_examples,
+    dataset_version,
     ledger_edits,
     read_dataset,
     write_dataset,
@@ -107,11 +109,9 @@ def _dataset(cfg: FinetuneConfig, run: RunDir) -> tuple[EditSet, str]:
     """The run's examples: read back from ``dataset.jsonl`` if the run has one, else
     built from the ledgers (and ``cfg.corpus`` examples of the domain's corpus) and
     written there."""
-    import hashlib
-
     path = run.path / "dataset.jsonl"
     if path.is_file():
-        return read_dataset(path), hashlib.sha256(path.read_bytes()).hexdigest()
+        return read_dataset(path), dataset_version(path)
     if not cfg.ledgers and not cfg.corpus:
         raise FinetuneError(
             "no ledgers given: pass one or more run directories or ledger files (or --corpus N)"
@@ -305,7 +305,7 @@ def finetune(cfg: FinetuneConfig, out: str | Path, progress: bool = True) -> dic
             "train_examples": len(data),
             "held_out_examples": len(held_data),
             "dropped_too_long": len(train_set) + len(held) - len(data) - len(held_data),
-            "operators": _count(e.operator for e in edits.examples),
+            "operators": dict(collections.Counter(e.operator for e in edits.examples)),
             "steps": step,
             "planned_steps": steps,
             "held_out_loss_before": rows[0].get("eval_loss") if rows else None,
@@ -315,13 +315,6 @@ def finetune(cfg: FinetuneConfig, out: str | Path, progress: bool = True) -> dic
         }
         (run.path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
-
-
-def _count(items: Iterator[str]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for item in items:
-        out[item] = out.get(item, 0) + 1
-    return out
 
 
 def _read_rows(path: Path, upto: int) -> list[dict[str, Any]]:

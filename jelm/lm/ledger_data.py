@@ -47,6 +47,7 @@ __all__ = [
     "EliteProgram",
     "LedgerExample",
     "corpus_examples",
+    "dataset_version",
     "elite_programs",
     "held_out_share",
     "ledger_edits",
@@ -204,6 +205,11 @@ def write_dataset(path: Path, edits: EditSet) -> str:
             }
             f.write(json.dumps(row) + "\n")
     os.replace(tmp, path)
+    return dataset_version(path)
+
+
+def dataset_version(path: Path) -> str:
+    """The sha256 of a dataset file: what a model's summary names its data by."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
