@@ -17,7 +17,9 @@ same data even if the ledgers grew), ``checkpoints/`` (orbax: parameters, optimi
 and step), ``train.jsonl``, ``model/`` (the fine-tuned model, a jelm model directory),
 ``loss.png`` and ``summary.json`` (data counts, held-out loss before and after, greedy
 diffs of held-out parents). Running the same command again after a crash or ``kill -9``
-resumes from the newest checkpoint and gives the model an uninterrupted run gives.
+resumes from the newest checkpoint and gives the model an uninterrupted run gives (the
+run directory, the dataset written once and the loop are :mod:`jelm.lm.trainer`'s, which
+stage 2 shares).
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import argparse
 import collections
 import dataclasses
 import json
-import math
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -35,12 +36,9 @@ from typing import Any
 
 import jax
 import numpy as np
-import optax
 
 from jelm.domains.base import CorpusExample
-from jelm.io.checkpoint import CheckpointError, Checkpoints
-from jelm.io.rundir import RunDir, RunDirError
-from jelm.lm.checkpoint import ModelLoadError, save_model
+from jelm.io.rundir import RunDir
 from jelm.lm.data import encode, make_batches
 from jelm.lm.domain import DEFAULT_DOMAIN, resolve_domain
 from jelm.lm.ledger_data import (
@@ -48,20 +46,29 @@ from jelm.lm.ledger_data import (
     DatasetError,
     EditSet,
     corpus_examples,
-    dataset_version,
     ledger_edits,
     read_dataset,
     write_dataset,
 )
-from jelm.lm.train import evaluate_diffs, loss_fn, make_step, plot_loss
+from jelm.lm.train import evaluate_diffs
+from jelm.lm.trainer import (
+    BUCKETS,
+    TrainError,
+    TrainSettings,
+    buckets_for,
+    dataset_once,
+    epoch_batches,
+    finish,
+    load_start,
+    open_run,
+    plan_steps,
+    train_resumable,
+)
 from jelm.mutation.base import unified_diff
 from jelm.options import add_options, values_of
 from jelm.programs.rename import RenameError, defined_names, fresh_names, rename
 
-__all__ = ["FinetuneConfig", "FinetuneError", "finetune", "main"]
-
-#: Sequence-length buckets of the training batches, cut at the model's context.
-BUCKETS = (512, 768, 1024, 1536, 2048, 3072, 4096)
+__all__ = ["BUCKETS", "FinetuneConfig", "FinetuneError", "finetune", "main"]
 
 
 class FinetuneError(RuntimeError):
@@ -94,24 +101,8 @@ class FinetuneConfig:
     rename: float = 0.0  # share of training examples given fresh names each epoch
 
 
-def _load_start(model: str) -> tuple[Any, Any, Any]:
-    """``(params, config, tokenizer)`` of the starting checkpoint."""
-    from jelm.lm.backends import make_backend, model_spec
-
-    try:
-        backend = make_backend(model_spec(model))
-    except (ModelLoadError, FileNotFoundError, OSError, ValueError) as exc:
-        raise FinetuneError(f"cannot load the starting model {model!r}: {exc}") from exc
-    return backend.params, backend.config, backend.tokenizer
-
-
-def _dataset(cfg: FinetuneConfig, run: RunDir) -> tuple[EditSet, str]:
-    """The run's examples: read back from ``dataset.jsonl`` if the run has one, else
-    built from the ledgers (and ``cfg.corpus`` examples of the domain's corpus) and
-    written there."""
-    path = run.path / "dataset.jsonl"
-    if path.is_file():
-        return read_dataset(path), dataset_version(path)
+def _build_dataset(cfg: FinetuneConfig) -> EditSet:
+    """The examples of the ledgers (and ``cfg.corpus`` examples of the domain's corpus)."""
     if not cfg.ledgers and not cfg.corpus:
         raise FinetuneError(
             "no ledgers given: pass one or more run directories or ledger files (or --corpus N)"
@@ -135,11 +126,21 @@ def _dataset(cfg: FinetuneConfig, run: RunDir) -> tuple[EditSet, str]:
     if not edits.split("train"):
         counts = ", ".join(f"{r['path']}: {r['selected']}" for r in edits.ledgers)
         raise FinetuneError(f"the ledgers hold no {cfg.select!r} edits to train on ({counts})")
-    version = write_dataset(path, edits)
-    (run.path / "dataset.json").write_text(
-        json.dumps({"sha256": version, "ledgers": edits.ledgers}, indent=1) + "\n"
+    return edits
+
+
+def _dataset(cfg: FinetuneConfig, run: RunDir) -> tuple[EditSet, str]:
+    """The run's examples: read back from ``dataset.jsonl`` if the run has one, else
+    built from the ledgers (and ``cfg.corpus`` examples of the domain's corpus) and
+    written there."""
+    return dataset_once(
+        run,
+        "dataset.jsonl",
+        lambda: _build_dataset(cfg),
+        write_dataset,
+        read_dataset,
+        lambda edits, version: {"ledgers": edits.ledgers},
     )
-    return edits, version
 
 
 def _renamed(
@@ -170,40 +171,37 @@ def _batch_stream(
     """Batches epoch after epoch; epoch ``e`` renames (a ``cfg.rename`` share of the
     examples) and shuffles by ``(seed, e)``, so step ``s`` gets the same batch in a
     resumed run as in an uninterrupted one."""
-    epoch = 0
-    while True:
-        rng = np.random.default_rng([cfg.seed, epoch])
+
+    def epoch_data(rng: np.random.Generator) -> list[Any]:
         chosen = rng.random(len(examples)) < cfg.rename
         epoch_set = [
             _renamed(e, keep, file_name, rng) if pick else e
             for e, pick in zip(examples, chosen, strict=True)
         ]
-        data = encode_all(epoch_set)
-        yield from make_batches(data, buckets, cfg.tokens_per_batch, pad_id, rng)
-        epoch += 1
+        return encode_all(epoch_set)
+
+    return epoch_batches(epoch_data, buckets, cfg.tokens_per_batch, pad_id, cfg.seed)
 
 
 def finetune(cfg: FinetuneConfig, out: str | Path, progress: bool = True) -> dict[str, Any]:
     """Fine-tune ``cfg.model`` on the ledgers' edits into the run directory ``out`` (see
     the module docstring); resumes a run ``out`` already holds. Returns the summary."""
-    from tqdm import tqdm
-
     if cfg.select not in SELECTIONS:
         raise FinetuneError(f"unknown selection {cfg.select!r}; choose one of {SELECTIONS}")
-    t0 = time.time()
     try:
-        run = RunDir(out, dataclasses.asdict(cfg))
-    except RunDirError as exc:
+        return _finetune(cfg, out, progress)
+    except (TrainError, DatasetError) as exc:
         raise FinetuneError(str(exc)) from exc
-    with run:
-        try:
-            edits, version = _dataset(cfg, run)
-        except DatasetError as exc:
-            raise FinetuneError(str(exc)) from exc
-        params, config, tokenizer = _load_start(cfg.model)
+
+
+def _finetune(cfg: FinetuneConfig, out: str | Path, progress: bool) -> dict[str, Any]:
+    t0 = time.time()
+    with open_run(out, dataclasses.asdict(cfg)) as run:
+        edits, version = _dataset(cfg, run)
+        params, config, tokenizer = load_start(cfg.model)
         domain = resolve_domain(cfg.domain)
         file_name = domain.program.file_name
-        buckets = (*(b for b in BUCKETS if b < config.n_ctx), config.n_ctx)
+        buckets = buckets_for(config.n_ctx)
         train_set, held = edits.split("train"), edits.split("held_out")
         data = encode(train_set, tokenizer, config.n_ctx, file_name)
         held_data = encode(held, tokenizer, config.n_ctx, file_name)
@@ -212,85 +210,36 @@ def finetune(cfg: FinetuneConfig, out: str | Path, progress: bool = True) -> dic
                 f"none of the {len(train_set)} training examples fits the model's context of "
                 f"{config.n_ctx} tokens"
             )
-        per_epoch = len(
-            make_batches(data, buckets, cfg.tokens_per_batch, 0, np.random.default_rng(0))
-        )
-        steps = max(1, math.ceil(cfg.epochs * per_epoch))
-        if cfg.max_steps:
-            steps = min(steps, cfg.max_steps)
-        schedule = optax.warmup_cosine_decay_schedule(
-            0.0, cfg.lr, min(cfg.warmup, steps - 1), max(steps, cfg.warmup + 1), cfg.lr * 0.1
-        )
-        optimizer = optax.chain(
-            optax.clip_by_global_norm(cfg.clip),
-            optax.adamw(schedule, b1=0.9, b2=0.98, weight_decay=cfg.weight_decay),
-        )
-        state = {"params": params, "opt_state": optimizer.init(params)}
-        step_fn = make_step(config, optimizer)
-        eval_fn = jax.jit(loss_fn, static_argnums=1)
+        steps = plan_steps(data, buckets, cfg.tokens_per_batch, cfg.epochs, cfg.max_steps)
         held_batches = make_batches(
             held_data, buckets, cfg.tokens_per_batch, tokenizer.pad_id, np.random.default_rng(1)
         )
-
-        def held_out_loss(p: Any) -> float | None:
-            if not held_batches:
-                return None
-            return float(np.mean([float(eval_fn(p, config, t, m)) for t, m in held_batches]))
-
-        start = 0
-        log_path = run.path / "train.jsonl"
-        with Checkpoints(run.checkpoint_dir, keep=2) as ckpts:
-            if ckpts.latest_step() is not None:
-                try:
-                    start, state = ckpts.restore(state)
-                except CheckpointError as exc:
-                    raise FinetuneError(f"cannot resume {run.path}: {exc}") from exc
-            rows = _read_rows(log_path, start)
-            if start == 0:
-                rows = [{"step": 0, "eval_loss": held_out_loss(state["params"]), "time_s": 0.0}]
-            keep = (domain.program.entry,)  # the name the sandbox calls
-            stream = _batch_stream(
-                train_set,
-                lambda xs: encode(xs, tokenizer, config.n_ctx, file_name),
-                buckets,
-                cfg,
-                tokenizer.pad_id,
-                keep,
-                file_name,
-            )
-            for _ in range(start):
-                next(stream)
-            bar = tqdm(total=steps, initial=start, desc="finetune", disable=not progress)
-            deadline = t0 + cfg.max_minutes * 60
-            step = start
-            while step < steps:
-                tokens, mask = next(stream)
-                p, o, loss = step_fn(state["params"], state["opt_state"], tokens, mask)
-                state = {"params": p, "opt_state": o}
-                step += 1
-                row: dict[str, Any] = {"step": step, "loss": float(loss)}
-                if step % cfg.eval_every == 0 or step == steps:
-                    row["eval_loss"] = held_out_loss(state["params"])
-                row["time_s"] = time.time() - t0
-                rows.append(row)
-                bar.update()
-                bar.set_postfix(loss=f"{row['loss']:.3f}")
-                if step % cfg.checkpoint_every == 0 or step == steps:
-                    _write_rows(log_path, rows)
-                    ckpts.save(step, state)
-                if time.time() > deadline:
-                    print(
-                        f"time budget of {cfg.max_minutes} min reached at step {step}",
-                        file=sys.stderr,
-                    )
-                    _write_rows(log_path, rows)
-                    ckpts.save(step, state)
-                    break
-            bar.close()
-        save_model(run.path / "model", state["params"], config, tokenizer)
-        plot_loss(rows, run.path / "loss.png")
+        keep = (domain.program.entry,)  # the name the sandbox calls
+        stream = _batch_stream(
+            train_set,
+            lambda xs: encode(xs, tokenizer, config.n_ctx, file_name),
+            buckets,
+            cfg,
+            tokenizer.pad_id,
+            keep,
+            file_name,
+        )
+        trained = train_resumable(
+            run,
+            params,
+            config,
+            stream,
+            held_batches,
+            steps,
+            TrainSettings.of(cfg),
+            started=t0,
+            progress=progress,
+            desc="finetune",
+        )
+        rows, step = trained.rows, trained.step
+        finish(run, trained.params, config, tokenizer, rows)
         diffs = evaluate_diffs(
-            state["params"],
+            trained.params,
             config,
             tokenizer,
             held[: cfg.eval_diffs],
@@ -315,21 +264,6 @@ def finetune(cfg: FinetuneConfig, out: str | Path, progress: bool = True) -> dic
         }
         (run.path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
-
-
-def _read_rows(path: Path, upto: int) -> list[dict[str, Any]]:
-    """The logged rows up to step ``upto`` (rows written after the last checkpoint are
-    dropped: the resumed run writes them again)."""
-    if upto == 0 or not path.is_file():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if r["step"] <= upto]
-
-
-def _write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -189,8 +189,14 @@ def evaluate_diffs(
     }
 
 
-def plot_loss(rows: Sequence[dict], path: Path) -> None:
-    """The loss curve (training and held-out) as a PNG."""
+def plot_loss(
+    rows: Sequence[dict],
+    path: Path,
+    *,
+    ylabel: str = "loss on diff tokens (nats)",
+    title: str = "jelm diff model",
+) -> None:
+    """The loss curve (training and held-out) as a PNG, its axis and title labelled."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -207,10 +213,10 @@ def plot_loss(rows: Sequence[dict], path: Path) -> None:
     if held:
         ax.plot(*zip(*held, strict=True), "o-", label="held-out")
     ax.set_xlabel("step")
-    ax.set_ylabel("loss on diff tokens (nats)")
+    ax.set_ylabel(ylabel)
     ax.set_yscale("log")
     ax.legend()
-    ax.set_title("jelm diff model")
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
