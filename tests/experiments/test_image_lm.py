@@ -56,7 +56,7 @@ def _backend(kind: str, request: pytest.FixtureRequest) -> dict[str, Any]:
     ("operator", "kind"),
     [
         pytest.param("lm_diff", "hf", marks=pytest.mark.slow),
-        ("lm_prompt", "openai"),
+        pytest.param("lm_prompt", "openai", marks=pytest.mark.slow),
         pytest.param("lm_crossover", "hf", marks=pytest.mark.slow),
         ("lm_crossover", "openai"),
         pytest.param("lm_diff", "openai", marks=pytest.mark.slow),

@@ -52,6 +52,7 @@ def test_untrained_model_writes_nothing_that_applies(tmp_path):
         assert all(k.startswith("diff_") for k in r["outcomes"])
 
 
+@pytest.mark.slow
 def test_cli_prints_one_json_line(writer_dir, tmp_path, capsys):
     path = writer_dir
     argv = ["--model", str(path), "--seeds", "radial", "--samples", "1"]
@@ -87,6 +88,7 @@ def test_cli_reads_a_folder_of_parents(writer_dir, tmp_path, capsys):
     assert "no .py parent programs" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_against_an_openai_compatible_server(writer, capsys):
     """--base-url: the same model behind `jelm serve`'s HTTP API on localhost, sampled
     through OpenAIBackend, gives the same verdicts as in-process."""

@@ -84,6 +84,7 @@ def test_finetune_learns_the_ledger_diffs_and_writes_a_model(tmp_path, start_mod
 
 
 # orbax's reader of the mis-shaped checkpoint leaves an unawaited coroutine behind
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_bad_input_gets_a_clear_error(tmp_path, start_model, ledgers):
     junk = tmp_path / "junk.sqlite"

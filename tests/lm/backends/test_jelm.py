@@ -49,6 +49,7 @@ def test_jelm_backend_truncates_long_prompts_from_the_left(backend):
     assert c.ok and c.tokens <= 63
 
 
+@pytest.mark.slow
 def test_jelm_backend_stop_tokens_and_stop_strings(backend, backend_model_dir):
     tok = backend.tokenizer
     stop = ["<NME>", "\n", "<|endoftext|>", "", "quick brown"]

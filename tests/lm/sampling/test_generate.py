@@ -94,6 +94,7 @@ def test_chunked_prefill_gives_the_same_tokens(monkeypatch):
     assert chunked == whole
 
 
+@pytest.mark.slow
 def test_stop_tokens_per_row():
     cfg = CODEGEN
     params = _params(cfg)
@@ -182,6 +183,7 @@ def test_top_p_keeps_the_nucleus():
     )
 
 
+@pytest.mark.slow
 def test_generate_does_not_recompile_for_similar_prompts():
     cfg = M.ModelConfig(vocab_size=211, n_ctx=96, d_model=32, n_layer=1, n_head=4)
     params = _params(cfg)
@@ -265,6 +267,7 @@ def test_shared_prefixes_and_slot_refills_change_no_token(arch, cases):
                 assert gen.tokens == _greedy_reference(params, cfg, prompt, 8, width=64)
 
 
+@pytest.mark.slow
 def test_rows_of_different_lengths_finish_on_their_own():
     """Stop tokens end rows at different steps; the live rows are packed into fewer slots
     as the others finish, and every row gets exactly what it gets alone."""
@@ -373,7 +376,8 @@ def test_draft_tokens_look_up_the_latest_earlier_occurrence():
     np.testing.assert_array_equal(got, [[8, 9, -1], [4, 7, 3], [4, -1, -1], [-1, -1, -1]])
 
 
-@pytest.mark.parametrize("max_new", [9, pytest.param(40, marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("max_new", [9, 40])
 def test_guessed_tokens_change_no_token(max_new):
     """Checking guessed tokens in one step gives the tokens of one token per step, with
     stop tokens and the length limit falling inside a step's guesses, greedy and sampled,
