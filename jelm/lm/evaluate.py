@@ -41,9 +41,9 @@ from typing import Any
 from jelm.domains.base import Domain
 from jelm.lm.backends import model_spec
 from jelm.lm.domain import add_domain_option, resolve_domain
-from jelm.lm.operators import LMDiffOperator
+from jelm.lm.operators import SIMILAR, LMDiffOperator
 from jelm.mutation.base import Parent
-from jelm.programs.diff import EOS, NME, elm_prompt
+from jelm.programs.diff import EOS, NME, DiffError, apply_diff, elm_prompt
 
 #: Sandbox statuses of children that ran to the end, besides the domain's invalid status.
 RAN = frozenset({"ok", "wrong_type", "output_too_large"})
@@ -79,12 +79,15 @@ def evaluate(
     top_p: float = 0.95,
     max_new_tokens: int = 384,
     seed: int = 0,
+    similar: float | None = SIMILAR,
 ) -> list[dict[str, Any]]:
     """One result dict per temperature (see the module docstring): ``samples`` diffs for
     every parent x commit message, applied and run in the sandbox. The parents are
     ``parents`` (name -> program text, e.g. :func:`read_parents`) if given, else the
-    domain's seeds named in ``seeds`` (default: all of them). ``by_parent`` breaks the
-    shares down per parent."""
+    domain's seeds named in ``seeds`` (default: all of them). Diffs are applied as
+    ``lm_diff`` applies them, with line-similarity placement at ``similar`` (``None``:
+    exact and fuzzy only); ``applied_strict`` is the share that applies without it.
+    ``by_parent`` breaks the shares down per parent."""
     domain = resolve_domain(domain)
     if parents is None:
         names = domain.seed_names() if seeds is None else tuple(seeds)
@@ -92,7 +95,7 @@ def evaluate(
     messages = domain.prompts.commit_messages
     file_name = domain.program.file_name
     ran = RAN | {domain.program.invalid_status}
-    operator = LMDiffOperator(backend, messages, file_name)  # completions to children
+    operator = LMDiffOperator(backend, messages, file_name, similar=similar)
     cases = [(s, m) for s in parents for m, _ in messages for _ in range(samples)]
     programs = [parents[s] for s, _ in cases]
     prompts = [elm_prompt(p, m, file_name) for p, (_, m) in zip(programs, cases, strict=True)]
@@ -117,11 +120,12 @@ def evaluate(
         children = [c.program for c in made if c.program is not None]
         statuses = iter(run_children(domain, children) if children else ())
         ends = [next(statuses) if c.program is not None else c.failure for c in made]
+        strict = [_applies(p, c.diff) for p, c in zip(programs, made, strict=True)]
         n = len(prompts)
         results.append(
             {
                 "temperature": float(temperature),
-                **_shares(made, ends, ran),
+                **_shares(made, ends, ran, strict),
                 "outcomes": dict(collections.Counter(ends).most_common()),
                 "diffs_per_s": n / sample_s,
                 "tokens_per_diff": sum(c.tokens for c in completions) / n,
@@ -130,6 +134,7 @@ def evaluate(
                         [c for c, (s, _) in zip(made, cases, strict=True) if s == name],
                         [e for e, (s, _) in zip(ends, cases, strict=True) if s == name],
                         ran,
+                        [a for a, (s, _) in zip(strict, cases, strict=True) if s == name],
                     )
                     for name in parents
                 },
@@ -138,12 +143,25 @@ def evaluate(
     return results
 
 
-def _shares(made: Sequence[Any], ends: Sequence[str], ran: frozenset[str]) -> dict[str, float]:
-    """The shares of children whose diff applied, changed the parent, ran, were valid."""
+def _applies(parent: str, diff: str) -> bool:
+    """Whether ``diff`` applies to ``parent`` exactly or fuzzily (no similarity placement)."""
+    try:
+        apply_diff(parent, diff)
+    except DiffError:
+        return False
+    return True
+
+
+def _shares(
+    made: Sequence[Any], ends: Sequence[str], ran: frozenset[str], strict: Sequence[bool]
+) -> dict[str, float]:
+    """The shares of children whose diff applied (``applied_strict``: without similarity
+    placement), changed the parent, ran, were valid."""
     n = max(1, len(made))
     applied = sum(c.program is not None or c.failure == "diff_unchanged" for c in made)
     return {
         "applied": applied / n,
+        "applied_strict": sum(strict) / n,
         "changed": sum(c.program is not None for c in made) / n,
         "ran": sum(e in ran for e in ends) / n,
         "valid": sum(e == "ok" for e in ends) / n,
@@ -168,6 +186,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=4, help="per parent and message")
     parser.add_argument("--max-new-tokens", type=int, default=384)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--similar",
+        type=lambda v: None if v.lower() == "none" else float(v),
+        default=SIMILAR,
+        help="line-similarity threshold for hunks fuzzy placement misses (none: off)",
+    )
     args = parser.parse_args(argv)
     if args.base_url:
         spec: dict[str, Any] = {
@@ -196,6 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parents=parents,
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
+        similar=args.similar,
     )
     line = {
         "model": getattr(backend, "name", spec.get("path", args.model_name)),

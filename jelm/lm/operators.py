@@ -47,6 +47,11 @@ from jelm.programs.diff import (
     sample_message,
 )
 
+#: ``lm_diff``'s default line-similarity threshold for hunks that fuzzy placement cannot
+#: place (``jelm.programs.diff.similar``): a line with one number of five changed is
+#: about 0.95 similar to the original.
+SIMILAR = 0.9
+
 #: Where a generated function body ends: the next top-level statement.
 BODY_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\n#", "\n@", EOS)
 
@@ -109,12 +114,14 @@ class LMDiffOperator:
         file_name: str,
         sampling: Sampling = Sampling(),
         fuzzy: bool = True,
+        similar: float | None = SIMILAR,
     ):
         self.backend = backend
         self.sampling = sampling
         self.messages = tuple((str(m), float(p)) for m, p in messages)
         self.file_name = file_name
         self.fuzzy = fuzzy
+        self.similar = similar
 
     def mutate(self, parents: Sequence[Parent], rng: np.random.Generator) -> list[Child]:
         """One child per parent: sample a commit message, prompt, apply the diff."""
@@ -140,7 +147,7 @@ class LMDiffOperator:
         diff = extract_diff(completion.text)
         fields = {"parent_ids": ids, "operator": self.name, "message": message, "diff": diff}
         try:
-            applied = apply_diff(parent.program, diff, fuzzy=self.fuzzy)
+            applied = apply_diff(parent.program, diff, fuzzy=self.fuzzy, similar=self.similar)
         except DiffError as exc:
             return Child(**fields, program=None, error=str(exc), failure=f"diff_{exc.kind}")
         if applied.program == parent.program:
@@ -288,6 +295,10 @@ class LMOptions(Sampling):
             ``{kind: jelm, path: shipped | <model dir>}``, ``{kind: hf, path: <dir>}`` or
             ``{kind: openai, base_url, model, ...}``.
         fuzzy: ``lm_diff`` applies diffs fuzzily (drifted line numbers, whitespace).
+        similar: when fuzzy placement fails too, ``lm_diff`` places a hunk where its lines
+            are at least this similar to the parent's (``jelm.programs.diff.similar``:
+            made-up context lines ignored, a removed line with a number off still
+            removes the parent's line); ``None`` turns it off. Needs ``fuzzy``.
         messages: ``lm_diff``'s ``[[message, probability], ...]``; ``None``: the domain's.
         instruction: ``lm_prompt``'s / ``lm_crossover``'s instruction; ``None``: the
             domain's.
@@ -298,6 +309,7 @@ class LMOptions(Sampling):
         default_factory=lambda: {"kind": "jelm", "path": "shipped"}
     )
     fuzzy: bool = True
+    similar: float | None = SIMILAR
     messages: list[Any] | None = None
     instruction: str | None = None
     n_parents: int = 2
@@ -324,6 +336,12 @@ class LMOptions(Sampling):
             out.append(f"lm.temperature must be in [0, 10], got {self.temperature!r}")
         if not isinstance(self.top_p, int | float) or not 0 < self.top_p <= 1:
             out.append(f"lm.top_p must be in (0, 1], got {self.top_p!r}")
+        if self.similar is not None and (
+            isinstance(self.similar, bool)
+            or not isinstance(self.similar, int | float)
+            or not 0.5 <= self.similar <= 1
+        ):
+            out.append(f"lm.similar must be null or in [0.5, 1], got {self.similar!r}")
         if not isinstance(self.n_parents, int) or self.n_parents < 2:
             out.append(f"lm.n_parents must be an integer >= 2, got {self.n_parents!r}")
         if self.messages is not None:
@@ -362,6 +380,7 @@ def make_lm_diff(domain: Any, options: LMOptions) -> LMDiffOperator:
         domain.program.file_name,
         _sampling(options),
         fuzzy=bool(options.fuzzy),
+        similar=None if options.similar is None else float(options.similar),
     )
 
 

@@ -37,8 +37,10 @@ def test_diffs_that_apply_to_one_seed_only(writer):
     assert result["outcomes"] == {"ok": n // 2, "diff_context_mismatch": n // 2}
     assert result["applied"] == result["changed"] == result["ran"] == result["valid"] == 0.5
     assert result["tokens_per_diff"] > 40 and result["diffs_per_s"] > 0
-    assert result["by_parent"]["radial"] == dict(applied=1.0, changed=1.0, ran=1.0, valid=1.0)
-    assert result["by_parent"]["square"] == dict(applied=0.0, changed=0.0, ran=0.0, valid=0.0)
+    assert result["applied_strict"] == 0.5
+    ones, zeros = (dict(applied=x, applied_strict=x, changed=x, ran=x, valid=x) for x in (1.0, 0.0))
+    assert result["by_parent"]["radial"] == ones
+    assert result["by_parent"]["square"] == zeros
 
 
 @pytest.mark.slow

@@ -1,7 +1,8 @@
 """Apply a unified diff to a program: the child of an ELM diff mutation (ELM, arXiv
 2206.08896v1, §3.1).
 
-Hunks are placed exactly, else fuzzily (:mod:`jelm.programs.diff.place`); the child keeps
+Hunks are placed exactly, else fuzzily (:mod:`jelm.programs.diff.place`), else, when asked,
+by line similarity (:mod:`jelm.programs.diff.similar`); the child keeps
 the source's context lines and final-newline state, and added lines are re-indented the
 way the source indents after a whitespace-insensitive match.
 """
@@ -10,10 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from fractions import Fraction
 
+from jelm.programs.diff.indent import indent_mapper, indent_of
 from jelm.programs.diff.parse import DiffError, Hunk, parse_unified_diff
 from jelm.programs.diff.place import Placement, insert_index, place_exact, place_fuzzy
+from jelm.programs.diff.similar import apply_similar
 
 __all__ = ["Applied", "apply_diff"]
 
@@ -21,11 +23,13 @@ __all__ = ["Applied", "apply_diff"]
 @dataclasses.dataclass(frozen=True)
 class Applied:
     """The result of :func:`apply_diff`: the new program, whether every hunk applied at its
-    stated line with exact text, and the line offset (found minus stated) of each hunk."""
+    stated line with exact text, the line offset (found minus stated) of each hunk, and how
+    the hunks were placed: ``"exact"``, ``"fuzzy"`` or ``"similar"``."""
 
     program: str
     exact: bool
     offsets: tuple[int, ...]
+    how: str = "exact"
 
 
 def _split_source(source: str) -> tuple[list[str], bool]:
@@ -38,39 +42,6 @@ def _split_source(source: str) -> tuple[list[str], bool]:
         lines.pop()
         return lines, True
     return lines, False
-
-
-def _indent(line: str) -> str:
-    return line[: len(line) - len(line.lstrip())]
-
-
-def _indent_mapper(pairs: list[tuple[str, str]]) -> Callable[[str], str]:
-    """How to re-indent an added line, learned from ``(diff indent, source indent)`` pairs
-    of the lines a hunk matched ignoring whitespace.
-
-    When both sides indent with one character each at a constant ratio (4 spaces -> 1 tab,
-    4 spaces -> 2 spaces), any multiple of the diff's unit is converted; otherwise an indent
-    the pairs show is replaced by the source's (longest matching prefix); anything else is
-    kept as written.
-    """
-    table = dict(pairs)
-    ratio: Fraction | None = None
-    chars = {(d[0], s[0]) for d, s in pairs if d and s}
-    if len(chars) == 1 and all(len(set(d)) <= 1 and len(set(s)) <= 1 for d, s in pairs):
-        ratios = {Fraction(len(d), len(s)) for d, s in pairs if d and s}
-        if len(ratios) == 1 and all(bool(d) == bool(s) for d, s in pairs):
-            ratio = ratios.pop()
-    ((d_char, s_char),) = chars if ratio is not None else ((None, None),)
-
-    def convert(indent: str) -> str:
-        if ratio is not None and indent and set(indent) == {d_char}:
-            levels = len(indent) / ratio
-            if levels.denominator == 1:
-                return s_char * int(levels)
-        prefix = max((d for d in table if indent.startswith(d)), key=len, default=None)
-        return indent if prefix is None else table[prefix] + indent[len(prefix) :]
-
-    return convert
 
 
 def _new_block(hunk: Hunk, src: list[str], place: Placement) -> list[str]:
@@ -90,10 +61,10 @@ def _new_block(hunk: Hunk, src: list[str], place: Placement) -> list[str]:
         for tag, text in body:
             if tag != "+":
                 if src[k].strip() and text.strip():
-                    pairs.append((_indent(text), _indent(src[k])))
+                    pairs.append((indent_of(text), indent_of(src[k])))
                 k += 1
         if any(d != s for d, s in pairs):
-            convert = _indent_mapper(pairs)
+            convert = indent_mapper(pairs)
     out: list[str] = []
     k = place.at
     for tag, text in body:
@@ -103,14 +74,16 @@ def _new_block(hunk: Hunk, src: list[str], place: Placement) -> list[str]:
         elif tag == "-":
             k += 1
         elif convert is not None and text.strip():
-            indent = _indent(text)
+            indent = indent_of(text)
             out.append(convert(indent) + text[len(indent) :])
         else:
             out.append(text)
     return out
 
 
-def apply_diff(source: str, diff: str, *, fuzzy: bool = True) -> Applied:
+def apply_diff(
+    source: str, diff: str, *, fuzzy: bool = True, similar: float | None = None
+) -> Applied:
     r"""Apply a unified diff to ``source``; the child program of an ELM diff mutation (§3.1).
 
     Exact application first: each hunk's old lines (context and removed) at its stated
@@ -121,13 +94,17 @@ def apply_diff(source: str, diff: str, *, fuzzy: bool = True) -> Applied:
     lines ignored (GNU patch's fuzz). Context lines keep the source's text, so a
     whitespace-insensitive match does not rewrite them. A hunk without old lines (pure
     insertion) goes at its stated line shifted by the previous hunk's offset, clamped to
-    the source. Hunks are placed in order and must not overlap.
+    the source. Hunks are placed in order and must not overlap. If that fails too and
+    ``similar`` is a threshold in (0, 1]: each hunk's old lines are aligned with lines of
+    the source that are at least that similar (:mod:`jelm.programs.diff.similar`: made-up
+    context lines are ignored, a removed line with a number off removes the source's line).
 
     The result keeps the source's final-newline state unless a ``\ No newline at end of
     file`` marker at the end of the file says otherwise. ``Applied.exact`` is true when the
     exact application succeeded; ``offsets`` is, per hunk, the line found minus the line
-    stated. Raises :class:`DiffError` (``parse_unified_diff``'s kinds, or
-    ``"context_mismatch"`` naming the hunk and the first line that did not match).
+    stated; ``how`` says which placement succeeded. Raises :class:`DiffError`
+    (``parse_unified_diff``'s kinds, or ``"context_mismatch"`` naming the hunk and the
+    first line that did not match).
     """
     hunks = parse_unified_diff(diff)
     src, ends_with_newline = _split_source(source)
@@ -136,7 +113,14 @@ def apply_diff(source: str, diff: str, *, fuzzy: bool = True) -> Applied:
     except DiffError:
         if not fuzzy:
             raise
-        placed, exact = place_fuzzy(hunks, src), False
+        try:
+            placed, exact = place_fuzzy(hunks, src), False
+        except DiffError:
+            if similar is None:
+                raise
+            lines, offsets = apply_similar(hunks, src, similar)
+            program = "\n".join(lines) + ("\n" if lines and ends_with_newline else "")
+            return Applied(program=program, exact=False, offsets=offsets, how="similar")
     out: list[str] = []
     cursor = 0
     offsets = []
@@ -152,4 +136,5 @@ def apply_diff(source: str, diff: str, *, fuzzy: bool = True) -> Applied:
                 ends_with_newline = True
     out += src[cursor:]
     program = "\n".join(out) + ("\n" if out and ends_with_newline else "")
-    return Applied(program=program, exact=exact, offsets=tuple(offsets))
+    how = "exact" if exact else "fuzzy"
+    return Applied(program=program, exact=exact, offsets=tuple(offsets), how=how)
