@@ -65,7 +65,7 @@ WALKER_ROLES = ArgumentRoles(
 
 # blocks whose statements line-level edits may remove or copy
 _COMPOUND = (ast.FunctionDef, ast.For, ast.While, ast.If, ast.With)
-_CREATOR = "wc"  # the seeds' name of the walker_creator
+_CREATOR = "wc"  # the seeds' name of the walker_creator (and the default)
 
 
 @dataclass
@@ -88,8 +88,11 @@ class WalkerSites:
     in functions), ``terms`` (``(func, end, params)``: where a helper's one-line expression
     ends, and the helper's parameters), ``phase_exprs`` (spans of computed phases),
     ``funcs``, ``names``, ``range_names`` (names in ``range`` arguments), ``top_names``
-    (names ``make_walker`` assigns at its top level) and ``ret_line``/``ret_indent`` (its
-    ``return wc.get_walker()`` line, when that statement has its lines to itself).
+    (names ``make_walker`` assigns at its top level), ``ret_line``/``ret_indent`` (its
+    ``return wc.get_walker()`` line, when that statement has its lines to itself),
+    ``creator`` (the name whose ``get_walker`` it returns: new code calls the walker API
+    on it; ``wc`` when there is none) and ``receivers`` (the names the program calls
+    ``add_joint``/``add_muscle`` on, ``wc`` always among them).
     """
 
     def __init__(self, text: str, tree: ast.Module) -> None:
@@ -115,6 +118,13 @@ class WalkerSites:
             ]
             self.stmts.extend(Stmt(s, b.func, len(real)) for s in real)
         calls = sites.calls
+        self.receivers: set[str] = {_CREATOR} | {
+            c.node.func.value.id
+            for c in calls
+            if c.name in ("add_joint", "add_muscle")
+            and isinstance(c.node.func, ast.Attribute)
+            and isinstance(c.node.func.value, ast.Name)
+        }
         self.muscles: list[Call] = [c for c in calls if c.name == "add_muscle"]
         self.joint_calls: list[Call] = [c for c in calls if c.name == "add_joint"]
         self.ranges: list[Call] = [
@@ -171,6 +181,7 @@ class WalkerSites:
         self.top_names: list[str] = []
         self.ret_line: int | None = None
         self.ret_indent = ""
+        self.creator = _CREATOR
         mw = self.funcs.get("make_walker")
         if mw is not None:
             for s in mw.body:
@@ -188,14 +199,16 @@ class WalkerSites:
                 ):
                     self.ret_line = s.lineno
                     self.ret_indent = src.lines[s.lineno - 1][: s.col_offset]
+                    if isinstance(s.value.func.value, ast.Name):
+                        self.creator = s.value.func.value.id
 
     def _term_site(self, func: str, value: ast.expr) -> None:
         node = self.funcs[func]
-        params = [a.arg for a in node.args.args if a.arg != _CREATOR]
+        params = [a.arg for a in node.args.args if a.arg not in self.receivers]
         if (
             params
             and value.end_lineno == value.lineno
-            and not any(isinstance(n, ast.Name) and n.id == _CREATOR for n in ast.walk(value))
+            and not any(isinstance(n, ast.Name) and n.id in self.receivers for n in ast.walk(value))
         ):
             self.terms.append((func, self.src.span(value)[1], params))
 
@@ -265,6 +278,8 @@ class Program:
                             expr = f"{name}[{', '.join(map(str, key))}]"
                         elif type(key) is int:
                             expr = f"{name}[{key}]"
+                        elif type(key) is str and key.isidentifier():
+                            expr = f'{name}["{key}"]'  # joints by name
                         else:
                             continue
                         if j.index < n:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -109,6 +110,7 @@ def _near(p: Program, a: int, refs: list[tuple[str, int]], k: int = 6) -> list[t
 
 
 def add_limb(p: Program, rng: np.random.Generator, limits: WalkerLimits) -> Edits | None:
+    wc = p.sites.creator  # the program's walker_creator
     refs, _ = p.refs
     if len(refs) < 2:
         return None
@@ -148,11 +150,11 @@ def add_limb(p: Program, rng: np.random.Generator, limits: WalkerLimits) -> Edit
                 else:
                     kx_t, ky_t, fx_t = (format_float(v, 1) for v in (kx, ky, fx))
                 block += [
-                    f"{knee} = wc.add_joint({kx_t}, {ky_t})",
-                    f"{foot} = wc.add_joint({fx_t}, {format_float(fy, 1)})",
-                    f"wc.add_muscle({a_expr}, {knee})",
-                    f"wc.add_muscle({knee}, {foot})",
-                    f"wc.add_muscle({b_expr}, {knee}, False, {amp}, {phase})",
+                    f"{knee} = {wc}.add_joint({kx_t}, {ky_t})",
+                    f"{foot} = {wc}.add_joint({fx_t}, {format_float(fy, 1)})",
+                    f"{wc}.add_muscle({a_expr}, {knee})",
+                    f"{wc}.add_muscle({knee}, {foot})",
+                    f"{wc}.add_muscle({b_expr}, {knee}, False, {amp}, {phase})",
                 ]
                 return _insert_before_return(p, block)
         else:  # one joint held by a bone and a muscle
@@ -167,15 +169,16 @@ def add_limb(p: Program, rng: np.random.Generator, limits: WalkerLimits) -> Edit
                 else:
                     xt, yt = format_float(x, 1), format_float(y, 1)
                 block += [
-                    f"{new} = wc.add_joint({xt}, {yt})",
-                    f"wc.add_muscle({a_expr}, {new})",
-                    f"wc.add_muscle({b_expr}, {new}, False, {amp}, {phase})",
+                    f"{new} = {wc}.add_joint({xt}, {yt})",
+                    f"{wc}.add_muscle({a_expr}, {new})",
+                    f"{wc}.add_muscle({b_expr}, {new}, False, {amp}, {phase})",
                 ]
                 return _insert_before_return(p, block)
     return None
 
 
 def add_link(p: Program, rng: np.random.Generator, limits: WalkerLimits) -> Edits | None:
+    wc = p.sites.creator  # the program's walker_creator
     refs, _ = p.refs
     if len(refs) < 2:
         return None
@@ -195,16 +198,16 @@ def add_link(p: Program, rng: np.random.Generator, limits: WalkerLimits) -> Edit
         if rng.random() < 0.4:
             block.append(pick(rng, ("# brace the body", "# one more link", "# a new muscle")))
         if rng.random() < 0.35:
-            block.append(f"wc.add_muscle({a_expr}, {b_expr})")
+            block.append(f"{wc}.add_muscle({a_expr}, {b_expr})")
         else:
-            block.append(
-                f"wc.add_muscle({a_expr}, {b_expr}, False, {_amp_text(p, rng)}, {_phase_text(rng)})"
-            )
+            amp, phase = _amp_text(p, rng), _phase_text(rng)
+            block.append(f"{wc}.add_muscle({a_expr}, {b_expr}, False, {amp}, {phase})")
         return _insert_before_return(p, block)
     return None
 
 
 def add_loop_links(p: Program, rng: np.random.Generator) -> Edits | None:
+    wc = p.sites.creator  # the program's walker_creator
     _, lists = p.refs
     lists = [(name, idx) for name, idx in lists if len(idx) >= 3]
     if not lists:
@@ -226,11 +229,11 @@ def add_loop_links(p: Program, rng: np.random.Generator) -> Edits | None:
         target = f"{other}[({k} + {step}) % len({other})]"
         bound = f"range(len({name}))"
     if rng.random() < 0.5:
-        call = f"wc.add_muscle({name}[{k}], {target})"
+        call = f"{wc}.add_muscle({name}[{k}], {target})"
         comment = "# brace the joints with bones"
     else:
         call = (
-            f"wc.add_muscle({name}[{k}], {target}, False, {_amp_text(p, rng)}, {k} / len({name}))"
+            f"{wc}.add_muscle({name}[{k}], {target}, False, {_amp_text(p, rng)}, {k} / len({name}))"
         )
         comment = "# a wave of muscles along the body"
     block = ([comment] if rng.random() < 0.6 else []) + [f"for {k} in {bound}:", f"    {call}"]
@@ -280,14 +283,16 @@ def duplicate_statement(p: Program, rng: np.random.Generator) -> Edits | None:
     """Duplicate a statement that builds part of the walker (a call of the walker API or
     of a helper), usually changing one number of the copy; a copied joint always moves."""
     s = p.sites
-    builders = ("wc.", *(f"{f}(" for f in s.funcs if f != "make_walker"))
+    api = re.compile(r"\b(?:" + "|".join(map(re.escape, sorted(s.receivers))) + r")\.")
+    helpers = tuple(f"{f}(" for f in s.funcs if f != "make_walker")
     cands = []
     for st in s.stmts:
         node = st.node
         if not isinstance(node, (ast.Expr, ast.Assign)) or not isinstance(node.value, ast.Call):
             continue
         a, b = s.src.statement_lines(node)
-        if s.src.whole_lines(node) and any(x in s.text[a:b] for x in builders):
+        seg = s.text[a:b]
+        if s.src.whole_lines(node) and (api.search(seg) or any(h in seg for h in helpers)):
             cands.append((st, a, b))
     if not cands:
         return None
