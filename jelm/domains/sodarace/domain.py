@@ -122,13 +122,15 @@ class SodaraceDomain(Domain):
     def seed_program(self, name: str) -> str:
         return seed_source(name)
 
-    def corpus(self, size: int, seed: int) -> list[CorpusExample]:
-        """The edit lineages of :func:`jelm.domains.sodarace.corpus.make_corpus`."""
+    def corpus(self, size: int, seed: int, *, generated: float = 0.0) -> list[CorpusExample]:
+        """The edit lineages of :func:`jelm.domains.sodarace.corpus.make_corpus`;
+        ``generated`` is the share of lineages that start from a freshly written program
+        instead of a seed."""
         from jelm.domains.sodarace.corpus import make_corpus
 
         return [
             CorpusExample(e.parent, e.child, e.message, e.diff)
-            for e in make_corpus(size, seed=seed)
+            for e in make_corpus(size, seed=seed, generated=generated)
         ]
 
     # -- genotypes -------------------------------------------------------------------

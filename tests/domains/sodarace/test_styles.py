@@ -2,12 +2,13 @@
 corpus's lineages to start from (ELM §3.1, §4).
 
 Every program is run with the real walker API (the corpus's trusted runner) and validated
-with the default limits.
+with the default limits; the corpus built from them is checked with the real diff applier.
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import re
 from collections import Counter
 
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from jelm.domains.sodarace.api import DEFAULT_LIMITS
+from jelm.domains.sodarace.corpus import generate_corpus
 from jelm.domains.sodarace.corpus.plans import PLANS
 from jelm.domains.sodarace.corpus.program import build
 from jelm.domains.sodarace.corpus.run import make_runner
@@ -25,6 +27,8 @@ from jelm.domains.sodarace.corpus.styles import (
     random_program,
 )
 from jelm.domains.sodarace.seeds import SEED_NAMES, seed_source
+from jelm.mutation.base import unified_diff
+from jelm.programs.diff import apply_diff
 
 N = 300
 _NUMBER = re.compile(r"(?<![\w.])\d+(\.\d+)?")
@@ -173,3 +177,55 @@ def test_programs_do_not_copy_the_seeds(texts):
     shared = [len({line.strip() for line in t.splitlines()} & seed_lines) for t in texts]
     assert max(shared) <= 2
     assert sum(1 for s in shared if s) <= 0.1 * N
+
+
+@pytest.fixture(scope="module")
+def generated_corpus():
+    return generate_corpus(200, seed=3, generated=1.0)
+
+
+def test_a_generated_corpus_starts_from_fresh_programs_and_its_diffs_apply(generated_corpus):
+    examples, stats = generated_corpus
+    assert len(examples) == 200
+    seeds = {seed_source(name) for name in SEED_NAMES}
+    for e in examples:
+        assert e.parent not in seeds
+        assert e.diff == unified_diff(e.parent, e.child, "walker.py")
+        applied = apply_diff(e.parent, e.diff, fuzzy=False)
+        assert applied.exact and applied.program == e.child
+    report = stats.to_dict()["generated"]
+    assert report["examples"] == 200 and report["build_rate"] == 1.0
+    assert stats.generated_roots >= 15  # 200 examples need many lineages
+    assert len({e.parent for e in examples}) >= 100
+
+
+def test_structural_edits_call_the_programs_own_creator(generated_corpus):
+    examples, _ = generated_corpus
+    added = 0
+    for e in examples:
+        if e.kind not in ("add_limb", "add_link", "add_loop_links"):
+            continue
+        creator = re.search(r"(\w+) = walker_creator\(\)", e.parent).group(1)
+        new = [line[1:] for line in e.diff.splitlines() if line.startswith("+") and "add_" in line]
+        assert new and all(f"{creator}.add_" in line for line in new), (creator, e.diff)
+        added += creator != "wc"
+    assert added >= 3
+
+
+def test_generated_share_is_checked_and_zero_keeps_the_seed_corpus():
+    with pytest.raises(ValueError):
+        generate_corpus(5, generated=1.5)
+    plain, stats = generate_corpus(60, seed=4, generated=0.0)
+    assert "generated" not in stats.to_dict()
+    half, stats = generate_corpus(60, seed=4, generated=0.5)
+    assert 0 < stats.generated_examples < 60
+    kept = set(plain)
+    assert any(e in kept for e in half)  # lineages that start at a seed are unchanged
+
+
+def test_cli_takes_the_generated_share(capsys):
+    from jelm.domains.sodarace.corpus.cli import main
+
+    main(["--n", "20", "--seed", "1", "--generated", "1.0"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["examples"] == 20 and report["generated"]["example_share"] == 1.0

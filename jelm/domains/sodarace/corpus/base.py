@@ -66,6 +66,10 @@ class CorpusStats:
     messages: Counter = field(default_factory=Counter)
     depths: Counter = field(default_factory=Counter)
     seconds: float = 0.0
+    generated_tried: int = 0  # generated programs run as lineage roots
+    generated_rejected: Counter = field(default_factory=Counter)  # reason -> not built
+    generated_roots: int = 0  # lineages that started from a generated program
+    generated_examples: int = 0  # examples kept from those lineages
 
     @property
     def candidates(self) -> int:
@@ -79,8 +83,10 @@ class CorpusStats:
 
     def merge(self, other: CorpusStats) -> None:
         """Add ``other``'s edit counts to these (the per-example counts are set at the end)."""
-        for name in ("attempts", "no_site", "rejected", "rejected_by_kind"):
+        for name in ("attempts", "no_site", "rejected", "rejected_by_kind", "generated_rejected"):
             getattr(self, name).update(getattr(other, name))
+        self.generated_tried += other.generated_tried
+        self.generated_roots += other.generated_roots
 
     def to_dict(self) -> dict[str, Any]:
         """The statistics as plain JSON-able values (rates rounded)."""
@@ -99,4 +105,19 @@ class CorpusStats:
                 for k in sorted(self.attempts)
             },
             "depths": dict(sorted(self.depths.items())),
+        } | (self._generated_dict() if self.generated_tried else {})
+
+    def _generated_dict(self) -> dict[str, Any]:
+        """The generated roots' statistics (only for a corpus that asked for them)."""
+        built = self.generated_tried - sum(self.generated_rejected.values())
+        return {
+            "generated": {
+                "programs_run": self.generated_tried,
+                "built": built,
+                "build_rate": round(built / max(1, self.generated_tried), 4),
+                "rejected": dict(self.generated_rejected.most_common()),
+                "lineages": self.generated_roots,
+                "examples": self.generated_examples,
+                "example_share": round(self.generated_examples / max(1, self.examples), 4),
+            }
         }

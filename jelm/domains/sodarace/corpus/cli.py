@@ -24,10 +24,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-chars", type=int, default=MAX_CHARS)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument(
+        "--generated",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of lineages that start from a freshly generated program (0..1)",
+    )
     ap.add_argument("--out", default=None, help="write the examples here (JSON lines)")
     args = ap.parse_args(argv)
     examples, stats = generate_corpus(
-        args.n, args.seed, max_chars=args.max_chars, workers=args.workers
+        args.n,
+        args.seed,
+        max_chars=args.max_chars,
+        workers=args.workers,
+        generated=args.generated,
     )
     report = stats.to_dict()
     for name, values in (

@@ -1,6 +1,7 @@
 """Lineages of edits and the corpus they make (ELM arXiv 2206.08896v1, §3.1, §4).
 
-Each lineage starts at a seed and takes up to ``max_depth + 1`` edits in a row; every
+Each lineage starts at a seed (or, with ``generated > 0``, sometimes at a freshly
+written program of :mod:`.styles`) and takes up to ``max_depth + 1`` edits in a row; every
 accepted edit is an example and its child the next parent. The message class is drawn
 first with the paper's odds, then a kind of that class; a rejected edit is retried within
 the class. Each lineage has its own generator, so a corpus does not depend on how its
@@ -21,6 +22,7 @@ from jelm.domains.sodarace.corpus.base import FILE_NAME, CorpusStats, Example
 from jelm.domains.sodarace.corpus.kinds import CLASSES, edit_text
 from jelm.domains.sodarace.corpus.program import Program, build
 from jelm.domains.sodarace.corpus.run import make_runner
+from jelm.domains.sodarace.corpus.styles import random_program
 from jelm.domains.sodarace.prompts import COMMIT_MESSAGES
 from jelm.domains.sodarace.seeds import SEED_NAMES, seed_source
 from jelm.mutation.base import unified_diff
@@ -59,6 +61,7 @@ class _Config:
     limits: WalkerLimits
     timeout_s: float
     max_tries: int
+    generated: float = 0.0
 
 
 _ROOTS: dict[tuple[tuple[str, ...], WalkerLimits], list[Program]] = {}
@@ -80,7 +83,36 @@ def _roots(cfg: _Config, runner: TrustedRunner) -> list[Program]:
 
 
 _LINEAGES_PER_BLOCK = 32
-_Row = tuple[Example, int]  # an example and its parent's depth
+_Row = tuple[Example, int, bool]  # an example, its parent's depth, from a generated root
+
+#: Third seed word of the generator that decides whether a lineage starts from a generated
+#: program and writes it: ``(seed, lineage, _GENERATED)``, apart from the lineage's own.
+_GENERATED = 0x5EED
+#: Generated programs tried for one lineage before it starts from a seed after all.
+_GENERATED_TRIES = 5
+
+
+def _generated_root(
+    cfg: _Config, lineage: int, runner: TrustedRunner, stats: CorpusStats
+) -> Program | None:
+    """With odds ``cfg.generated``, a freshly written program (:func:`random_program`)
+    that builds a valid walker, to start lineage ``lineage`` from; ``None`` for a seed.
+    Programs that do not build (or are longer than ``max_chars``) are counted in
+    ``stats`` and replaced, at most ``_GENERATED_TRIES`` times."""
+    gen = np.random.default_rng([cfg.seed, lineage, _GENERATED])
+    if gen.random() >= cfg.generated:
+        return None
+    for _ in range(_GENERATED_TRIES):
+        text = random_program(gen)
+        stats.generated_tried += 1
+        if len(text) > cfg.max_chars:
+            prog, reason = None, "too_long"
+        else:
+            prog, reason = build(text, 0, cfg.limits, runner)
+        if prog is not None:
+            return prog
+        stats.generated_rejected[reason] += 1
+    return None
 
 
 def _run_block(cfg: _Config, block: int) -> tuple[list[_Row], CorpusStats]:
@@ -120,23 +152,27 @@ def _run_block(cfg: _Config, block: int) -> tuple[list[_Row], CorpusStats]:
             return prog, kind, class_msgs[c]
         return None
 
-    def emit(parent: Program, made: tuple[Program, str, str]) -> None:
+    def emit(parent: Program, made: tuple[Program, str, str], fresh: bool) -> None:
         child, kind, msg = made
         diff = unified_diff(parent.text, child.text, FILE_NAME)
-        rows.append((Example(parent.text, child.text, msg, diff, kind), parent.depth))
+        rows.append((Example(parent.text, child.text, msg, diff, kind), parent.depth, fresh))
 
     for lineage in range(block * _LINEAGES_PER_BLOCK, (block + 1) * _LINEAGES_PER_BLOCK):
         rng = np.random.default_rng([cfg.seed, lineage])
-        node = roots[int(rng.integers(len(roots)))]
+        node = roots[int(rng.integers(len(roots)))]  # drawn always: seeded lineages stay put
+        root = _generated_root(cfg, lineage, runner, stats) if cfg.generated > 0 else None
+        if root is not None:
+            node = root
+            stats.generated_roots += 1
         for _ in range(cfg.max_depth + 1):
             made = child_of(node, rng)
             if made is None:
                 break
-            emit(node, made)
+            emit(node, made, root is not None)
             if rng.random() < cfg.branch:
                 sibling = child_of(node, rng)
                 if sibling is not None:
-                    emit(node, sibling)
+                    emit(node, sibling, root is not None)
             node = made[0]
     return rows, stats
 
@@ -165,6 +201,7 @@ def generate_corpus(
     timeout_s: float = 1.0,
     max_tries: int = 12,
     workers: int = 1,
+    generated: float = 0.0,
 ) -> tuple[list[Example], CorpusStats]:
     """``n`` examples and the statistics of making them, shuffled (``corpus[:k]`` is a
     fair sample); ``jelm/domains/sodarace/CORPUS.md`` has the recipe.
@@ -181,9 +218,15 @@ def generate_corpus(
         timeout_s: wall-clock limit for running one program (main thread only).
         max_tries: edits tried (within the drawn message class) before a lineage ends.
         workers: processes (``spawn``ed, so safe next to JAX); 1 runs in this process.
+        generated: share of lineages that start from a freshly written program
+            (:func:`jelm.domains.sodarace.corpus.styles.random_program`, drawn by a
+            generator of its own, so the other lineages are those of ``generated=0``)
+            instead of a seed; 0 gives the seed-only corpus, byte for byte.
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
+    if not 0.0 <= generated <= 1.0:
+        raise ValueError(f"generated must be a share in [0, 1], got {generated}")
     if not seeds:
         raise ValueError("no seeds")
     t0 = time.perf_counter()
@@ -196,6 +239,7 @@ def generate_corpus(
         limits,
         timeout_s,
         max_tries,
+        generated,
     )
     stats = CorpusStats()
     rows: list[_Row] = []
@@ -225,7 +269,8 @@ def generate_corpus(
     rows = rows[:n]
     order = np.random.default_rng(seed).permutation(len(rows))
     examples = [rows[i][0] for i in order]
-    for e, depth in rows:
+    for e, depth, fresh in rows:
+        stats.generated_examples += fresh
         stats.kinds[e.kind] += 1
         stats.messages[e.message] += 1
         stats.depths[depth] += 1
@@ -235,9 +280,15 @@ def generate_corpus(
 
 
 def make_corpus(
-    n: int, seed: int = 0, seeds: Sequence[str] = SEED_NAMES, *, workers: int = 1
+    n: int,
+    seed: int = 0,
+    seeds: Sequence[str] = SEED_NAMES,
+    *,
+    workers: int = 1,
+    generated: float = 0.0,
 ) -> list[Example]:
-    """``n`` diff-model training examples made from ``seeds``, shuffled (deterministic for
+    """``n`` diff-model training examples made from ``seeds`` (and, for a ``generated``
+    share of lineages, from freshly written programs), shuffled (deterministic for
     ``seed``, whatever ``workers``); see :func:`generate_corpus` for the other knobs and
     ``jelm/domains/sodarace/CORPUS.md`` for the recipe and its measured rates."""
-    return generate_corpus(n, seed, seeds, workers=workers)[0]
+    return generate_corpus(n, seed, seeds, workers=workers, generated=generated)[0]
