@@ -10,7 +10,8 @@ and its measured rates are in ``jelm/domains/sodarace/CORPUS.md``.
 Modules: :mod:`.base` (examples, statistics), :mod:`.run` (running programs),
 :mod:`.program` (a program's sites and joints), :mod:`.numbers` and :mod:`.structure`
 (the edit kinds), :mod:`.kinds` (kinds by message), :mod:`.lineage` (making a corpus),
-:mod:`.cli`.
+:mod:`.styles`, :mod:`.plans` and :mod:`.writer` (fresh programs for lineages to start
+from), :mod:`.cli`.
 """
 
 from jelm.domains.sodarace.corpus.base import CorpusStats, Example, training_text
