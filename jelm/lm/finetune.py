@@ -98,6 +98,7 @@ class FinetuneConfig:
     eval_diffs: int = 32
     max_minutes: float = 55.0
     corpus: int = 0  # examples of the domain's own training corpus mixed in
+    corpus_generated: float = 0.0  # share of corpus lineages from generated programs
     rename: float = 0.0  # share of training examples given fresh names each epoch
 
 
@@ -122,7 +123,9 @@ def _build_dataset(cfg: FinetuneConfig) -> EditSet:
         if "error" in row:
             print(f"jelm.lm.finetune: skipped {row['path']}: {row['error']}", file=sys.stderr)
     if cfg.corpus:
-        edits.examples += corpus_examples(domain.corpus(cfg.corpus, cfg.seed), cfg.held_out)
+        extra = {"generated": cfg.corpus_generated} if cfg.corpus_generated else {}
+        corpus = domain.corpus(cfg.corpus, cfg.seed, **extra)
+        edits.examples += corpus_examples(corpus, cfg.held_out)
     if not edits.split("train"):
         counts = ", ".join(f"{r['path']}: {r['selected']}" for r in edits.ledgers)
         raise FinetuneError(f"the ledgers hold no {cfg.select!r} edits to train on ({counts})")
