@@ -14,10 +14,11 @@ A run directory holds ``config.json``, ``metrics.jsonl``, ``ledger.sqlite``,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +32,35 @@ from jelm.experiments.config import (
     identity,
     seed_program,
 )
+from jelm.registry import UnknownEntry
 
-__all__ = ["build", "evolve", "hydra_main", "register_schema", "run", "write_outputs"]
+__all__ = [
+    "build",
+    "build_space",
+    "evolve",
+    "hydra_main",
+    "recorded_config",
+    "register_schema",
+    "run",
+    "write_outputs",
+]
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 def build(config: RunConfig) -> tuple[Any, Any, Any]:
     """The domain, the archive and the operator ``config`` names."""
-    from jelm.domains import make_domain
     from jelm.mutation import make_operator
+
+    domain, archive = build_space(config)
+    operator = make_operator(config.mutation, domain, config.operator_options())
+    return domain, archive, operator
+
+
+def build_space(config: RunConfig) -> tuple[Any, Any]:
+    """The domain and the archive ``config`` names: what a candidate's fitness,
+    descriptors and niche mean."""
+    from jelm.domains import make_domain
     from jelm.qd.archive import Archive, ArchiveConfig
 
     domain = make_domain(config.domain, **config.domain_options())
@@ -58,8 +78,24 @@ def build(config: RunConfig) -> tuple[Any, Any, Any]:
         ),
         domain.genotype_template(),
     )
-    operator = make_operator(config.mutation, domain, config.operator_options())
-    return domain, archive, operator
+    return domain, archive
+
+
+def recorded_config(recorded: Mapping[str, Any]) -> RunConfig:
+    """The configuration of a finished run as its ledger records it (``Ledger.run_config``),
+    rebuilt from what decides how its candidates were evaluated and placed: the domain and
+    its options, the archive, the seed (a CVT's centroids) and the sandbox. The operator,
+    the seeds and the budget are left at their defaults, so a run whose model directory
+    or seed file is gone still rebuilds; :class:`ConfigError` if the rest does not."""
+    from jelm.domains import DOMAINS
+
+    name = str(recorded.get("domain") or "sodarace")
+    try:
+        options = {f.name for f in dataclasses.fields(DOMAINS.get(name)) if f.init}
+    except UnknownEntry as exc:
+        raise ConfigError(f"the run's domain is not registered: {exc}") from None
+    keep = {"domain", "seed", "qd", "sandbox", *options}
+    return from_mapping({k: v for k, v in recorded.items() if k in keep}, name)
 
 
 def _progress(config: RunConfig, label: str) -> Callable[[dict], None]:

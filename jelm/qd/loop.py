@@ -71,13 +71,15 @@ class HostLoop:
 
     ``sandbox`` runs programs (:class:`jelm.programs.sandbox.Sandbox` for the domain's
     program spec); ``batch`` candidates per generation; every random choice of generation
-    ``g`` derives from ``(seed, g)``.
+    ``g`` derives from ``(seed, g)``. Without an ``operator`` the loop cannot :meth:`ask`;
+    it evaluates programs written elsewhere and tells the archive (ELM §6: the samples of
+    a model trained on the runs' programs, placed in a fresh map).
     """
 
     def __init__(
         self,
         domain: Any,
-        operator: ProgramOperator,
+        operator: ProgramOperator | None,
         archive: Archive,
         sandbox: Any,
         batch: int,
@@ -124,6 +126,8 @@ class HostLoop:
     ) -> list[Child]:
         """``batch`` children of parents selected from the archive; ``programs`` maps
         ledger ids to program texts."""
+        if self.operator is None:
+            raise RuntimeError("this loop has no operator: it only evaluates and tells")
         selected = self.archive.select(state, self.key(generation), self.batch)
         ids = [int(i) for i in np.asarray(selected["id"])]
         texts = programs(sorted(set(ids)))
