@@ -45,6 +45,7 @@ __all__ = [
     "DatasetError",
     "EditSet",
     "EliteProgram",
+    "EliteSet",
     "LedgerExample",
     "corpus_examples",
     "dataset_version",
@@ -53,7 +54,9 @@ __all__ = [
     "ledger_edits",
     "ledger_path",
     "read_dataset",
+    "read_elites",
     "write_dataset",
+    "write_elites",
 ]
 
 #: The selections :func:`ledger_edits` offers, from the narrowest to the widest.
@@ -331,3 +334,81 @@ def elite_programs(
             split = "held_out" if held_out_share(program) < held_out else "train"
             keep[program] = EliteProgram(program, fitness, niche, split, source, cid)
     return sorted(keep.values(), key=lambda e: (e.niche, -e.fitness)), report
+
+
+#: The first line of a stage-2 dataset file names its format.
+ELITES_FORMAT = "jelm-stage2-programs"
+
+
+@dataclasses.dataclass
+class EliteSet:
+    """A stage-2 training set (§6): the programs of :func:`elite_programs`, how they were
+    chosen (``share``, ``exclude_seeds``, ``held_out``), the configuration of the runs
+    they came from (what their niche indices mean: the archive, the domain and its
+    options) and the report per ledger."""
+
+    programs: list[EliteProgram]
+    share: float
+    exclude_seeds: tuple[str, ...]
+    held_out: float
+    run_config: dict[str, Any]
+    ledgers: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def split(self, name: str) -> list[EliteProgram]:
+        """The programs of one split (``train`` or ``held_out``)."""
+        return [p for p in self.programs if p.split == name]
+
+
+def write_elites(path: Path, elites: EliteSet) -> str:
+    """Write a stage-2 dataset as JSON lines, whole or not at all: a header (format,
+    ``share``, ``exclude_seeds``, ``held_out``, ``run_config``), then one program a line.
+    Returns the file's sha256, the dataset's version."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    header = {
+        "format": ELITES_FORMAT,
+        "share": elites.share,
+        "exclude_seeds": list(elites.exclude_seeds),
+        "held_out": elites.held_out,
+        "run_config": elites.run_config,
+    }
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(json.dumps(header) + "\n")
+        for program in elites.programs:
+            f.write(json.dumps(dataclasses.asdict(program)) + "\n")
+    os.replace(tmp, path)
+    return dataset_version(path)
+
+
+def read_elites(path: Path) -> EliteSet:
+    """Read a file written by :func:`write_elites` (:class:`DatasetError` if it is not one)."""
+    where = " (line 1)"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        header = json.loads(lines[0]) if lines else {}
+        if not isinstance(header, dict) or header.get("format") != ELITES_FORMAT:
+            raise DatasetError(f"{path} is not a jelm stage-2 dataset (no {ELITES_FORMAT} header)")
+        programs = []
+        for number, line in enumerate(lines[1:], 2):
+            where = f" (line {number})"
+            row = json.loads(line)
+            programs.append(
+                EliteProgram(
+                    str(row["program"]),
+                    float(row["fitness"]),
+                    int(row["niche"]),
+                    str(row["split"]),
+                    str(row["source"]),
+                    int(row["candidate_id"]),
+                )
+            )
+        return EliteSet(
+            programs,
+            float(header["share"]),
+            tuple(header["exclude_seeds"]),
+            float(header["held_out"]),
+            dict(header["run_config"]),
+        )
+    except DatasetError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # JSON and Unicode errors too
+        raise DatasetError(f"{path} is not a jelm stage-2 dataset{where}: {exc}") from exc

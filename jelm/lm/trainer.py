@@ -14,6 +14,7 @@ its summary; everything between is here:
 - :func:`epoch_batches`: static-shape batches epoch after epoch, epoch ``e`` shuffled by
   ``(seed, e)``, so step ``s`` gets the same batch in a resumed run as in an
   uninterrupted one;
+- :func:`held_out_batches`: a held-out set in batches of the training shapes, whole;
 - :func:`train_resumable`: the loop: orbax checkpoints (parameters, optimizer state,
   step) every ``checkpoint_every`` steps, ``train.jsonl`` rows, held-out loss every
   ``eval_every`` steps, a deadline of ``max_minutes``; a run killed (``kill -9``) and
@@ -40,7 +41,7 @@ import optax
 from jelm.io.checkpoint import CheckpointError, Checkpoints
 from jelm.io.rundir import RunDir, RunDirError
 from jelm.lm.checkpoint import ModelLoadError, save_model
-from jelm.lm.data import Encoded, make_batches
+from jelm.lm.data import Encoded, bucket_of, make_batches
 from jelm.lm.ledger_data import dataset_version
 from jelm.lm.train import loss_fn, make_step, plot_loss
 
@@ -53,6 +54,7 @@ __all__ = [
     "dataset_once",
     "epoch_batches",
     "finish",
+    "held_out_batches",
     "load_start",
     "make_optimizer",
     "open_run",
@@ -201,6 +203,30 @@ def epoch_batches(
         data = epoch_data(rng)
         yield from make_batches(data, buckets, tokens_per_batch, pad_id, rng)
         epoch += 1
+
+
+def held_out_batches(
+    data: Sequence[Encoded], buckets: Sequence[int], tokens_per_batch: int, pad_id: int
+) -> list[Batch]:
+    """Every example of ``data`` in batches of the training shapes (a bucket's last batch
+    filled up with padding rows that carry no loss), in order: a held-out set of a few
+    examples is measured whole, where :func:`jelm.lm.data.make_batches` would leave out
+    the ones that do not fill a batch."""
+    by_bucket: dict[int, list[Encoded]] = {}
+    for item in data:
+        by_bucket.setdefault(bucket_of(len(item.tokens), buckets), []).append(item)
+    batches = []
+    for length in sorted(by_bucket):
+        items = by_bucket[length]
+        rows = max(1, tokens_per_batch // length)
+        for start in range(0, len(items), rows):
+            tokens = np.full((rows, length), pad_id, np.int32)
+            mask = np.zeros((rows, length), np.float32)
+            for r, item in enumerate(items[start : start + rows]):
+                tokens[r, : len(item.tokens)] = item.tokens
+                mask[r, : len(item.mask)] = item.mask
+            batches.append((tokens, mask))
+    return batches
 
 
 def train_resumable(
