@@ -116,7 +116,7 @@ def _place(
 
 def _block(hunk: Hunk, src: list[str], match: dict[int, int]) -> tuple[int, int, list[str]]:
     """``(first, stop, lines)``: the hunk replaces ``src[first:stop]`` with ``lines``."""
-    first, last = min(match.values()), max(match.values())
+    first = min(match.values())
     pairs = []
     k = 0
     for tag, text in hunk.lines:
@@ -144,8 +144,7 @@ def _block(hunk: Hunk, src: list[str], match: dict[int, int]) -> tuple[int, int,
         if tag == " ":
             out.append(src[j])
         cursor = j + 1
-    out += src[cursor : last + 1]
-    return first, last + 1, out
+    return first, cursor, out  # cursor is one past the last matched line
 
 
 def apply_similar(
