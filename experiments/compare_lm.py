@@ -1,9 +1,11 @@
 """The shipped diff model (``lm_diff``) against GP from the square and CPPN seeds.
 
     python experiments/compare_lm.py [--generations 10] [--batch 32] [--random-seeds 0 1]
+        [--operators lm_diff gp]
 
 For every seed (square, cppn_fixed, cppn_mutable), operator (lm_diff with the model jelm
-ships at the default temperature 0.8 and at 0.5, gp) and random seed, one Sodarace run
+ships at the default temperature 0.8, the same without line-similarity placement, at 0.5,
+gp; ``--operators`` picks some) and random seed, one Sodarace run
 (12 x 12 x 12 grid, flat ground, 600 steps) at the same number of evaluations. From each
 run's ledger: the share of children whose diff applied, whose program ran, and that gave
 a valid walker; from its metrics: QD-score and coverage against evaluations. Writes,
@@ -31,10 +33,13 @@ from jelm.qd.ledger import Ledger
 
 SEEDS = ("square", "cppn_fixed", "cppn_mutable")
 #: The compared operators: table label -> run settings. ``lm_diff`` samples at the
-#: configuration's default temperature (0.8); the small shipped model writes diffs that
-#: apply more often when it samples colder, so ``lm_diff T=0.5`` measures that trade.
+#: configuration's default temperature (0.8) and places hunks by line similarity when
+#: exact and fuzzy placement fail; ``lm_diff strict`` does not (``lm.similar: null``); the
+#: small shipped model writes diffs that apply more often when it samples colder, so
+#: ``lm_diff T=0.5`` measures that trade.
 OPERATORS: dict[str, dict] = {
     "lm_diff": {"mutation": "lm_diff"},
+    "lm_diff strict": {"mutation": "lm_diff", "lm": {"similar": None}},
     "lm_diff T=0.5": {"mutation": "lm_diff", "lm": {"temperature": 0.5}},
     "gp": {"mutation": "gp"},
 }
@@ -79,6 +84,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--random-seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--seeds", nargs="+", default=list(SEEDS))
+    parser.add_argument("--operators", nargs="+", choices=list(OPERATORS), default=list(OPERATORS))
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="jelm-lm-"))
     runs: dict[tuple[str, str, int], list[dict]] = {}
@@ -86,7 +92,7 @@ def main() -> None:
     speed: dict[tuple[str, str, int], float] = {}
     try:
         for seed in args.seeds:
-            for op in OPERATORS:
+            for op in args.operators:
                 for rs in args.random_seeds:
                     key = (seed, op, rs)
                     settings = {
@@ -124,7 +130,7 @@ def main() -> None:
     ]
 
     for seed in args.seeds:
-        for op in OPERATORS:
+        for op in args.operators:
             keys = [(seed, op, rs) for rs in args.random_seeds]
             finals = [runs[k][-1] for k in keys]
             lines.append(
@@ -137,11 +143,13 @@ def main() -> None:
                 f"| {cell([speed[k] for k in keys])} |"
             )
         curves = {
-            f"{op} rs{rs}": runs[(seed, op, rs)] for op in OPERATORS for rs in args.random_seeds
+            f"{op} rs{rs}": runs[(seed, op, rs)]
+            for op in args.operators
+            for rs in args.random_seeds
         }
         plots.curves(curves, HERE / f"lm_vs_gp_{seed}.png")
     lines += ["", "Failure classes (all runs of each operator, summed):", ""]
-    for op in OPERATORS:
+    for op in args.operators:
         total: collections.Counter = collections.Counter()
         for key, r in rates.items():
             if key[1] == op:
