@@ -193,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="line-similarity threshold for hunks fuzzy placement misses (none: off)",
     )
     args = parser.parse_args(argv)
+    if args.similar is not None and not 0.0 < args.similar <= 1.0:
+        parser.error(f"--similar must be in (0, 1] or none, got {args.similar}")
     if args.base_url:
         spec: dict[str, Any] = {
             "kind": "openai",
