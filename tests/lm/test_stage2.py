@@ -97,6 +97,7 @@ def admitted(run) -> list[CandidateRecord]:
         return list(ledger.iter_candidates(accepted=True, status="ok"))
 
 
+@pytest.mark.slow  # two GP runs, training and 1,024 samples: the end-to-end check
 def test_a_run_trains_on_the_elites_and_evaluates_its_samples(tmp_path, start_model, runs):
     square, radial = runs
     out = tmp_path / "run"
@@ -165,7 +166,7 @@ def test_a_run_trains_on_the_elites_and_evaluates_its_samples(tmp_path, start_mo
     gc.collect()  # orbax's leftover reader goes now rather than in another test
 
 
-@pytest.mark.slow  # the default pass runs the whole pipeline once
+@pytest.mark.slow
 def test_a_valid_sample_gets_the_fitness_and_niche_its_run_gave_it(tmp_path, start_model, runs):
     """A model that writes the square seed: every sample is valid, scored and placed as
     the ELM run scored and placed the seed."""
@@ -219,7 +220,7 @@ def test_training_text_and_prompts_line_up_with_the_programs(start_model):
     assert encode_programs([wheel], tok, 64, "walker.py") == []  # longer than the context
 
 
-@pytest.mark.slow  # the default pass runs the whole pipeline once
+@pytest.mark.slow
 def test_bad_input_gets_a_clear_error(tmp_path, start_model, runs, capsys):
     _, radial = runs
     empty = tmp_path / "empty.sqlite"

@@ -231,7 +231,7 @@ def _family(seed: int, parents: int, children: int, parent_len: int = 40):
 @pytest.mark.parametrize(
     ("arch", "cases"),
     [
-        ("codegen", [(True, 2)]),
+        pytest.param("codegen", [(True, 2)], marks=pytest.mark.slow),
         pytest.param("codegen", [(False, 1)], marks=pytest.mark.slow),
         pytest.param("llama", [(True, 2)], marks=pytest.mark.slow),  # grouped-query attention
     ],
