@@ -80,6 +80,7 @@ def evaluate(
     max_new_tokens: int = 384,
     seed: int = 0,
     similar: float | None = SIMILAR,
+    copy: bool = True,
 ) -> list[dict[str, Any]]:
     """One result dict per temperature (see the module docstring): ``samples`` diffs for
     every parent x commit message, applied and run in the sandbox. The parents are
@@ -87,6 +88,7 @@ def evaluate(
     domain's seeds named in ``seeds`` (default: all of them). Diffs are applied as
     ``lm_diff`` applies them, with line-similarity placement at ``similar`` (``None``:
     exact and fuzzy only); ``applied_strict`` is the share that applies without it.
+    ``copy``: sample diffs that copy their parents' lines where the backend can.
     ``by_parent`` breaks the shares down per parent."""
     domain = resolve_domain(domain)
     if parents is None:
@@ -95,7 +97,7 @@ def evaluate(
     messages = domain.prompts.commit_messages
     file_name = domain.program.file_name
     ran = RAN | {domain.program.invalid_status}
-    operator = LMDiffOperator(backend, messages, file_name, similar=similar)
+    operator = LMDiffOperator(backend, messages, file_name, similar=similar, copy=copy)
     cases = [(s, m) for s in parents for m, _ in messages for _ in range(samples)]
     programs = [parents[s] for s, _ in cases]
     prompts = [elm_prompt(p, m, file_name) for p, (_, m) in zip(programs, cases, strict=True)]
@@ -109,6 +111,7 @@ def evaluate(
             top_p=top_p,
             stop=(EOS, NME),
             seed=seed,
+            **operator.copy_from(programs),
         )
         sample_s = time.perf_counter() - t0
         made = [
@@ -192,6 +195,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=SIMILAR,
         help="line-similarity threshold for hunks fuzzy placement misses (none: off)",
     )
+    parser.add_argument(
+        "--no-copy",
+        dest="copy",
+        action="store_false",
+        help="sample unconstrained diffs (default: context and removed lines copy the parent)",
+    )
     args = parser.parse_args(argv)
     if args.similar is not None and not 0.0 < args.similar <= 1.0:
         parser.error(f"--similar must be in (0, 1] or none, got {args.similar}")
@@ -223,12 +232,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
         similar=args.similar,
+        copy=args.copy,
     )
     line = {
         "model": getattr(backend, "name", spec.get("path", args.model_name)),
         "domain": domain.name,
         "parents": list(parents),
         "samples": args.samples,
+        "copy": bool(args.copy and getattr(backend, "copies", False)),
         "prompts": len(parents) * len(domain.prompts.commit_messages) * args.samples,
         "results": results,
     }

@@ -7,7 +7,10 @@ Three ways to ask a language model for a child program, all behind
     The paper's diff model (§3.1): the prompt is the parent in ELM's diff format
     (``<NME> {file} / <BEF> parent / <MSG> commit message / <DFF>``) and the model writes
     a unified diff, which :func:`jelm.programs.diff.apply_diff` applies (exactly, then
-    fuzzily). The commit message is drawn from the domain's messages and odds.
+    fuzzily, then by line similarity). The commit message is drawn from the domain's
+    messages and odds. A backend that can (the jelm backend, :attr:`copies`) samples
+    diffs whose context and removed lines are the parent's own
+    (:mod:`jelm.lm.sampling.copy`).
 ``lm_prompt``
     Prompt mutation as OpenELM does it: the parent program, an instruction to write a new
     one, and the header ``def {entry}():``; the model writes the body, which replaces the
@@ -103,7 +106,10 @@ def _backend_failure(
 
 
 class LMDiffOperator:
-    """``lm_diff``: the model writes a unified diff to the parent (ELM §3.1)."""
+    """``lm_diff``: the model writes a unified diff to the parent (ELM §3.1).
+
+    ``copy``: ask the backend, if it can, to constrain each diff's context and removed
+    lines to the parent's lines (:mod:`jelm.lm.sampling.copy`)."""
 
     name = "lm_diff"
 
@@ -115,6 +121,7 @@ class LMDiffOperator:
         sampling: Sampling = Sampling(),
         fuzzy: bool = True,
         similar: float | None = SIMILAR,
+        copy: bool = True,
     ):
         self.backend = backend
         self.sampling = sampling
@@ -122,6 +129,14 @@ class LMDiffOperator:
         self.file_name = file_name
         self.fuzzy = fuzzy
         self.similar = similar
+        self.copy = copy
+
+    def copy_from(self, programs: Sequence[str]) -> dict[str, Any]:
+        """The backend arguments that make its diffs copy ``programs`` (one per prompt):
+        none when copying is off or the backend cannot."""
+        if self.copy and getattr(self.backend, "copies", False):
+            return {"copy_from": list(programs)}
+        return {}
 
     def mutate(self, parents: Sequence[Parent], rng: np.random.Generator) -> list[Child]:
         """One child per parent: sample a commit message, prompt, apply the diff."""
@@ -130,7 +145,11 @@ class LMDiffOperator:
             elm_prompt(p.program, m, self.file_name) for p, m in zip(parents, messages, strict=True)
         ]
         completions = self.backend.complete(
-            prompts, **dataclasses.asdict(self.sampling), stop=(EOS, NME), seed=_seed(rng)
+            prompts,
+            **dataclasses.asdict(self.sampling),
+            stop=(EOS, NME),
+            seed=_seed(rng),
+            **self.copy_from([p.program for p in parents]),
         )
         return [
             self.child(parent, message, completion)
@@ -299,6 +318,8 @@ class LMOptions(Sampling):
             are at least this similar to the parent's (``jelm.programs.diff.similar``:
             made-up context lines ignored, a removed line with a number off still
             removes the parent's line); ``None`` turns it off. Needs ``fuzzy``.
+        copy: ``lm_diff`` samples diffs whose context and removed lines are the parent's
+            (``jelm.lm.sampling.copy``; the jelm backend only, others ignore it).
         messages: ``lm_diff``'s ``[[message, probability], ...]``; ``None``: the domain's.
         instruction: ``lm_prompt``'s / ``lm_crossover``'s instruction; ``None``: the
             domain's.
@@ -310,6 +331,7 @@ class LMOptions(Sampling):
     )
     fuzzy: bool = True
     similar: float | None = SIMILAR
+    copy: bool = True
     messages: list[Any] | None = None
     instruction: str | None = None
     n_parents: int = 2
@@ -342,6 +364,8 @@ class LMOptions(Sampling):
             or not 0.5 <= self.similar <= 1
         ):
             out.append(f"lm.similar must be null or in [0.5, 1], got {self.similar!r}")
+        if not isinstance(self.copy, bool):
+            out.append(f"lm.copy must be true or false, got {self.copy!r}")
         if not isinstance(self.n_parents, int) or self.n_parents < 2:
             out.append(f"lm.n_parents must be an integer >= 2, got {self.n_parents!r}")
         if self.messages is not None:
@@ -381,6 +405,7 @@ def make_lm_diff(domain: Any, options: LMOptions) -> LMDiffOperator:
         _sampling(options),
         fuzzy=bool(options.fuzzy),
         similar=None if options.similar is None else float(options.similar),
+        copy=bool(options.copy),
     )
 
 

@@ -37,8 +37,11 @@ class JelmBackend:
     ``<MSG>``/``<DFF>`` tail of an ELM prompt matters most); ``Completion.truncated`` says
     how many were dropped. Stop strings that are single tokens (``<|endoftext|>``,
     ``<NME>``, ...) stop rows on the device (EOS always does); every stop string also cuts
-    the decoded text on the host at its first occurrence. Not thread-safe: one caller at a
-    time (``jelm serve`` funnels requests through one batching thread).
+    the decoded text on the host at its first occurrence. With ``copy_from``,
+    :meth:`complete` samples diffs whose context and removed lines are the given parent's
+    (:mod:`jelm.lm.sampling.copy`; a byte-level BPE tokenizer, see :attr:`copies`). Not
+    thread-safe: one caller at a time (``jelm serve`` funnels requests through one
+    batching thread).
     """
 
     def __init__(
@@ -57,6 +60,8 @@ class JelmBackend:
         self.tokenizer = tokenizer
         self.name = name
         self.max_batch = int(max_batch)
+        self._copy_vocab: Any = None
+        self._copy_error: str | None = None
 
     # ---- construction -----------------------------------------------------------------
 
@@ -94,6 +99,23 @@ class JelmBackend:
 
     # ---- sampling ---------------------------------------------------------------------
 
+    @property
+    def copies(self) -> bool:
+        """Whether :meth:`complete` can constrain diffs to copy their parents (the model's
+        tokenizer is a byte-level BPE)."""
+        return self.copy_vocab() is not None
+
+    def copy_vocab(self) -> Any:
+        """The tokens' bytes for copy-constrained sampling (built once), or ``None``."""
+        if self._copy_vocab is None and self._copy_error is None:
+            from jelm.lm.sampling.copy import copy_vocab
+
+            try:
+                self._copy_vocab = copy_vocab(self.tokenizer, int(self.config.vocab_size))
+            except ValueError as exc:
+                self._copy_error = str(exc)
+        return self._copy_vocab
+
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` (an empty prompt becomes a lone EOS, GPT-2's BOS)."""
         ids = list(self.tokenizer.encode(text))
@@ -130,10 +152,19 @@ class JelmBackend:
         top_p: float = 0.95,
         stop: Sequence[str] = (),
         seed: int = 0,
+        copy_from: Sequence[str | None] | None = None,
     ) -> list[Completion]:
         """Sample one completion per prompt (on the device, at most ``max_batch`` rows at
-        once; prompt ``i`` samples with ``fold_in(fold_in(key(seed), 0), i)``)."""
+        once; prompt ``i`` samples with ``fold_in(fold_in(key(seed), 0), i)``).
+        ``copy_from``: per prompt, the parent program its diff must copy, or ``None``
+        (raises ``ValueError`` if the tokenizer cannot, see :attr:`copies`)."""
         import jax
+
+        if copy_from is not None:
+            if len(copy_from) != len(prompts):
+                raise ValueError(f"{len(copy_from)} parents for {len(prompts)} prompts")
+            if not self.copies:
+                raise ValueError(self._copy_error or "this backend cannot copy parents")
 
         if isinstance(stop, str):
             stop = (stop,)
@@ -150,8 +181,9 @@ class JelmBackend:
             encoded.append((i, ids, dropped))
         # one call: generate keeps at most max_batch rows sampling and refills their slots
         key = jax.random.fold_in(jax.random.key(int(seed)), 0)
+        copy = None if copy_from is None else [copy_from[i] for i, _, _ in encoded]
         results = self._generate(
-            [ids for _, ids, _ in encoded], key, max_new, temperature, top_p, stop_ids
+            [ids for _, ids, _ in encoded], key, max_new, temperature, top_p, stop_ids, copy
         )
         for (i, ids, dropped), comp in zip(encoded, results, strict=True):
             if isinstance(comp, BaseException):
@@ -181,6 +213,7 @@ class JelmBackend:
         temperature: float,
         top_p: float,
         stop_ids: list[int],
+        copy: list[str | None] | None = None,
     ) -> list[tuple[list[int], str] | BaseException]:
         """Generate every prompt (at most ``max_batch`` rows at once); if the call fails,
         retry each prompt alone so that one bad prompt only fails itself."""
@@ -188,7 +221,9 @@ class JelmBackend:
 
         from jelm.lm.sampling import generate
 
-        def run(batch: list[list[int]], k: Any) -> list[tuple[list[int], str]]:
+        def run(
+            batch: list[list[int]], k: Any, parents: list[str | None] | None
+        ) -> list[tuple[list[int], str]]:
             gens = generate(
                 self.params,
                 self.config,
@@ -200,18 +235,22 @@ class JelmBackend:
                 stop_token_ids=stop_ids,
                 pad_id=int(self.tokenizer.pad_id),
                 max_batch=self.max_batch,
+                copy=parents,
+                copy_vocab=self._copy_vocab if parents is not None else None,
             )
             return [(list(map(int, g.tokens)), str(g.finish_reason)) for g in gens]
 
         try:
-            return list(run(prompts, key))
+            return list(run(prompts, key, copy))
         except Exception as exc:
             if len(prompts) == 1:
                 return [exc]
         results: list[tuple[list[int], str] | BaseException] = []
         for j, p in enumerate(prompts):
             try:
-                results.extend(run([p], jax.random.fold_in(key, j)))
+                results.extend(
+                    run([p], jax.random.fold_in(key, j), None if copy is None else [copy[j]])
+                )
             except Exception as exc:
                 results.append(exc)
         return results

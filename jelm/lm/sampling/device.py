@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from jelm.lm.kv import LayerCache, View, empty_layer
 from jelm.lm.model import ModelConfig, Params, Transformer, causal_mask, positions_from_mask
+from jelm.lm.sampling import copy as C
 from jelm.lm.sampling.sample import sample_tokens
 
 # Bound on the attention-score tensor of one prefill chunk (elements; 2**22 floats = 16 MB:
@@ -37,7 +38,9 @@ class Slots(NamedTuple):
     ``count`` (tokens emitted), ``steps`` (decode steps taken), ``keys`` (raw key data
     [G, R, 2]); ``out`` [G, R, N] the
     emitted tokens; ``hist`` [G, R, Pp + Ps + N + 1] the row's prompt and new tokens
-    (-1 where unknown or padding), where drafts are looked up.
+    (-1 where unknown or padding), where drafts are looked up. ``copy``: each row's parent
+    and its copy automaton after ``tok`` (:mod:`jelm.lm.sampling.copy`), or ``None`` when
+    no row is constrained.
     """
 
     cache: tuple[LayerCache, ...]
@@ -54,6 +57,7 @@ class Slots(NamedTuple):
     keys: jax.Array
     out: jax.Array
     hist: jax.Array
+    copy: tuple[C.CopyText, C.CopyState] | None = None
 
 
 class Sampling(NamedTuple):
@@ -102,6 +106,8 @@ def prefill(
     suffix_mask: jax.Array,
     keys: jax.Array,
     sampling: Sampling,
+    copy: tuple[C.CopyText, C.CopyState] | None = None,
+    vocab: C.CopyVocab | None = None,
     *,
     config: ModelConfig,
     new_tokens: int,
@@ -112,7 +118,9 @@ def prefill(
     (left-padded; masks mark real tokens; a row with no real suffix token is padding and
     starts done), with each row's first token sampled (step 0). The rows' caches hold
     ``window`` generated tokens (:func:`grow` makes room for more). ``chunks``: groups per
-    chunk of the prefix and row passes (:func:`prefill_chunks`)."""
+    chunk of the prefix and row passes (:func:`prefill_chunks`). ``copy`` and ``vocab``:
+    the rows' parents and first automaton states, and the tokens' bytes, for
+    copy-constrained diffs (:mod:`jelm.lm.sampling.copy`)."""
     cfg = config
     model = Transformer(cfg)
     g, pp = prefix.shape
@@ -160,6 +168,9 @@ def prefill(
     )
     dead = ~jnp.any(suffix_mask, axis=2)  # [G, R]
     row_keys = jax.random.wrap_key_data(keys.reshape(g * r, -1))
+    if copy is not None:
+        assert vocab is not None
+        logits = _mask(logits, C.allowed(copy[1], copy[0], vocab, sampling.stop_ids))
     tok = sample_tokens(
         logits.reshape(g * r, -1),
         row_keys,
@@ -193,7 +204,18 @@ def prefill(
         keys=keys,
         out=jnp.full((g, r, new_tokens), sampling.pad_id, jnp.int32),
         hist=hist,
+        copy=None if copy is None else (copy[0], C.advance(copy[1], tok, copy[0], vocab)),
     )
+
+
+def _mask(logits: jax.Array, ok: jax.Array) -> jax.Array:
+    """``logits`` with the tokens ``ok`` rules out at minus infinity (``ok`` may cover
+    fewer ids than the model's vocabulary: the rest are ruled out)."""
+    v = logits.shape[-1]
+    ok = ok[..., :v]
+    if ok.shape[-1] < v:
+        ok = jnp.pad(ok, [(0, 0)] * (ok.ndim - 1) + [(0, v - ok.shape[-1])])
+    return jnp.where(ok, logits, -jnp.inf)
 
 
 def draft_tokens(hist: jax.Array, end: jax.Array, k: int, longest: int = 3) -> jax.Array:
@@ -234,6 +256,7 @@ def decode(
     refill: jax.Array,
     min_live: jax.Array,
     max_steps: jax.Array,
+    vocab: C.CopyVocab | None = None,
     *,
     config: ModelConfig,
     drafts: int = 0,
@@ -249,7 +272,9 @@ def decode(
     there, and that sample: exactly the tokens that one token per step would give (the
     same keys see the same context), in fewer steps when the guesses are right. A stop
     token ends the row (it is not emitted); so do ``N`` emitted tokens. A group stops
-    being live when all its rows are done.
+    being live when all its rows are done. Rows with a parent in ``slots.copy`` sample
+    only tokens that keep their diff copying it (:mod:`jelm.lm.sampling.copy`; ``vocab``
+    holds the tokens' bytes); the guessed tokens are checked under the same constraint.
     """
     model = Transformer(config)
     g, r, n = slots.out.shape
@@ -291,6 +316,24 @@ def decode(
             view,
             s.cache,
         )
+        if s.copy is not None:
+            assert vocab is not None
+            data, state = s.copy
+            ahead_states = jax.tree_util.tree_map(lambda x: x[..., None], state)
+            if drafts:  # the states after each guessed token, one compiled step for all
+
+                def guessed(st: C.CopyState, tok: jax.Array):
+                    st = C.advance(st, tok, data, vocab)
+                    return st, st
+
+                _, after = jax.lax.scan(guessed, state, jnp.moveaxis(guess, 2, 0))
+                ahead_states = jax.tree_util.tree_map(
+                    lambda a, b: jnp.concatenate([a, jnp.moveaxis(b, 0, 2)], axis=2),
+                    ahead_states,
+                    after,
+                )
+            ok = C.allowed(ahead_states, data, vocab, sampling.stop_ids)  # [G, R, T, V]
+            logits = _mask(logits.reshape(g, r, t, -1), ok)
         x = sample_tokens(
             logits.reshape(g * r * t, -1),
             jnp.repeat(row_keys, t, axis=0),
@@ -326,7 +369,19 @@ def decode(
         known = jnp.where(jnp.arange(t + 1) == kept[..., None] + 1, nxt[..., None], known)
         keep = active[..., None] & (jnp.arange(t + 1) <= kept[..., None] + 1)
         done = s.done | (active & (hit_stop | (step >= n)))
+        copy = s.copy
+        if copy is not None:
+            kept_state = C.CopyState(
+                *(jnp.take_along_axis(x, kept[..., None], axis=2)[..., 0] for x in ahead_states)
+            )
+            new = C.advance(kept_state, nxt, data, vocab)
+            keep_old = ~active
+            copy = (
+                data,
+                C.CopyState(*(jnp.where(keep_old, a, b) for a, b in zip(state, new, strict=True))),
+            )
         return s._replace(
+            copy=copy,
             cache=cache,
             step=step,
             live=s.live & ~jnp.all(done, axis=1),

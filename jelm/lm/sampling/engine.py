@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jelm.lm.model import ModelConfig, Params
+from jelm.lm.sampling import copy as C
 from jelm.lm.sampling import device as D
 from jelm.lm.sampling.plan import Group, bucket_batch, make_plan
 
@@ -132,7 +133,8 @@ class Sampler:
     samples until some prompts finish (or ``max_steps`` decode steps pass) and returns
     them as ``(id, Generation)``. Every prompt is sampled with the settings given here;
     a row's tokens depend on its prompt and key only, not on what it was batched with.
-    ``drafts``: see :func:`generate`.
+    ``drafts``: see :func:`generate`. With ``copy_vocab`` (:func:`jelm.lm.sampling.copy.
+    copy_vocab`), prompts added with a parent program write diffs that copy it.
     """
 
     def __init__(
@@ -148,6 +150,7 @@ class Sampler:
         max_batch: int = MAX_ROWS,
         share_prefixes: bool = True,
         drafts: int | None = None,
+        copy_vocab: C.CopyVocab | None = None,
     ) -> None:
         _check(config, [], max_new_tokens, temperature, top_p)
         if drafts is not None and not 0 <= drafts <= MAX_DRAFTS:
@@ -177,6 +180,8 @@ class Sampler:
         self._holder: list[Group | None] = []
         self._waiting: deque[Group] = deque()
         self._keys: dict[int, np.ndarray] = {}
+        self._copy: dict[int, str] = {}
+        self.copy_vocab = copy_vocab
         self._next = 0
 
     @property
@@ -184,11 +189,23 @@ class Sampler:
         """Whether prompts are waiting or sampling."""
         return bool(self._waiting) or any(h is not None for h in self._holder)
 
-    def add(self, prompts: Sequence[Sequence[int]], keys: np.ndarray) -> list[int]:
+    def add(
+        self,
+        prompts: Sequence[Sequence[int]],
+        keys: np.ndarray,
+        copy: Sequence[str | None] | None = None,
+    ) -> list[int]:
         """Queue ``prompts`` (token ids) sampled with raw row keys ``keys`` [n, 2] (from
-        ``jax.random.key_data``); returns their ids. Raises ``ValueError`` for an empty
-        prompt or one that leaves no room for the new tokens within ``n_ctx``."""
+        ``jax.random.key_data``); returns their ids. ``copy``: per prompt, the parent
+        program its diff must copy (``None``: unconstrained; needs ``copy_vocab``).
+        Raises ``ValueError`` for an empty prompt or one that leaves no room for the new
+        tokens within ``n_ctx``."""
         _check(self.config, prompts, self.max_new_tokens, 0.0, 1.0)
+        if copy is not None:
+            if self.copy_vocab is None:
+                raise ValueError("copy-constrained prompts need a Sampler with copy_vocab")
+            if len(copy) != len(prompts):
+                raise ValueError(f"{len(copy)} parents for {len(prompts)} prompts")
         if not prompts:
             return []
         ids = list(range(self._next, self._next + len(prompts)))
@@ -204,6 +221,9 @@ class Sampler:
             self._waiting.append(dataclasses.replace(g, members=members))
         for i, k in zip(ids, np.asarray(keys), strict=True):
             self._keys[i] = k
+        for i, text in zip(ids, copy or (), strict=False):
+            if text is not None:
+                self._copy[i] = text
         return ids
 
     def _prefill(self, groups: Sequence[Group], n: int) -> D.Slots:
@@ -212,10 +232,24 @@ class Sampler:
         chunks = D.prefill_chunks(
             self.config, n, self.rows, self.prefix_len, self.suffix_len, self._first_window
         )
+        copy = None
+        if self.copy_vocab is not None:
+            texts = [None] * (n * self.rows)
+            for g, group in enumerate(groups):
+                for j, m in enumerate(group.members):
+                    texts[g * self.rows + j] = self._copy.get(m)
+            *data, mode = C.copy_text(texts, (n, self.rows))
+            zero = np.zeros_like(mode)
+            copy = (
+                C.CopyText(*map(jnp.asarray, data)),
+                C.CopyState(*map(jnp.asarray, (mode, zero, zero, zero))),
+            )
         return D.prefill(
             self.params,
             *map(jnp.asarray, arrays),
             self.sampling,
+            copy,
+            self.copy_vocab,
             new_tokens=self.max_new_tokens,
             window=self._first_window,
             chunks=chunks,
@@ -237,6 +271,7 @@ class Sampler:
                 gen = Generation(out[g, j, : count[g, j]].tolist(), reason, int(steps[g, j]))
                 results.append((m, gen))
                 del self._keys[m]
+                self._copy.pop(m, None)
             self._holder[g] = None
         return results
 
@@ -320,6 +355,7 @@ class Sampler:
                 jnp.asarray(bool(self._waiting)),
                 jnp.int32(min_live),
                 jnp.int32(2**30 if max_steps is None else max_steps),
+                self.copy_vocab,
                 config=self.config,
                 drafts=drafts,
             )
@@ -344,6 +380,8 @@ def generate(
     max_batch: int = MAX_ROWS,
     share_prefixes: bool = True,
     drafts: int | None = None,
+    copy: Sequence[str | None] | None = None,
+    copy_vocab: C.CopyVocab | None = None,
 ) -> list[Generation]:
     """Sample continuations of token-id prompts (ELM's mutation step, §3.1).
 
@@ -360,6 +398,11 @@ def generate(
     against the model's own samples (:func:`jelm.lm.sampling.device.decode`): the tokens
     are the same for any ``drafts``, which sets only the speed (``None``: by the rows
     sampling at once, :func:`default_drafts`; 0: one token per step).
+
+    ``copy`` (with ``copy_vocab``, :func:`jelm.lm.sampling.copy.copy_vocab`): per prompt,
+    the parent program whose diff the row writes, or ``None``; a row with a parent writes
+    only context and removed lines that are the parent's, in order
+    (:mod:`jelm.lm.sampling.copy`).
 
     Raises ``ValueError`` for an empty prompt or one that leaves no room for
     ``max_new_tokens`` within ``config.n_ctx`` positions.
@@ -378,13 +421,14 @@ def generate(
         max_batch=max_batch,
         share_prefixes=share_prefixes,
         drafts=drafts,
+        copy_vocab=copy_vocab if copy is not None else None,
     )
     keys = np.asarray(
         jax.random.key_data(
             jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(len(prompts)))
         )
     )
-    ids = sampler.add(prompts, keys)
+    ids = sampler.add(prompts, keys, copy)
     results: dict[int, Generation] = {}
     while sampler.busy:
         results.update(sampler.run())

@@ -1,0 +1,397 @@
+"""Copy-constrained diffs: the context and removed lines a row writes are its parent's.
+
+A diff model (ELM §3.1) must copy the lines it keeps and removes from the parent in its
+prompt; a small model often writes a plausible line that the parent does not have, and
+the diff cannot be applied. Under this constraint a row's tokens are masked so that,
+after a hunk's first context or removed line, every further one is the next line of the
+parent: the diff applies by construction, and the model's added lines (``"+"``) follow
+the parent's real lines. The model still chooses where a hunk starts (its first line is
+free and is looked up in the parent, ignoring whitespace, nearest to the line the hunk
+header names; a line the parent lacks leaves the hunk at the header's line), which
+lines it keeps, removes and adds, and when it stops.
+
+The constraint is a byte automaton per row (:class:`CopyState`), advanced by every
+emitted token (:func:`advance`); :func:`allowed` gives the tokens that keep it valid.
+Tokens without a newline are checked against the parent's next bytes at once; the few
+that hold a newline run through the automaton. It needs a byte-level BPE tokenizer
+(:func:`copy_vocab`). Rows without a parent are unconstrained (mode ``OFF``), and their
+tokens are exactly those of unconstrained sampling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Modes of a row's automaton.
+(PRE, PRE_MID, HDR, HDR_NUM, HDR_REST, LINE0, FIRST, PLUS0, LINE, COPY, PLUS, OFF, REJECT) = range(
+    13
+)
+#: Modes in which any token without a newline is allowed.
+FREE_MODES = (PRE, PRE_MID, HDR, HDR_NUM, HDR_REST, FIRST, PLUS0, PLUS)
+_HEADER = (HDR, HDR_NUM, HDR_REST)
+
+# Token kinds.
+NORMAL, NEWLINE, SPECIAL, LONG = range(4)
+
+#: Bytes of a token compared at once (longer tokens are allowed only on free lines).
+TOKEN_BYTES = 32
+#: Parent programs longer than this (bytes) or with more lines are not constrained.
+TEXT_BYTES = 8192
+TEXT_LINES = 256
+
+_NL, _SP, _MINUS, _PLUS, _AT, _BSLASH = 10, 32, 45, 43, 64, 92
+
+
+class CopyVocab(NamedTuple):
+    """A tokenizer's tokens as bytes: ``bytes`` [V, K] (-1 past ``length``), ``kind``
+    [V] (``NORMAL``, ``NEWLINE``, ``SPECIAL`` or ``LONG``), ``newline`` [M] the ids of
+    the ``NEWLINE`` tokens (padded with ``V``). ``words`` [2, V, K / 4] the bytes (and
+    the bytes after the first) packed four to a word, ``masks`` which of their bits
+    count: whole words compare at once (:func:`_match`)."""
+
+    bytes: jax.Array
+    length: jax.Array
+    kind: jax.Array
+    newline: jax.Array
+    words: jax.Array
+    masks: jax.Array
+
+
+def _pack(b: Any) -> Any:
+    """Bytes [..., K] (``K`` a multiple of 4; -1 for none) as words [..., K / 4] with
+    none as 0, and the masks of their real bytes (numpy or jax arrays alike)."""
+    xp = jnp if isinstance(b, jax.Array) else np
+    k = b.shape[-1]
+    parts = b.reshape(*b.shape[:-1], k // 4, 4)
+    shift = xp.asarray([0, 8, 16, 24], dtype=xp.uint32)
+    real = parts >= 0
+    word = xp.sum(xp.where(real, parts, 0).astype(xp.uint32) << shift, axis=-1, dtype=xp.uint32)
+    mask = xp.sum(xp.where(real, 0xFF, 0).astype(xp.uint32) << shift, axis=-1, dtype=xp.uint32)
+    return word, mask
+
+
+class CopyText(NamedTuple):
+    """Each row's parent: ``text`` [..., L] bytes (-1 padding), ``lines`` [..., NL] the
+    offset of each line's first byte (``length`` past the last line), ``hashes`` [..., NL]
+    each line's :func:`line_hash`, ``length`` [...]."""
+
+    text: jax.Array
+    lines: jax.Array
+    hashes: jax.Array
+    length: jax.Array
+
+
+class CopyState(NamedTuple):
+    """Each row's automaton: ``mode``, ``cursor`` (the parent byte the next context or
+    removed byte must equal; in a hunk's first line, the earliest place the hunk may
+    start), ``num`` (the old start line of the latest hunk header), ``hash`` (of the
+    first line written so far)."""
+
+    mode: jax.Array
+    cursor: jax.Array
+    num: jax.Array
+    hash: jax.Array
+
+
+def _mix(h: Any, b: Any) -> Any:
+    """One byte into a line hash (spaces and tabs are skipped by the callers)."""
+    return h * 16777619 + b + 1
+
+
+def line_hash(line: bytes) -> int:
+    """A line's hash, whitespace ignored (int32, as the device computes it)."""
+    h = np.uint32(0)
+    with np.errstate(over="ignore"):
+        for b in line:
+            if b not in (9, 10, 13, 32):
+                h = np.uint32(_mix(h, np.uint32(b)))
+    return int(h.view(np.int32))
+
+
+def _byte_table() -> dict[str, int]:
+    """GPT-2's byte-level alphabet: the character that stands for each byte."""
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
+    bs += list(range(ord("®"), ord("ÿ") + 1))
+    cs = list(bs)
+    extra = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
+
+
+def token_bytes(tokenizer: Any) -> list[bytes | None]:
+    """Each token's bytes (``None`` for special tokens) of a byte-level BPE
+    :class:`jelm.lm.tokenizer.Tokenizer`. Raises ``ValueError`` for other tokenizers."""
+    table = _byte_table()
+    backend, hf = getattr(tokenizer, "_tok", None), getattr(tokenizer, "_hf", None)
+    n = int(tokenizer.vocab_size)
+    if backend is not None:
+        names = [backend.id_to_token(i) for i in range(n)]
+        special = {i for i, t in backend.get_added_tokens_decoder().items() if t.special}
+    elif hf is not None:
+        names = hf.convert_ids_to_tokens(list(range(n)))
+        special = set(hf.all_special_ids) | set(getattr(hf, "added_tokens_decoder", {}))
+    else:
+        raise ValueError("copy-constrained sampling needs a jelm.lm.tokenizer.Tokenizer")
+    out: list[bytes | None] = []
+    for i, name in enumerate(names):
+        if i in special or name is None:
+            out.append(None)
+        elif all(c in table for c in name):
+            out.append(bytes(table[c] for c in name))
+        else:
+            raise ValueError(
+                f"copy-constrained sampling needs a byte-level BPE tokenizer; token {i} "
+                f"({name!r}) is not byte-level"
+            )
+    return out
+
+
+def copy_vocab(tokenizer: Any, vocab_size: int | None = None) -> CopyVocab:
+    """The :class:`CopyVocab` of a byte-level BPE tokenizer, padded to ``vocab_size``
+    entries (the model's; ids the tokenizer lacks are never allowed)."""
+    toks = token_bytes(tokenizer)
+    v = max(len(toks), vocab_size or 0)
+    k = TOKEN_BYTES
+    table = np.full((v, k), -1, np.int32)
+    length = np.zeros((v,), np.int32)
+    kind = np.full((v,), SPECIAL, np.int32)
+    newline = []
+    for i, b in enumerate(toks):
+        if b is None:
+            continue
+        if b"\n" in b:
+            kind[i] = NEWLINE if len(b) <= k else SPECIAL  # a long newline token: never
+            if len(b) <= k:
+                newline.append(i)
+        else:
+            kind[i] = NORMAL if len(b) <= k else LONG
+        if len(b) <= k:
+            table[i, : len(b)] = np.frombuffer(b, np.uint8)
+            length[i] = len(b)
+    kind[(kind == NORMAL) & np.any(table == 0, axis=1)] = LONG  # 0 stands for no byte
+    m = max(8, -(-len(newline) // 8) * 8)
+    nl = np.full((m,), v, np.int32)
+    nl[: len(newline)] = newline
+    rest = np.concatenate([table[:, 1:], np.full((v, 1), -1, np.int32)], axis=1)
+    (w0, m0), (w1, m1) = _pack(table), _pack(rest)
+    words, masks = np.stack([w0, w1]), np.stack([m0, m1])
+    return CopyVocab(*map(jnp.asarray, (table, length, kind, nl, words, masks)))
+
+
+def copy_text(texts: Sequence[str | None], shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """Host arrays of a :class:`CopyText` for ``texts`` laid out as ``shape`` (row-major;
+    missing entries and ``None`` rows are unconstrained), and each row's first mode."""
+    n = int(np.prod(shape))
+    text = np.full((n, TEXT_BYTES), -1, np.int32)
+    lines = np.zeros((n, TEXT_LINES), np.int32)
+    hashes = np.zeros((n, TEXT_LINES), np.int32)
+    length = np.zeros((n,), np.int32)
+    mode = np.full((n,), OFF, np.int32)
+    for i, t in enumerate(texts):
+        if t is None:
+            continue
+        b = t.encode("utf-8")
+        if not b.endswith(b"\n"):
+            b += b"\n"
+        starts = [0, *(j + 1 for j, c in enumerate(b[:-1]) if c == _NL)]
+        if len(b) >= TEXT_BYTES or len(starts) > TEXT_LINES:
+            continue
+        text[i, : len(b)] = np.frombuffer(b, np.uint8)
+        lines[i] = len(b)
+        lines[i, : len(starts)] = starts
+        hashes[i, : len(starts)] = [line_hash(x) for x in b.split(b"\n")[: len(starts)]]
+        length[i] = len(b)
+        mode[i] = PRE
+    return (
+        text.reshape(*shape, TEXT_BYTES),
+        lines.reshape(*shape, TEXT_LINES),
+        hashes.reshape(*shape, TEXT_LINES),
+        length.reshape(shape),
+        mode.reshape(shape),
+    )
+
+
+def _moves() -> np.ndarray:
+    """The next mode by mode and byte ([modes, 256]), but for what depends on the parent:
+    a ``COPY`` byte must be the parent's next one, a ``LINE`` marker needs a line left."""
+    t = np.zeros((REJECT + 1, 256), np.int32)
+    nl, digits = _NL, range(48, 58)
+    t[PRE], t[PRE, _AT], t[PRE, nl] = PRE_MID, HDR, PRE
+    t[PRE_MID], t[PRE_MID, nl] = PRE_MID, PRE
+    t[HDR], t[HDR, _MINUS], t[HDR, nl] = HDR, HDR_NUM, LINE0
+    t[HDR_NUM], t[HDR_NUM, list(digits)], t[HDR_NUM, nl] = HDR_REST, HDR_NUM, LINE0
+    t[HDR_REST], t[HDR_REST, nl] = HDR_REST, LINE0
+    for start, marked, plus in ((LINE0, FIRST, PLUS0), (LINE, COPY, PLUS)):
+        t[start] = REJECT
+        t[start, [_SP, _MINUS]] = marked
+        t[start, [_PLUS, _BSLASH]] = plus
+        t[start, _AT] = HDR
+    t[FIRST], t[FIRST, nl] = FIRST, LINE
+    t[PLUS0], t[PLUS0, nl] = PLUS0, LINE0
+    t[PLUS], t[PLUS, nl] = PLUS, LINE
+    t[COPY], t[OFF], t[REJECT] = REJECT, OFF, REJECT
+    return t
+
+
+_MOVES = _moves()
+
+
+def _at(table: jax.Array, idx: jax.Array) -> jax.Array:
+    """``table[..., idx]`` per row: ``table`` [G, R, L], ``idx`` [G, R, *E]; -1 out of range."""
+    g, r, size = table.shape
+    flat = idx.reshape(g, r, -1)
+    out = jnp.take_along_axis(table, jnp.clip(flat, 0, size - 1), axis=2).reshape(idx.shape)
+    return jnp.where((idx >= 0) & (idx < size), out, -1)
+
+
+def _expand(x: jax.Array, ndim: int) -> jax.Array:
+    return x.reshape(x.shape + (1,) * (ndim - x.ndim))
+
+
+def _header_start(state: CopyState, data: CopyText) -> jax.Array:
+    """Where the latest hunk header says the hunk starts (not before the cursor)."""
+    length = _expand(data.length, state.cursor.ndim)
+    nl = data.lines.shape[-1]
+    line = jnp.clip(state.num - 1, 0, nl - 1)
+    named = jnp.where(state.num - 1 < nl, _at(data.lines, line), length)
+    return jnp.maximum(state.cursor, jnp.where(state.num >= 1, named, state.cursor))
+
+
+def resolve(state: CopyState, data: CopyText) -> jax.Array:
+    """Where the copy goes on after a hunk's first line: after the parent line, at or past
+    the cursor, with the same :func:`line_hash` as the line written (the nearest to the
+    header's line), or at the header's line if the parent has none."""
+    g, r, nl = data.lines.shape
+    shape = state.cursor.shape
+    cur = state.cursor.reshape(g, r, -1, 1)
+    length = data.length[:, :, None, None]
+    starts = data.lines[:, :, None, :]
+    cand = (
+        (data.hashes[:, :, None, :] == state.hash.reshape(g, r, -1, 1))
+        & (starts >= cur)
+        & (starts < length)
+    )
+    dist = jnp.abs(jnp.arange(nl) - (state.num.reshape(g, r, -1, 1) - 1))
+    j = jnp.argmin(jnp.where(cand, dist, 2 * nl + 2**20), axis=-1)  # [G, R, E]
+    after = jnp.where(j + 1 < nl, _at(data.lines, (j + 1).reshape(g, r, -1)), length[..., 0])
+    found = jnp.any(cand, axis=-1).reshape(shape)
+    return jnp.where(found, after.reshape(shape), _header_start(state, data))
+
+
+def advance_byte(
+    state: CopyState, b: jax.Array, data: CopyText, resolved: jax.Array | None = None
+) -> CopyState:
+    """The automaton after byte ``b`` (-1: no byte, unchanged); every array broadcasts
+    against ``state``'s [G, R, *E] (``data`` is per row). ``resolved``: :func:`resolve`
+    of the state, if known (whitespace does not change it)."""
+    mode, cur, num, h = state
+    length = _expand(data.length, cur.ndim)
+    nl = b == _NL
+    space = (b == _SP) | (b == 9) | (b == 13)
+    digit = (b >= 48) & (b <= 57)
+    here = _at(data.text, cur)
+    marker = (b == _SP) | (b == _MINUS)
+    if resolved is None:
+        resolved = resolve(state, data)
+    new_mode = jnp.asarray(_MOVES)[mode, jnp.clip(b, 0, 255)]
+    new_mode = jnp.where(
+        mode == COPY, jnp.where(b == here, jnp.where(nl, LINE, COPY), REJECT), new_mode
+    )
+    new_mode = jnp.where((mode == LINE) & marker & (cur >= length), REJECT, new_mode)
+    new_cur = jnp.where(
+        (mode == COPY) & (b == here),
+        cur + 1,
+        jnp.where((mode == FIRST) & nl, resolved, cur),
+    )
+    new_num = jnp.where(
+        (mode == HDR) & (b == _MINUS),
+        0,
+        jnp.where((mode == HDR_NUM) & digit, jnp.minimum(num * 10 + (b - 48), 10**6), num),
+    )
+    new_h = jnp.where(mode == LINE0, 0, jnp.where((mode == FIRST) & ~space & ~nl, _mix(h, b), h))
+    skip = b < 0
+    return CopyState(
+        jnp.where(skip, mode, new_mode),
+        jnp.where(skip, cur, new_cur),
+        jnp.where(skip, num, new_num),
+        jnp.where(skip, h, new_h),
+    )
+
+
+def advance_bytes(
+    state: CopyState, bts: jax.Array, data: CopyText, resolved: jax.Array | None = None
+) -> CopyState:
+    """The automaton after the bytes ``bts`` [..., K] (-1 padding; its leading axes
+    broadcast against the state's). ``resolved``: as :func:`advance_byte`'s, for every
+    byte (else computed at each)."""
+    shape = jnp.broadcast_shapes(state.mode.shape, bts.shape[:-1])
+    state = CopyState(*(jnp.broadcast_to(x, shape) for x in state))
+    if resolved is not None:
+        resolved = jnp.broadcast_to(resolved, shape)
+    longest = jnp.max(jnp.sum(bts >= 0, axis=-1))  # bytes are left-aligned
+
+    def body(carry):
+        k, s = carry
+        return k + 1, advance_byte(s, jnp.take(bts, k, axis=-1), data, resolved)
+
+    return jax.lax.while_loop(lambda c: c[0] < longest, body, (jnp.int32(0), state))[1]
+
+
+def advance(state: CopyState, tokens: jax.Array, data: CopyText, vocab: CopyVocab) -> CopyState:
+    """The automaton after ``tokens`` (one per row, shaped like ``state``'s arrays; -1:
+    none); a row whose token broke the constraint (possible only when it had no allowed
+    token) becomes unconstrained."""
+    bts = jnp.where(tokens[..., None] >= 0, vocab.bytes[jnp.maximum(tokens, 0)], -1)
+    new = advance_bytes(state, bts, data)
+    return new._replace(mode=jnp.where(new.mode == REJECT, OFF, new.mode))
+
+
+def allowed(state: CopyState, data: CopyText, vocab: CopyVocab, stop_ids: jax.Array) -> jax.Array:
+    """Which tokens keep each row's diff copying its parent: [G, R, *E, V] booleans (all
+    true for an unconstrained row, and for a row with none allowed)."""
+    mode, cur = state.mode, state.cursor
+    v, k = vocab.bytes.shape
+    ndim = mode.ndim
+    window, _ = _pack(_at(data.text, cur[..., None] + jnp.arange(k)))  # [..., K / 4]
+    copy_ok, rest_ok = (
+        jnp.all(((window[..., None, :] ^ vocab.words[i]) & vocab.masks[i]) == 0, axis=-1)
+        for i in (0, 1)
+    )
+    first = vocab.bytes[:, 0]
+    length = _expand(data.length, ndim)
+    marker = (first == _SP) | (first == _MINUS)
+    other = (first == _PLUS) | (first == _AT) | (first == _BSLASH)
+    line_ok = (marker & rest_ok & (cur < length)[..., None]) | other
+    m = mode[..., None]
+    free = jnp.isin(m, jnp.asarray(FREE_MODES))
+    normal = jnp.select(
+        [m == COPY, m == LINE, m == LINE0], [copy_ok, line_ok, marker | other], free
+    )
+    is_stop = jnp.any(jnp.arange(v)[:, None] == stop_ids[None, :], axis=1)  # [V]
+    special = is_stop & (m != COPY)
+    ok = jnp.select(
+        [vocab.kind == NORMAL, vocab.kind == LONG, vocab.kind == SPECIAL],
+        [normal, free & (m != FIRST), special],
+        False,
+    )
+    # newline tokens: through the automaton (they hold only whitespace after the newline,
+    # so a first line's lookup is the same at their newline as now)
+    nl = vocab.newline  # [M]
+    nl_bytes = jnp.take(vocab.bytes, jnp.minimum(nl, v - 1), axis=0)  # [M, K]
+    expand = lambda x: jnp.broadcast_to(x[..., None], x.shape + nl.shape)
+    after = advance_bytes(
+        CopyState(*map(expand, state)), nl_bytes, data, expand(resolve(state, data))
+    )
+    nl_ok = (after.mode != REJECT) & (nl < v)
+    ok = ok.at[..., nl].set(nl_ok, mode="drop")
+    ok = ok | (m == OFF) | (m == REJECT)
+    return ok | ~jnp.any(ok, axis=-1, keepdims=True)

@@ -1,0 +1,209 @@
+"""jelm.lm.sampling.copy: diffs whose context and removed lines are the parent's.
+
+The fast token mask is checked against the byte automaton it abbreviates, on states
+reached by real diffs; sampling with the shipped model is checked for what the
+constraint promises (after a hunk's first line, every context or removed line is the
+parent's next line; diffs apply without similarity placement), for leaving rows without a
+parent alone, and for giving the same tokens with and without guessed tokens.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tokenizers
+
+from jelm.domains.sodarace.seeds import seed_source as seed_program
+from jelm.lm.backends.jelm import JelmBackend
+from jelm.lm.sampling import copy as C
+from jelm.lm.sampling import generate
+from jelm.lm.tokenizer import Tokenizer
+from jelm.programs.diff import NME, DiffError, apply_diff, elm_prompt, extract_diff
+
+PARENTS = ("square", "radial", "cppn_fixed", "cppn_mutable")
+MESSAGE = "Changed the walker's joints."
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    backend = JelmBackend.shipped()
+    return backend, C.copy_vocab(backend.tokenizer, backend.config.vocab_size)
+
+
+def _data(texts):
+    *data, mode = C.copy_text(texts, (len(texts), 1))
+    zero = np.zeros_like(mode)
+    state = C.CopyState(*map(jnp.asarray, (mode, zero, zero, zero)))
+    return C.CopyText(*map(jnp.asarray, data)), state
+
+
+def test_token_bytes_spell_the_text(shipped):
+    backend, vocab = shipped
+    text = seed_program("square") + "@@ -3,4 +3,5 @@\n-    x = 1\n+    y = 2 # é\n"
+    ids = backend.tokenizer.encode(text)
+    spelled = b"".join(bytes(int(b) for b in np.asarray(vocab.bytes[i]) if b >= 0) for i in ids)
+    assert spelled == text.encode("utf-8")
+    kinds = np.asarray(vocab.kind)
+    assert kinds[backend.tokenizer.eos_id] == C.SPECIAL
+    assert kinds[ids[0]] in (C.NORMAL, C.NEWLINE)
+
+
+def test_a_tokenizer_that_is_not_byte_level_is_refused():
+    vocab = {"[UNK]": 0, "中": 1, "a": 2}
+    backend = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.add_special_tokens(["<|endoftext|>"])
+    with pytest.raises(ValueError, match="byte-level"):
+        C.copy_vocab(Tokenizer(backend))
+
+
+def test_the_mask_is_the_automaton_on_states_of_real_diffs(shipped):
+    """At every token of a few diffs (made by difflib and by hand), the tokens the mask
+    allows are exactly those the byte automaton accepts from that state."""
+    backend, vocab = shipped
+    tok = backend.tokenizer
+    parent = seed_program("radial")
+    lines = parent.splitlines(keepends=True)
+    changed = [*lines[:20], lines[20].replace("5.0", "7.5"), "    # more\n", *lines[21:]]
+    from jelm.mutation.base import unified_diff
+
+    diffs = [
+        unified_diff(parent, "".join(changed), "walker.py"),
+        "@@ -14,3 +14,3 @@\n garbage first line\n" + "".join(" " + x for x in lines[13:15]),
+        "--- a\n+++ b\n@@ -99,2 +99,2 @@\n+    tail\n",
+    ]
+    data, start = _data([parent])
+    stop = jnp.asarray([tok.eos_id, tok.token_id(NME), -1, -1, -1, -1, -1, -1], jnp.int32)
+    v = vocab.bytes.shape[0]
+    exact = jax.jit(
+        lambda s: C.advance_bytes(
+            C.CopyState(*(jnp.broadcast_to(x[..., None], (*x.shape, v)) for x in s)),
+            vocab.bytes,
+            data,
+        )
+    )
+    allowed = jax.jit(lambda s: C.allowed(s, data, vocab, stop))
+    advance = jax.jit(lambda s, t: C.advance(s, t, data, vocab))
+    seen = set()
+    for diff in diffs:
+        state = start
+        for t in tok.encode(diff):
+            mode = int(state.mode[0, 0])
+            seen.add(mode)
+            after = exact(state)
+            kinds = np.asarray(vocab.kind)
+            want = (np.asarray(after.mode[0, 0]) != C.REJECT) & (kinds != C.SPECIAL)
+            want |= (
+                (kinds == C.SPECIAL) & np.isin(np.arange(v), np.asarray(stop)) & (mode != C.COPY)
+            )
+            if mode in (C.COPY, C.LINE, C.LINE0, C.FIRST):
+                want &= kinds != C.LONG
+            got = np.asarray(allowed(state)[0, 0])
+            assert np.array_equal(got, want), (mode, np.flatnonzero(got != want)[:5])
+            assert got[t]  # the diffs copy the parent
+            state = advance(state, jnp.asarray([[t]]))
+    assert {C.PRE, C.HDR, C.LINE0, C.FIRST, C.LINE, C.COPY, C.PLUS} <= seen
+
+
+def _hunks_copy_the_parent(diff: str, parent: str) -> bool:
+    """After each hunk's first context or removed line, the further ones are consecutive
+    lines of ``parent``."""
+    lines = parent.splitlines()
+    run: list[str] | None = None
+    first = True
+    for line in diff.splitlines():
+        if line.startswith("@@"):
+            run, first = None, True
+            continue
+        if not line or line[0] not in " -":
+            continue
+        if first:
+            first = False
+            continue
+        body = line[1:]
+        run = [body] if run is None else [*run, body]
+        if not any(lines[i : i + len(run)] == run for i in range(len(lines))):
+            return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def sampled(shipped):
+    """Diffs of the paper's seeds by the shipped model, unconstrained and constrained."""
+    backend, vocab = shipped
+    tok = backend.tokenizer
+    parents = [seed_program(s) for s in PARENTS for _ in range(3)]
+    prompts = [tok.encode(elm_prompt(p, MESSAGE, "walker.py")) for p in parents]
+    kwargs = dict(
+        max_new_tokens=160,
+        temperature=0.8,
+        top_p=0.95,
+        stop_token_ids=[tok.eos_id, tok.token_id(NME)],
+        pad_id=tok.pad_id,
+    )
+    key = jax.random.key(3)
+    n_all = len(prompts)
+
+    def run(copy, n=n_all, **kw):
+        return generate(
+            backend.params, backend.config, prompts[:n], key, copy=copy, copy_vocab=vocab, **kw
+        )
+
+    return parents, run, run(None, **kwargs), run(parents, **kwargs), kwargs
+
+
+def _applies(diff: str, parent: str) -> bool:
+    try:
+        apply_diff(parent, diff, similar=None)
+    except DiffError:
+        return False
+    return True
+
+
+def test_sampled_diffs_copy_their_parents_and_apply(shipped, sampled):
+    backend, _ = shipped
+    parents, _, free, held, _ = sampled
+    diffs = [extract_diff(backend.tokenizer.decode(g.tokens)) for g in held]
+    assert all(_hunks_copy_the_parent(d, p) for d, p in zip(diffs, parents, strict=True))
+    n_held = sum(_applies(d, p) for d, p in zip(diffs, parents, strict=True))
+    n_free = sum(
+        _applies(extract_diff(backend.tokenizer.decode(g.tokens)), p)
+        for g, p in zip(free, parents, strict=True)
+    )
+    assert n_held >= len(parents) // 2 and n_held > n_free
+
+
+@pytest.mark.slow
+def test_rows_without_a_parent_and_guessed_tokens_change_nothing(sampled):
+    """A row without a parent samples what it samples unconstrained; guessed tokens
+    change no token under the constraint."""
+    parents, run, free, held, kwargs = sampled
+    mixed = [None if i % 2 else p for i, p in enumerate(parents)]
+    for i, g in enumerate(run(mixed, **kwargs)):
+        assert g.tokens == (free[i] if i % 2 else held[i]).tokens
+    one = run(parents[:2], 2, drafts=0, **kwargs)
+    assert [g.tokens for g in one] == [g.tokens for g in held[:2]]
+
+
+def test_a_parent_too_long_is_not_constrained():
+    long = "x = 1\n" * (C.TEXT_LINES + 1)
+    *_, mode = C.copy_text([long, "x = 1", None], (3,))
+    assert mode.tolist() == [C.OFF, C.PRE, C.OFF]
+
+
+def test_a_backend_copies_only_when_asked_and_able(shipped):
+    from jelm.lm.operators import LMDiffOperator
+
+    backend, _ = shipped
+    assert backend.copies
+    op = LMDiffOperator(backend, [(MESSAGE, 1.0)], "walker.py")
+    assert op.copy_from(["a"]) == {"copy_from": ["a"]}
+    assert LMDiffOperator(backend, [(MESSAGE, 1.0)], "walker.py", copy=False).copy_from(["a"]) == {}
+
+    class Server:  # a backend without the constraint (an OpenAI-compatible server)
+        name = "server"
+
+    assert LMDiffOperator(Server(), [(MESSAGE, 1.0)], "walker.py").copy_from(["a"]) == {}
+    with pytest.raises(ValueError, match="2 parents for 1 prompts"):
+        backend.complete(["x"], copy_from=["a", "b"])
