@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 #: Keys a resumed run may change (budget and presentation).
-RESUMABLE_KEYS = ("generations", "progress", "renders", "checkpoint_every")
+RESUMABLE_KEYS = ("generations", "progress", "renders", "checkpoint_every", "xla_cache")
 
 
 class ConfigError(ValueError):
@@ -85,6 +85,10 @@ class RunConfig:
         checkpoint_every: generations between checkpoints (the last one is always saved).
         renders: pictures of the best elites written at the end.
         progress: a progress bar with live QD-score and coverage (else one line each).
+        xla_cache: a directory where compiled XLA programs are kept between runs (JAX's
+            persistent compilation cache; ``None`` or empty: off). A run compiles the LM
+            sampler for every new batch shape; later runs load them from here.
+            ``JAX_COMPILATION_CACHE_DIR``, when set, wins.
     """
 
     domain: str = "sodarace"
@@ -98,6 +102,7 @@ class RunConfig:
     checkpoint_every: int = 5
     renders: int = 4
     progress: bool = True
+    xla_cache: str | None = "~/.cache/jelm/xla"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (for the run directory and the ledger's config hash)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -210,10 +211,21 @@ def evolve(
     return domain, archive, state, metrics
 
 
+def use_xla_cache(path: str | None) -> None:
+    """Keep compiled XLA programs in ``path`` between runs (JAX's persistent compilation
+    cache), unless it is empty or ``JAX_COMPILATION_CACHE_DIR`` already names one."""
+    if not path or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(Path(path).expanduser()))
+
+
 def run(config: RunConfig, out: Path) -> dict[str, Any]:
     """The main job: :func:`evolve` with a progress bar, then plots and renders; prints
     what it runs and where; returns the final metrics and a summary."""
     t0 = time.perf_counter()
+    use_xla_cache(config.xla_cache)
     space = list(config.qd.grid) if config.qd.kind == "grid" else f"{config.qd.n_centroids} cells"
     options = ", ".join(f"{k}={v}" for k, v in config.domain_options().items())
     print(

@@ -100,3 +100,22 @@ def test_every_problem_is_listed_at_once():
     text = str(info.value)
     for part in ("batch must be at least 1", "renders must be at least 0", "lava", "qd.deep"):
         assert part in text
+
+
+def test_the_xla_cache_is_set_unless_jax_already_has_one(tmp_path, monkeypatch):
+    import jax
+
+    from jelm.experiments.run import use_xla_cache
+
+    before = jax.config.jax_compilation_cache_dir
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "theirs"))
+    use_xla_cache(str(tmp_path / "ours"))
+    assert jax.config.jax_compilation_cache_dir == before
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+    try:
+        use_xla_cache("")
+        assert jax.config.jax_compilation_cache_dir == before
+        use_xla_cache(str(tmp_path / "ours"))
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "ours")
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
