@@ -6,7 +6,8 @@ row's slot refilled with a waiting prompt, live rows packed into fewer slots whe
 have finished, rows' caches grown with their completions. Prompts that begin alike
 (children of one parent) share one copy of the prefix's keys and values (:mod:`.plan`,
 :mod:`jelm.lm.kv`). The device side (prefill, decode loop, slot moves) is
-:mod:`.device`; token choice (greedy, temperature, nucleus) :mod:`.sample`.
+:mod:`.device`; token choice (greedy, temperature, nucleus) :mod:`.sample`; the constraint
+that makes a diff's context and removed lines its parent's (``copy=``) :mod:`.copy`.
 """
 
 from jelm.lm.sampling.engine import MAX_ROWS, Generation, Sampler, generate

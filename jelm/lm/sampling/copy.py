@@ -27,13 +27,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Modes of a row's automaton.
-(PRE, PRE_MID, HDR, HDR_NUM, HDR_REST, LINE0, FIRST, PLUS0, LINE, COPY, PLUS, OFF, REJECT) = range(
-    13
-)
+# Modes of a row's automaton: before the first hunk (at a line start, within a line), in a
+# hunk header (before its old start line, reading it, after it), ...
+PRE, PRE_MID, HDR, HDR_NUM, HDR_REST = range(5)
+# ... in a hunk before its first context or removed line (at a line start, in that first
+# line, in an added line), after it (at a line start, copying, in an added line), and
+# unconstrained rows and rows whose token broke the constraint.
+LINE0, FIRST, PLUS0, LINE, COPY, PLUS, OFF, REJECT = range(5, 13)
 #: Modes in which any token without a newline is allowed.
 FREE_MODES = (PRE, PRE_MID, HDR, HDR_NUM, HDR_REST, FIRST, PLUS0, PLUS)
-_HEADER = (HDR, HDR_NUM, HDR_REST)
 
 # Token kinds.
 NORMAL, NEWLINE, SPECIAL, LONG = range(4)
@@ -52,7 +54,7 @@ class CopyVocab(NamedTuple):
     [V] (``NORMAL``, ``NEWLINE``, ``SPECIAL`` or ``LONG``), ``newline`` [M] the ids of
     the ``NEWLINE`` tokens (padded with ``V``). ``words`` [2, V, K / 4] the bytes (and
     the bytes after the first) packed four to a word, ``masks`` which of their bits
-    count: whole words compare at once (:func:`_match`)."""
+    count: whole words compare at once (:func:`allowed`)."""
 
     bytes: jax.Array
     length: jax.Array

@@ -85,7 +85,7 @@ def test_the_mask_is_the_automaton_on_states_of_real_diffs(shipped):
     )
     allowed = jax.jit(lambda s: C.allowed(s, data, vocab, stop))
     advance = jax.jit(lambda s, t: C.advance(s, t, data, vocab))
-    seen = set()
+    seen, ends = set(), []
     for diff in diffs:
         state = start
         for t in tok.encode(diff):
@@ -103,6 +103,11 @@ def test_the_mask_is_the_automaton_on_states_of_real_diffs(shipped):
             assert np.array_equal(got, want), (mode, np.flatnonzero(got != want)[:5])
             assert got[t]  # the diffs copy the parent
             state = advance(state, jnp.asarray([[t]]))
+        ends.append((int(state.mode[0, 0]), int(state.cursor[0, 0])))
+    # difflib's hunk: its first line found in the parent, the rest copied up to line 24;
+    # the made-up first line leaves the copy at the header's line 14, two lines copied
+    offset = lambda n: len("".join(lines[:n]))
+    assert ends[:2] == [(C.LINE, offset(24)), (C.LINE, offset(15))]
     assert {C.PRE, C.HDR, C.LINE0, C.FIRST, C.LINE, C.COPY, C.PLUS} <= seen
 
 
