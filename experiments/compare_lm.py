@@ -4,7 +4,8 @@
         [--operators lm_diff gp]
 
 For every seed (square, cppn_fixed, cppn_mutable), operator (lm_diff with the model jelm
-ships at the default temperature 0.8, the same without line-similarity placement, at 0.5,
+ships at the default temperature 0.8, the same sampled without copying the parent,
+without line-similarity placement, at 0.5,
 gp; ``--operators`` picks some) and random seed, one Sodarace run
 (12 x 12 x 12 grid, flat ground, 600 steps) at the same number of evaluations. From each
 run's ledger: the share of children whose diff applied, whose program ran, and that gave
@@ -33,12 +34,15 @@ from jelm.qd.ledger import Ledger
 
 SEEDS = ("square", "cppn_fixed", "cppn_mutable")
 #: The compared operators: table label -> run settings. ``lm_diff`` samples at the
-#: configuration's default temperature (0.8) and places hunks by line similarity when
-#: exact and fuzzy placement fail; ``lm_diff strict`` does not (``lm.similar: null``); the
-#: small shipped model writes diffs that apply more often when it samples colder, so
-#: ``lm_diff T=0.5`` measures that trade.
+#: configuration's default temperature (0.8), its context and removed lines copying the
+#: parent, and places hunks by line similarity when exact and fuzzy placement fail;
+#: ``lm_diff no copy`` samples unconstrained (``lm.copy: false``); ``lm_diff strict``
+#: places no hunk by similarity (``lm.similar: null``); the small shipped model writes
+#: diffs that apply more often when it samples colder, so ``lm_diff T=0.5`` measures
+#: that trade.
 OPERATORS: dict[str, dict] = {
     "lm_diff": {"mutation": "lm_diff"},
+    "lm_diff no copy": {"mutation": "lm_diff", "lm": {"copy": False}},
     "lm_diff strict": {"mutation": "lm_diff", "lm": {"similar": None}},
     "lm_diff T=0.5": {"mutation": "lm_diff", "lm": {"temperature": 0.5}},
     "gp": {"mutation": "gp"},
