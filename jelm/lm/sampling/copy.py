@@ -20,6 +20,7 @@ tokens are exactly those of unconstrained sampling.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -107,12 +108,25 @@ def _mix(h: Any, b: Any) -> Any:
 
 def line_hash(line: bytes) -> int:
     """A line's hash, whitespace ignored (int32, as the device computes it)."""
-    h = np.uint32(0)
-    with np.errstate(over="ignore"):
-        for b in line:
-            if b not in (9, 10, 13, 32):
-                h = np.uint32(_mix(h, np.uint32(b)))
-    return int(h.view(np.int32))
+    h = 0
+    for b in line:
+        if b not in (9, 10, 13, 32):
+            h = _mix(h, b) & 0xFFFFFFFF
+    return h - (1 << 32) if h >= 1 << 31 else h
+
+
+@functools.lru_cache(maxsize=256)
+def _parent(text: str) -> tuple[np.ndarray, list[int], list[int]] | None:
+    """A parent's bytes (a newline at the end), line starts and line hashes, or ``None``
+    if it is too long to constrain (an ELM call asks for many children of one parent)."""
+    b = text.encode("utf-8")
+    if not b.endswith(b"\n"):
+        b += b"\n"
+    starts = [0, *(j + 1 for j, c in enumerate(b[:-1]) if c == _NL)]
+    if len(b) >= TEXT_BYTES or len(starts) > TEXT_LINES:
+        return None
+    hashes = [line_hash(x) for x in b.split(b"\n")[: len(starts)]]
+    return np.frombuffer(b, np.uint8), starts, hashes
 
 
 def _byte_table() -> dict[str, int]:
@@ -199,18 +213,14 @@ def copy_text(texts: Sequence[str | None], shape: tuple[int, ...]) -> tuple[np.n
     length = np.zeros((n,), np.int32)
     mode = np.full((n,), OFF, np.int32)
     for i, t in enumerate(texts):
-        if t is None:
+        parent = None if t is None else _parent(t)
+        if parent is None:
             continue
-        b = t.encode("utf-8")
-        if not b.endswith(b"\n"):
-            b += b"\n"
-        starts = [0, *(j + 1 for j, c in enumerate(b[:-1]) if c == _NL)]
-        if len(b) >= TEXT_BYTES or len(starts) > TEXT_LINES:
-            continue
-        text[i, : len(b)] = np.frombuffer(b, np.uint8)
+        b, starts, line_hashes = parent
+        text[i, : len(b)] = b
         lines[i] = len(b)
         lines[i, : len(starts)] = starts
-        hashes[i, : len(starts)] = [line_hash(x) for x in b.split(b"\n")[: len(starts)]]
+        hashes[i, : len(starts)] = line_hashes
         length[i] = len(b)
         mode[i] = PRE
     return (
