@@ -72,22 +72,35 @@ def make_batches(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Shuffle, group by bucket and cut into static-shape batches (tokens, mask) of
     ``tokens_per_batch // bucket`` rows; the examples left over wait for the next call."""
-    by_bucket: dict[int, list[Encoded]] = {}
-    for k in rng.permutation(len(data)):
-        item = data[int(k)]
-        by_bucket.setdefault(bucket_of(len(item.tokens), buckets), []).append(item)
+    shuffled = [data[int(k)] for k in rng.permutation(len(data))]
     batches = []
-    for length, items in by_bucket.items():
+    for length, items in by_bucket(shuffled, buckets).items():
         rows = max(1, tokens_per_batch // length)
         for start in range(0, len(items) - rows + 1, rows):
-            tokens = np.full((rows, length), pad_id, np.int32)
-            mask = np.zeros((rows, length), np.float32)
-            for r, item in enumerate(items[start : start + rows]):
-                tokens[r, : len(item.tokens)] = item.tokens
-                mask[r, : len(item.mask)] = item.mask
-            batches.append((tokens, mask))
+            batches.append(batch_of(items[start : start + rows], rows, length, pad_id))
     order = rng.permutation(len(batches))
     return [batches[int(k)] for k in order]
+
+
+def by_bucket(data: Sequence[Encoded], buckets: Sequence[int]) -> dict[int, list[Encoded]]:
+    """``data`` grouped by the bucket each example's length falls in, in order."""
+    out: dict[int, list[Encoded]] = {}
+    for item in data:
+        out.setdefault(bucket_of(len(item.tokens), buckets), []).append(item)
+    return out
+
+
+def batch_of(
+    items: Sequence[Encoded], rows: int, length: int, pad_id: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``items`` as one static-shape batch (tokens, mask) of ``rows`` rows of ``length``
+    tokens; rows past the items are padding that carries no loss."""
+    tokens = np.full((rows, length), pad_id, np.int32)
+    mask = np.zeros((rows, length), np.float32)
+    for r, item in enumerate(items):
+        tokens[r, : len(item.tokens)] = item.tokens
+        mask[r, : len(item.mask)] = item.mask
+    return tokens, mask
 
 
 def train_tokenizer(

@@ -41,7 +41,7 @@ import optax
 from jelm.io.checkpoint import CheckpointError, Checkpoints
 from jelm.io.rundir import RunDir, RunDirError
 from jelm.lm.checkpoint import ModelLoadError, save_model
-from jelm.lm.data import Encoded, bucket_of, make_batches
+from jelm.lm.data import Encoded, batch_of, by_bucket, make_batches
 from jelm.lm.ledger_data import dataset_version
 from jelm.lm.train import loss_fn, make_step, plot_loss
 
@@ -212,20 +212,13 @@ def held_out_batches(
     filled up with padding rows that carry no loss), in order: a held-out set of a few
     examples is measured whole, where :func:`jelm.lm.data.make_batches` would leave out
     the ones that do not fill a batch."""
-    by_bucket: dict[int, list[Encoded]] = {}
-    for item in data:
-        by_bucket.setdefault(bucket_of(len(item.tokens), buckets), []).append(item)
+    grouped = by_bucket(data, buckets)
     batches = []
-    for length in sorted(by_bucket):
-        items = by_bucket[length]
+    for length in sorted(grouped):
+        items = grouped[length]
         rows = max(1, tokens_per_batch // length)
         for start in range(0, len(items), rows):
-            tokens = np.full((rows, length), pad_id, np.int32)
-            mask = np.zeros((rows, length), np.float32)
-            for r, item in enumerate(items[start : start + rows]):
-                tokens[r, : len(item.tokens)] = item.tokens
-                mask[r, : len(item.mask)] = item.mask
-            batches.append((tokens, mask))
+            batches.append(batch_of(items[start : start + rows], rows, length, pad_id))
     return batches
 
 
