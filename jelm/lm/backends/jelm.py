@@ -62,6 +62,9 @@ class JelmBackend:
         self.max_batch = int(max_batch)
         self._copy_vocab: Any = None
         self._copy_error: str | None = None
+        from jelm.lm.sampling import Shapes
+
+        self.shapes = Shapes()  # shapes compiled for earlier calls, reused when cheap
 
     # ---- construction -----------------------------------------------------------------
 
@@ -237,6 +240,7 @@ class JelmBackend:
                 max_batch=self.max_batch,
                 copy=parents,
                 copy_vocab=self._copy_vocab if parents is not None else None,
+                shapes=self.shapes,
             )
             return [(list(map(int, g.tokens)), str(g.finish_reason)) for g in gens]
 

@@ -11,6 +11,14 @@ that makes a diff's context and removed lines its parent's (``copy=``) :mod:`.co
 """
 
 from jelm.lm.sampling.engine import MAX_ROWS, Generation, Sampler, generate
-from jelm.lm.sampling.plan import bucket_batch, bucket_length
+from jelm.lm.sampling.plan import Shapes, bucket_batch, bucket_length
 
-__all__ = ["MAX_ROWS", "Generation", "Sampler", "bucket_batch", "bucket_length", "generate"]
+__all__ = [
+    "MAX_ROWS",
+    "Generation",
+    "Sampler",
+    "Shapes",
+    "bucket_batch",
+    "bucket_length",
+    "generate",
+]

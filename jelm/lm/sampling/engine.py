@@ -25,7 +25,7 @@ import numpy as np
 from jelm.lm.model import ModelConfig, Params
 from jelm.lm.sampling import copy as C
 from jelm.lm.sampling import device as D
-from jelm.lm.sampling.plan import Group, bucket_batch, make_plan
+from jelm.lm.sampling.plan import Group, Shapes, bucket_batch, make_plan
 
 STOP_SLOTS = 8  # stop ids are padded to a multiple of this (fixed shapes, fewer compiles)
 #: Default number of rows sampled at once.
@@ -134,7 +134,9 @@ class Sampler:
     them as ``(id, Generation)``. Every prompt is sampled with the settings given here;
     a row's tokens depend on its prompt and key only, not on what it was batched with.
     ``drafts``: see :func:`generate`. With ``copy_vocab`` (:func:`jelm.lm.sampling.copy.
-    copy_vocab`), prompts added with a parent program write diffs that copy it.
+    copy_vocab`), prompts added with a parent program write diffs that copy it. ``shapes``:
+    a record of shapes compiled for earlier calls, kept by the caller (:class:`jelm.lm.
+    sampling.plan.Shapes`).
     """
 
     def __init__(
@@ -151,6 +153,7 @@ class Sampler:
         share_prefixes: bool = True,
         drafts: int | None = None,
         copy_vocab: C.CopyVocab | None = None,
+        shapes: Shapes | None = None,
     ) -> None:
         _check(config, [], max_new_tokens, temperature, top_p)
         if drafts is not None and not 0 <= drafts <= MAX_DRAFTS:
@@ -182,6 +185,7 @@ class Sampler:
         self._keys: dict[int, np.ndarray] = {}
         self._copy: dict[int, str] = {}
         self.copy_vocab = copy_vocab
+        self.shapes = shapes
         self._next = 0
 
     @property
@@ -211,7 +215,12 @@ class Sampler:
         ids = list(range(self._next, self._next + len(prompts)))
         self._next += len(prompts)
         plan = make_plan(
-            prompts, self.max_new_tokens, self.max_rows, self.share_prefixes, rows=self.rows
+            prompts,
+            self.max_new_tokens,
+            self.max_rows,
+            self.share_prefixes,
+            rows=self.rows,
+            shapes=self.shapes,
         )
         self.rows = plan.rows
         self.prefix_len = max(self.prefix_len, plan.prefix_len)
@@ -382,6 +391,7 @@ def generate(
     drafts: int | None = None,
     copy: Sequence[str | None] | None = None,
     copy_vocab: C.CopyVocab | None = None,
+    shapes: Shapes | None = None,
 ) -> list[Generation]:
     """Sample continuations of token-id prompts (ELM's mutation step, §3.1).
 
@@ -404,6 +414,10 @@ def generate(
     only context and removed lines that are the parent's, in order
     (:mod:`jelm.lm.sampling.copy`).
 
+    ``shapes``: a :class:`jelm.lm.sampling.plan.Shapes` kept across calls; a call reuses a
+    shape compiled before when it is nearly as cheap as its own (the tokens are the same
+    either way).
+
     Raises ``ValueError`` for an empty prompt or one that leaves no room for
     ``max_new_tokens`` within ``config.n_ctx`` positions.
     """
@@ -422,6 +436,7 @@ def generate(
         share_prefixes=share_prefixes,
         drafts=drafts,
         copy_vocab=copy_vocab if copy is not None else None,
+        shapes=shapes,
     )
     keys = np.asarray(
         jax.random.key_data(

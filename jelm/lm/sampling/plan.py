@@ -12,7 +12,10 @@ its first logits.
 
 Shapes are bucketed so that calls with similar prompts reuse compiled programs: prefix
 length by :func:`bucket_length`, suffix length by :func:`bucket_suffix`, group count by
-:func:`bucket_batch`.
+:func:`bucket_batch`. A caller that samples again and again (an ELM run) also passes a
+:class:`Shapes` record: a call then takes a (rows, prefix, suffix) shape already compiled
+when it costs at most ``Shapes.slack`` times its own best, so that a run compiles a few
+shapes instead of one per new mix of parents.
 """
 
 from __future__ import annotations
@@ -134,15 +137,29 @@ def _step_cost(groups: list[Group], rows: int, tail: int) -> int:
     return len(groups) * (prefix + rows * (suffix + tail))
 
 
+@dataclasses.dataclass
+class Shapes:
+    """The (rows, prefix length, suffix length) shapes earlier plans used (host state kept
+    by a caller across calls, :func:`make_plan`). A plan takes the cheapest known shape
+    that fits its prompts if its decode step reads at most ``slack`` times the key/value
+    slots of the plan's own best shape (:func:`_step_cost`); else it uses its best and
+    records it."""
+
+    slack: float = 1.5
+    known: list[tuple[int, int, int]] = dataclasses.field(default_factory=list)
+
+
 def make_plan(
     prompts: Sequence[Sequence[int]],
     max_new_tokens: int,
     max_rows: int,
     share_prefixes: bool = True,
     rows: int | None = None,
+    shapes: Shapes | None = None,
 ) -> Plan:
     """Groups and shapes for sampling ``prompts`` with at most ``max_rows`` rows at once
-    (groups of ``rows`` rows if given, else of the cheapest size)."""
+    (groups of ``rows`` rows if given, else of the cheapest size; with ``shapes``, a known
+    shape within its slack, see :class:`Shapes`)."""
     if share_prefixes:
         sets = shared_sets(prompts)
     else:
@@ -156,11 +173,29 @@ def make_plan(
     plans = {r: _groups(sets, prompts, r) for r in options}
     rows = min(options, key=lambda r: (_step_cost(plans[r], r, tail), r))
     groups = plans[rows]
+    prefix_len = bucket_length(max(len(g.prefix) for g in groups))
+    suffix_len = bucket_suffix(max(len(s) for g in groups for s in g.suffixes))
+    if shapes is not None:
+        best = len(groups) * (prefix_len + rows * (suffix_len + tail))
+        fits = []
+        for r, p, s in shapes.known:
+            if r not in options:
+                continue
+            cut = plans[r]
+            if max(len(g.prefix) for g in cut) <= p and all(
+                len(x) <= s for g in cut for x in g.suffixes
+            ):
+                fits.append((len(cut) * (p + r * (s + tail)), r, p, s))
+        if fits and min(fits)[0] <= shapes.slack * best:
+            _, rows, prefix_len, suffix_len = min(fits)
+            groups = plans[rows]
+        elif (rows, prefix_len, suffix_len) not in shapes.known:
+            shapes.known.append((rows, prefix_len, suffix_len))
     groups.sort(key=lambda g: g.members[0])
     return Plan(
         groups=tuple(groups),
         rows=rows,
         slots=bucket_batch(min(len(groups), max(1, max_rows // rows))),
-        prefix_len=bucket_length(max(len(g.prefix) for g in groups)),
-        suffix_len=bucket_suffix(max(len(s) for g in groups for s in g.suffixes)),
+        prefix_len=prefix_len,
+        suffix_len=suffix_len,
     )

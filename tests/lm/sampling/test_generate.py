@@ -215,6 +215,22 @@ def test_generate_does_not_recompile_for_similar_prompts():
     assert compiled() == longer
 
 
+@pytest.mark.slow
+def test_a_known_larger_shape_changes_no_token():
+    """With a record of shapes (an ELM run's backend), a call of short prompts samples at
+    a longer prefix compiled before, and its tokens are those of its own shape."""
+    cfg = M.ModelConfig(vocab_size=211, n_ctx=160, d_model=32, n_layer=1, n_head=4)
+    params = _params(cfg)
+    kw = dict(max_new_tokens=64, temperature=0.8, top_p=0.9, stop_token_ids=[3])
+    prompts = _prompts(13, [20, 25, 30])  # prefix bucket 32
+    ref = S.generate(params, cfg, prompts, jax.random.key(5), **kw)
+    before = D.prefill._cache_size()
+    shapes = S.Shapes(known=[(1, 64, 1)])  # (64 + 33) / (32 + 33) <= 1.5
+    assert S.generate(params, cfg, prompts, jax.random.key(5), shapes=shapes, **kw) == ref
+    assert D.prefill._cache_size() > before  # it did sample at the known prefix of 64
+    assert shapes.known == [(1, 64, 1)]
+
+
 def _family(seed: int, parents: int, children: int, parent_len: int = 40):
     """Prompts that are ``children`` children of each of ``parents`` parents (the parent's
     tokens and a short tail of their own), shuffled."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from jelm.lm.sampling.plan import (
     MIN_SHARED,
+    Shapes,
     bucket_batch,
     bucket_length,
     bucket_suffix,
@@ -72,3 +75,26 @@ def test_buckets():
     ]
     assert [bucket_suffix(n) for n in (1, 2, 17)] == [1, 16, 32]
     assert [bucket_batch(n) for n in (1, 3, 8, 9)] == [1, 4, 8, 16]
+
+
+def test_known_shapes_are_reused_within_their_slack():
+    """A call takes a shape compiled for an earlier call when its decode step costs at
+    most ``slack`` times its own best; a shape that is too dear or too small is not taken,
+    and the call's own shape is recorded."""
+    rng = np.random.default_rng(3)
+    prompts = [rng.integers(5, 200, 100).tolist() for _ in range(4)]  # prefix bucket 128
+    own = make_plan(prompts, max_new_tokens=64, max_rows=8)
+    assert (own.rows, own.prefix_len, own.suffix_len) == (1, 128, 1)
+
+    near = Shapes(known=[(1, 256, 1)])  # (256 + 33) / (128 + 33) = 1.8 slots per step
+    assert make_plan(prompts, 64, 8, shapes=dataclasses.replace(near, slack=2.0)).prefix_len == 256
+    plan = make_plan(prompts, 64, 8, shapes=near)  # slack 1.5: too dear
+    assert plan.prefix_len == 128 and near.known == [(1, 256, 1), (1, 128, 1)]
+    # now both are known: the cheaper one that fits is taken and nothing is added
+    assert make_plan(prompts, 64, 8, shapes=near).prefix_len == 128
+    assert len(near.known) == 2
+
+    small = Shapes(slack=10.0, known=[(1, 64, 1), (2, 512, 16)])  # too short; other rows
+    plan = make_plan(prompts, 64, 8, shapes=small)
+    assert plan.prefix_len == 128 and small.known[-1] == (1, 128, 1)
+    assert all(len(g.prefix) <= plan.prefix_len for g in plan.groups)
