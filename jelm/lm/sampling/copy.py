@@ -8,7 +8,9 @@ parent: the diff applies by construction, and the model's added lines (``"+"``) 
 the parent's real lines. The model still chooses where a hunk starts (its first line is
 free and is looked up in the parent, ignoring whitespace, nearest to the line the hunk
 header names; a line the parent lacks leaves the hunk at the header's line), which
-lines it keeps, removes and adds, and when it stops.
+lines it keeps, removes and adds, and when it stops, once it has changed something: a
+row may not stop before it has begun a removed or an added line (a diff of context
+alone leaves the parent as it was).
 
 The constraint is a byte automaton per row (:class:`CopyState`), advanced by every
 emitted token (:func:`advance`); :func:`allowed` gives the tokens that keep it valid.
@@ -93,12 +95,20 @@ class CopyState(NamedTuple):
     """Each row's automaton: ``mode``, ``cursor`` (the parent byte the next context or
     removed byte must equal; in a hunk's first line, the earliest place the hunk may
     start), ``num`` (the old start line of the latest hunk header), ``hash`` (of the
-    first line written so far)."""
+    first line written so far), ``changed`` (1 once a removed or added line has begun)."""
 
     mode: jax.Array
     cursor: jax.Array
     num: jax.Array
     hash: jax.Array
+    changed: jax.Array
+
+
+def initial_state(mode: Any) -> CopyState:
+    """Rows' automata before their first token, in modes ``mode`` (:func:`copy_text`)."""
+    mode = jnp.asarray(mode, jnp.int32)
+    zero = jnp.zeros_like(mode)
+    return CopyState(mode, zero, zero, zero, zero)
 
 
 def _mix(h: Any, b: Any) -> Any:
@@ -305,7 +315,7 @@ def advance_byte(
     """The automaton after byte ``b`` (-1: no byte, unchanged); every array broadcasts
     against ``state``'s [G, R, *E] (``data`` is per row). ``resolved``: :func:`resolve`
     of the state, if known (whitespace does not change it)."""
-    mode, cur, num, h = state
+    mode, cur, num, h, changed = state
     length = _expand(data.length, cur.ndim)
     nl = b == _NL
     space = (b == _SP) | (b == 9) | (b == 13)
@@ -330,12 +340,14 @@ def advance_byte(
         jnp.where((mode == HDR_NUM) & digit, jnp.minimum(num * 10 + (b - 48), 10**6), num),
     )
     new_h = jnp.where(mode == LINE0, 0, jnp.where((mode == FIRST) & ~space & ~nl, _mix(h, b), h))
+    edit = ((mode == LINE0) | (mode == LINE)) & ((b == _MINUS) | (b == _PLUS))
     skip = b < 0
     return CopyState(
         jnp.where(skip, mode, new_mode),
         jnp.where(skip, cur, new_cur),
         jnp.where(skip, num, new_num),
         jnp.where(skip, h, new_h),
+        jnp.where(edit & ~skip, 1, changed),
     )
 
 
@@ -368,8 +380,9 @@ def advance(state: CopyState, tokens: jax.Array, data: CopyText, vocab: CopyVoca
 
 
 def allowed(state: CopyState, data: CopyText, vocab: CopyVocab, stop_ids: jax.Array) -> jax.Array:
-    """Which tokens keep each row's diff copying its parent: [G, R, *E, V] booleans (all
-    true for an unconstrained row, and for a row with none allowed)."""
+    """Which tokens keep each row's diff copying its parent, and refuse its stop tokens
+    until it has changed something: [G, R, *E, V] booleans (all true for an
+    unconstrained row, and for a row with none allowed)."""
     mode, cur = state.mode, state.cursor
     v, k = vocab.bytes.shape
     ndim = mode.ndim
@@ -389,7 +402,7 @@ def allowed(state: CopyState, data: CopyText, vocab: CopyVocab, stop_ids: jax.Ar
         [m == COPY, m == LINE, m == LINE0], [copy_ok, line_ok, marker | other], free
     )
     is_stop = jnp.any(jnp.arange(v)[:, None] == stop_ids[None, :], axis=1)  # [V]
-    special = is_stop & (m != COPY)
+    special = is_stop & (m != COPY) & (state.changed[..., None] > 0)
     ok = jnp.select(
         [vocab.kind == NORMAL, vocab.kind == LONG, vocab.kind == SPECIAL],
         [normal, free & (m != FIRST), special],

@@ -248,11 +248,7 @@ class Sampler:
                 for j, m in enumerate(group.members):
                     texts[g * self.rows + j] = self._copy.get(m)
             *data, mode = C.copy_text(texts, (n, self.rows))
-            zero = np.zeros_like(mode)
-            copy = (
-                C.CopyText(*map(jnp.asarray, data)),
-                C.CopyState(*map(jnp.asarray, (mode, zero, zero, zero))),
-            )
+            copy = (C.CopyText(*map(jnp.asarray, data)), C.initial_state(mode))
         return D.prefill(
             self.params,
             *map(jnp.asarray, arrays),

@@ -34,9 +34,7 @@ def shipped():
 
 def _data(texts):
     *data, mode = C.copy_text(texts, (len(texts), 1))
-    zero = np.zeros_like(mode)
-    state = C.CopyState(*map(jnp.asarray, (mode, zero, zero, zero)))
-    return C.CopyText(*map(jnp.asarray, data)), state
+    return C.CopyText(*map(jnp.asarray, data)), C.initial_state(mode)
 
 
 def test_token_bytes_spell_the_text(shipped):
@@ -94,8 +92,12 @@ def test_the_mask_is_the_automaton_on_states_of_real_diffs(shipped):
             after = exact(state)
             kinds = np.asarray(vocab.kind)
             want = (np.asarray(after.mode[0, 0]) != C.REJECT) & (kinds != C.SPECIAL)
+            changed = int(state.changed[0, 0]) > 0
             want |= (
-                (kinds == C.SPECIAL) & np.isin(np.arange(v), np.asarray(stop)) & (mode != C.COPY)
+                (kinds == C.SPECIAL)
+                & np.isin(np.arange(v), np.asarray(stop))
+                & (mode != C.COPY)
+                & changed
             )
             if mode in (C.COPY, C.LINE, C.LINE0, C.FIRST):
                 want &= kinds != C.LONG
@@ -103,21 +105,22 @@ def test_the_mask_is_the_automaton_on_states_of_real_diffs(shipped):
             assert np.array_equal(got, want), (mode, np.flatnonzero(got != want)[:5])
             assert got[t]  # the diffs copy the parent
             state = advance(state, jnp.asarray([[t]]))
-        ends.append((int(state.mode[0, 0]), int(state.cursor[0, 0])))
+        ends.append((int(state.mode[0, 0]), int(state.cursor[0, 0]), int(state.changed[0, 0])))
     # difflib's hunk: its first line found in the parent, the rest copied up to line 24;
     # the made-up first line leaves the copy at the header's line 14, two lines copied
     offset = lambda n: len("".join(lines[:n]))
-    assert ends[:2] == [(C.LINE, offset(24)), (C.LINE, offset(15))]
+    # the second diff changes nothing: it may not stop yet; the others may
+    assert ends == [(C.LINE, offset(24), 1), (C.LINE, offset(15), 0), (C.LINE0, 0, 1)]
     assert {C.PRE, C.HDR, C.LINE0, C.FIRST, C.LINE, C.COPY, C.PLUS} <= seen
 
 
-def _hunks_copy_the_parent(diff: str, parent: str) -> bool:
+def _hunks_copy_the_parent(diff: str, parent: str, cut: bool = False) -> bool:
     """After each hunk's first context or removed line, the further ones are consecutive
-    lines of ``parent``."""
+    lines of ``parent`` (``cut``: the diff's last line may be cut short)."""
     lines = parent.splitlines()
     run: list[str] | None = None
     first = True
-    for line in diff.splitlines():
+    for line in diff.splitlines()[: -1 if cut else None]:
         if line.startswith("@@"):
             run, first = None, True
             continue
@@ -170,7 +173,11 @@ def test_sampled_diffs_copy_their_parents_and_apply(shipped, sampled):
     backend, _ = shipped
     parents, _, free, held, _ = sampled
     diffs = [extract_diff(backend.tokenizer.decode(g.tokens)) for g in held]
-    assert all(_hunks_copy_the_parent(d, p) for d, p in zip(diffs, parents, strict=True))
+    for g, d, p in zip(held, diffs, parents, strict=True):
+        assert _hunks_copy_the_parent(d, p, cut=g.finish_reason == "length")
+    for g, d in zip(held, diffs, strict=True):  # a diff that stops has changed something
+        edits = [x for x in d.splitlines() if x[:1] in "+-" and x[:3] not in ("+++", "---")]
+        assert edits or g.finish_reason == "length"
     n_held = sum(_applies(d, p) for d, p in zip(diffs, parents, strict=True))
     n_free = sum(
         _applies(extract_diff(backend.tokenizer.decode(g.tokens)), p)
