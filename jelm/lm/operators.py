@@ -159,11 +159,15 @@ class LMDiffOperator:
     def child(self, parent: Parent, message: str, completion: Any) -> Child:
         """The child a completion gives: the parent with the completion's diff applied, or
         a failed child classified as a backend error, a diff failure or an unchanged
-        parent."""
+        parent. A completion cut off by the token budget loses its unfinished last line
+        (half a line of code is a syntax error; the lines before it may be a good edit)."""
         ids = (parent.id,)
         if completion.error:
             return _backend_failure(ids, self.name, completion.error, message)
-        diff = extract_diff(completion.text)
+        text = completion.text
+        if completion.finish_reason == "length" and "\n" in text:
+            text = text[: text.rindex("\n") + 1]
+        diff = extract_diff(text)
         fields = {"parent_ids": ids, "operator": self.name, "message": message, "diff": diff}
         try:
             applied = apply_diff(parent.program, diff, fuzzy=self.fuzzy, similar=self.similar)

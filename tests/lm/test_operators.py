@@ -116,6 +116,24 @@ def test_lm_diff_refuses_a_diff_that_changes_nothing():
     assert child.failure == "diff_unchanged" and child.program is None
 
 
+def test_lm_diff_drops_the_unfinished_line_of_a_completion_cut_by_length():
+    good = unified_diff(SQUARE, _edit(SQUARE, "10", "7"), "walker.py")
+    cut = good + "+    wc.add_muscle(corners[0], cen"
+
+    class Cut(Script):
+        def complete(self, prompts, **kwargs):
+            return [Completion(c.text, "length", c.tokens) for c in super().complete(prompts)]
+
+    op = LMDiffOperator(Cut([cut]), COMMIT_MESSAGES, "walker.py")
+    (child,) = op.mutate([Parent(1, SQUARE)], np.random.default_rng(0))
+    assert child.program == _edit(SQUARE, "10", "7")
+    # a completion that stopped keeps every line (its last one is then an error)
+    (stopped,) = LMDiffOperator(Script([cut]), COMMIT_MESSAGES, "walker.py").mutate(
+        [Parent(1, SQUARE)], np.random.default_rng(0)
+    )
+    assert "cen" in stopped.program
+
+
 def test_lm_diff_messages_follow_configured_odds():
     n = 3000
     script = Script([""] * n)
