@@ -10,7 +10,9 @@ free and is looked up in the parent, ignoring whitespace, nearest to the line th
 header names; a line the parent lacks leaves the hunk at the header's line), which
 lines it keeps, removes and adds, and when it stops, once it has changed something: a
 row may not stop before it has begun a removed or an added line (a diff of context
-alone leaves the parent as it was).
+alone leaves the parent as it was). Added lines also keep Python's indentation: after a
+line that opens a block (ends with ``:``) an added line is indented deeper, after any
+other line not deeper (comments, blank lines and lines inside brackets are free).
 
 The constraint is a byte automaton per row (:class:`CopyState`), advanced by every
 emitted token (:func:`advance`); :func:`allowed` gives the tokens that keep it valid.
@@ -50,6 +52,8 @@ TEXT_BYTES = 8192
 TEXT_LINES = 256
 
 _NL, _SP, _MINUS, _PLUS, _AT, _BSLASH = 10, 32, 45, 43, 64, 92
+_TAB, _CR, _HASH, _COLON = 9, 13, 35, 58
+_OPEN, _CLOSE = (40, 91, 123), (41, 93, 125)
 
 
 class CopyVocab(NamedTuple):
@@ -57,7 +61,9 @@ class CopyVocab(NamedTuple):
     [V] (``NORMAL``, ``NEWLINE``, ``SPECIAL`` or ``LONG``), ``newline`` [M] the ids of
     the ``NEWLINE`` tokens (padded with ``V``). ``words`` [2, V, K / 4] the bytes (and
     the bytes after the first) packed four to a word, ``masks`` which of their bits
-    count: whole words compare at once (:func:`allowed`)."""
+    count: whole words compare at once (:func:`allowed`). ``lead`` [2, V] the blanks
+    (spaces, tabs, carriage returns) a token begins with (and its bytes after the first
+    do), ``solid`` [2, V] the first other byte (-1 for none)."""
 
     bytes: jax.Array
     length: jax.Array
@@ -65,6 +71,8 @@ class CopyVocab(NamedTuple):
     newline: jax.Array
     words: jax.Array
     masks: jax.Array
+    lead: jax.Array
+    solid: jax.Array
 
 
 def _pack(b: Any) -> Any:
@@ -95,20 +103,37 @@ class CopyState(NamedTuple):
     """Each row's automaton: ``mode``, ``cursor`` (the parent byte the next context or
     removed byte must equal; in a hunk's first line, the earliest place the hunk may
     start), ``num`` (the old start line of the latest hunk header), ``hash`` (of the
-    first line written so far), ``changed`` (1 once a removed or added line has begun)."""
+    first line written so far), ``changed`` (1 once a removed or added line has begun).
+
+    The new file's indentation, read from its context and added lines as they are
+    written: ``indent`` (of the latest line that began a statement, -1 unknown),
+    ``colon`` (whether the latest code line ended with ``:``), ``depth`` (brackets open
+    after it); and the line being written: ``lead`` (its spaces so far), ``solid`` (its
+    first other byte, 0 none yet), ``last`` (its latest byte outside a comment that is
+    not a space), ``comment`` (1 once its comment has begun), ``removed`` (1: a removed
+    line, not in the new file), ``cont`` (1: it began inside brackets)."""
 
     mode: jax.Array
     cursor: jax.Array
     num: jax.Array
     hash: jax.Array
     changed: jax.Array
+    indent: jax.Array
+    colon: jax.Array
+    depth: jax.Array
+    lead: jax.Array
+    solid: jax.Array
+    last: jax.Array
+    comment: jax.Array
+    removed: jax.Array
+    cont: jax.Array
 
 
 def initial_state(mode: Any) -> CopyState:
     """Rows' automata before their first token, in modes ``mode`` (:func:`copy_text`)."""
     mode = jnp.asarray(mode, jnp.int32)
     zero = jnp.zeros_like(mode)
-    return CopyState(mode, zero, zero, zero, zero)
+    return CopyState(mode, zero, zero, zero, zero, zero - 1, *([zero] * 8))
 
 
 def _mix(h: Any, b: Any) -> Any:
@@ -210,7 +235,17 @@ def copy_vocab(tokenizer: Any, vocab_size: int | None = None) -> CopyVocab:
     rest = np.concatenate([table[:, 1:], np.full((v, 1), -1, np.int32)], axis=1)
     (w0, m0), (w1, m1) = _pack(table), _pack(rest)
     words, masks = np.stack([w0, w1]), np.stack([m0, m1])
-    return CopyVocab(*map(jnp.asarray, (table, length, kind, nl, words, masks)))
+    leads, solids = [], []
+    for part in (table, rest):
+        blank = (part == _SP) | (part == _TAB) | (part == _CR)
+        lead = np.argmin(blank, axis=1).astype(np.int32)  # the first byte not blank
+        lead[np.all(blank, axis=1)] = k
+        leads.append(lead)
+        solids.append(np.where(lead < k, part[np.arange(v), np.minimum(lead, k - 1)], -1))
+    arrays = (table, length, kind, nl, words, masks, np.stack(leads), np.stack(solids))
+    return CopyVocab(
+        *(jnp.asarray(a, jnp.uint32 if a.dtype == np.uint32 else jnp.int32) for a in arrays)
+    )
 
 
 def copy_text(texts: Sequence[str | None], shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
@@ -315,10 +350,10 @@ def advance_byte(
     """The automaton after byte ``b`` (-1: no byte, unchanged); every array broadcasts
     against ``state``'s [G, R, *E] (``data`` is per row). ``resolved``: :func:`resolve`
     of the state, if known (whitespace does not change it)."""
-    mode, cur, num, h, changed = state
+    mode, cur, num, h, changed = state[:5]
     length = _expand(data.length, cur.ndim)
     nl = b == _NL
-    space = (b == _SP) | (b == 9) | (b == 13)
+    space = (b == _SP) | (b == _TAB) | (b == _CR)
     digit = (b >= 48) & (b <= 57)
     here = _at(data.text, cur)
     marker = (b == _SP) | (b == _MINUS)
@@ -340,15 +375,68 @@ def advance_byte(
         jnp.where((mode == HDR_NUM) & digit, jnp.minimum(num * 10 + (b - 48), 10**6), num),
     )
     new_h = jnp.where(mode == LINE0, 0, jnp.where((mode == FIRST) & ~space & ~nl, _mix(h, b), h))
-    edit = ((mode == LINE0) | (mode == LINE)) & ((b == _MINUS) | (b == _PLUS))
+    at_start = (mode == LINE0) | (mode == LINE)
+    edit = at_start & ((b == _MINUS) | (b == _PLUS))
+    layout, breaks = _layout(state, b)
+    new_mode = jnp.where(breaks, REJECT, new_mode)
     skip = b < 0
     return CopyState(
-        jnp.where(skip, mode, new_mode),
-        jnp.where(skip, cur, new_cur),
-        jnp.where(skip, num, new_num),
-        jnp.where(skip, h, new_h),
-        jnp.where(edit & ~skip, 1, changed),
+        mode=jnp.where(skip, mode, new_mode),
+        cursor=jnp.where(skip, cur, new_cur),
+        num=jnp.where(skip, num, new_num),
+        hash=jnp.where(skip, h, new_h),
+        changed=jnp.where(edit & ~skip, 1, changed),
+        **{k: jnp.where(skip, getattr(state, k), v).astype(jnp.int32) for k, v in layout.items()},
     )
+
+
+def _layout(s: CopyState, b: jax.Array) -> tuple[dict[str, jax.Array], jax.Array]:
+    """The new file's indentation fields of :class:`CopyState` after byte ``b``, and
+    whether ``b`` breaks the indentation rule: it begins an added line that, after a
+    line ending with ``:``, is not indented deeper, or after another line, deeper.
+    Comments, blank lines and lines that begin inside brackets are free. Strings are
+    told from code by their quotes on one line (escapes and triple quotes are not
+    followed: a docstring's lines count as code)."""
+    mode = s.mode
+    nl = b == _NL
+    blank = (b == _SP) | (b == _TAB) | (b == _CR)
+    at_start = (mode == LINE0) | (mode == LINE)
+    header = (mode == HDR) | (mode == HDR_NUM) | (mode == HDR_REST)
+    new_line = at_start | header
+    body = (mode == FIRST) | (mode == COPY) | (mode == PLUS0) | (mode == PLUS)
+    track = body & (s.removed == 0) & ~nl
+    first = track & (s.solid == 0) & ~blank  # the line's first byte that is not blank
+    # where the byte is: code (0), a comment (1) or a string (its quote byte)
+    quote = (b == 34) | (b == 39)
+    after = jnp.where(
+        s.comment == 0,
+        jnp.where(b == _HASH, 1, jnp.where(quote, b, 0)),
+        jnp.where((s.comment != 1) & (b == s.comment), 0, s.comment),
+    )
+    after = jnp.where(track, after, s.comment)
+    code = track & ~blank & (s.comment == 0) & (after == 0)
+    opened = code & jnp.isin(b, jnp.asarray(_OPEN))
+    closed = code & jnp.isin(b, jnp.asarray(_CLOSE))
+    seen = track & ~blank & (after != 1) & ~((s.comment > 1) & (after > 1))
+    # the rule, checked at an added line's first byte
+    added = (mode == PLUS0) | (mode == PLUS)
+    free = (s.indent < 0) | (s.depth > 0) | (b == _HASH)
+    deeper = jnp.where(s.colon > 0, s.lead > s.indent, s.lead <= s.indent)
+    breaks = first & added & ~free & ~deeper
+    # a code line ends: the next one is read against it
+    ends = body & (s.removed == 0) & nl & (s.solid != 0) & (s.solid != _HASH)
+    layout = {
+        "indent": jnp.where(header, -1, jnp.where(ends & (s.cont == 0), s.lead, s.indent)),
+        "colon": jnp.where(ends, s.last == _COLON, s.colon),
+        "depth": jnp.where(header, 0, jnp.maximum(s.depth + opened - closed.astype(jnp.int32), 0)),
+        "lead": jnp.where(new_line, 0, s.lead + (track & (s.solid == 0) & blank)),
+        "solid": jnp.where(new_line, 0, jnp.where(first, b, s.solid)),
+        "last": jnp.where(new_line, 0, jnp.where(seen, b, s.last)),
+        "comment": jnp.where(new_line, 0, after),
+        "removed": jnp.where(at_start, (b == _MINUS) | (b == _BSLASH), s.removed),
+        "cont": jnp.where(new_line, 0, jnp.where(first, s.depth > 0, s.cont)),
+    }
+    return layout, breaks
 
 
 def advance_bytes(
@@ -398,8 +486,23 @@ def allowed(state: CopyState, data: CopyText, vocab: CopyVocab, stop_ids: jax.Ar
     line_ok = (marker & rest_ok & (cur < length)[..., None]) | other
     m = mode[..., None]
     free = jnp.isin(m, jnp.asarray(FREE_MODES))
+    # an added line's first byte that is not blank, in the token or after its "+" marker:
+    # the indentation rule (:func:`_layout`)
+    x = lambda a: a[..., None]
+    at_start = (m == LINE) | (m == LINE0)
+    in_line = ((m == PLUS0) | (m == PLUS)) & x(state.solid == 0)
+    part = jnp.where(at_start, 1, 0)  # the token's bytes after its marker, or all of them
+    lead = jnp.where(at_start, vocab.lead[1], x(state.lead) + vocab.lead[0])
+    solid = jnp.where(at_start, vocab.solid[1], vocab.solid[0])
+    begins = jnp.where(part == 1, first == _PLUS, in_line) & (solid >= 0)
+    indented = jnp.where(x(state.colon > 0), lead > x(state.indent), lead <= x(state.indent))
+    exempt = x((state.indent < 0) | (state.depth > 0)) | (solid == _HASH)
+    breaks = begins & ~exempt & ~indented
+    free = free & ~breaks
     normal = jnp.select(
-        [m == COPY, m == LINE, m == LINE0], [copy_ok, line_ok, marker | other], free
+        [m == COPY, m == LINE, m == LINE0],
+        [copy_ok, line_ok & ~breaks, (marker | other) & ~breaks],
+        free,
     )
     is_stop = jnp.any(jnp.arange(v)[:, None] == stop_ids[None, :], axis=1)  # [V]
     special = is_stop & (m != COPY) & (state.changed[..., None] > 0)

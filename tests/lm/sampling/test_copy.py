@@ -64,12 +64,16 @@ def test_the_mask_is_the_automaton_on_states_of_real_diffs(shipped):
     parent = seed_program("radial")
     lines = parent.splitlines(keepends=True)
     changed = [*lines[:20], lines[20].replace("5.0", "7.5"), "    # more\n", *lines[21:]]
+    block = next(i for i, x in enumerate(lines) if x.rstrip().endswith(":") and x[0] == " ")
     from jelm.mutation.base import unified_diff
 
     diffs = [
         unified_diff(parent, "".join(changed), "walker.py"),
         "@@ -14,3 +14,3 @@\n garbage first line\n" + "".join(" " + x for x in lines[13:15]),
         "--- a\n+++ b\n@@ -99,2 +99,2 @@\n+    tail\n",
+        # an added line after a block's first line, at the rule's every step
+        f"@@ -{block + 1},2 +{block + 1},4 @@\n {lines[block]}+    # note\n+\n"
+        f"+{' ' * (8 + len(lines[block]) - len(lines[block].lstrip()))}z = 1\n",
     ]
     data, start = _data([parent])
     stop = jnp.asarray([tok.eos_id, tok.token_id(NME), -1, -1, -1, -1, -1, -1], jnp.int32)
@@ -110,8 +114,50 @@ def test_the_mask_is_the_automaton_on_states_of_real_diffs(shipped):
     # the made-up first line leaves the copy at the header's line 14, two lines copied
     offset = lambda n: len("".join(lines[:n]))
     # the second diff changes nothing: it may not stop yet; the others may
-    assert ends == [(C.LINE, offset(24), 1), (C.LINE, offset(15), 0), (C.LINE0, 0, 1)]
+    assert ends[:3] == [(C.LINE, offset(24), 1), (C.LINE, offset(15), 0), (C.LINE0, 0, 1)]
+    assert ends[3][0] == C.LINE
     assert {C.PRE, C.HDR, C.LINE0, C.FIRST, C.LINE, C.COPY, C.PLUS} <= seen
+
+
+INDENTED = """def f(xs):
+    for x in xs:
+        y = (1,
+             2)
+        t = "#("
+        g(x)  # call: it
+    return y
+"""
+
+
+def _mode_after(diff: str, parent: str = INDENTED) -> int:
+    """The automaton's mode after the bytes of ``diff`` for ``parent``."""
+    data, start = _data([parent])
+    bts = jnp.asarray(np.frombuffer(diff.encode(), np.uint8).astype(np.int32))
+    return int(C.advance_bytes(start, bts[None, None, :], data).mode[0, 0])
+
+
+@pytest.mark.parametrize(
+    ("hunk", "keeps"),
+    [
+        ("@@ -2,2 +2,3 @@\n     for x in xs:\n+        z = 1\n", True),  # deeper after ":"
+        ("@@ -2,2 +2,3 @@\n     for x in xs:\n+    z = 1\n", False),  # not deeper
+        ("@@ -2,2 +2,3 @@\n     for x in xs:\n+# note\n+\n+        z\n", True),  # free lines
+        ("@@ -2,3 +2,4 @@\n     for x in xs:\n         y = (1,\n+  3,\n", True),  # in brackets
+        ("@@ -3,2 +3,3 @@\n         y = (1,\n              2)\n+          k\n", False),
+        ('@@ -5,2 +5,3 @@\n         t = "#("\n+            u\n', False),  # a string
+        ("@@ -6,2 +6,3 @@\n         g(x)  # call: it\n+        h = 2\n", True),  # a comment
+        ("@@ -6,2 +6,3 @@\n         g(x)  # call: it\n+    return 1\n", True),  # dedent
+        ("@@ -6,2 +6,3 @@\n         g(x)  # call: it\n+            h\n", False),
+        ("@@ -1,2 +1,3 @@\n-def f(xs):\n+    z = 1\n", True),  # nothing read yet: free
+        ("@@ -2,2 +2,3 @@\n-    for x in xs:\n+        z = 1\n", True),
+    ],
+)
+def test_added_lines_keep_pythons_indentation(hunk, keeps):
+    """An added line is indented deeper after a line that opens a block, and not deeper
+    after any other line (read from the new file's lines: context and added, not
+    removed); comments, blank lines and lines inside brackets are free."""
+    mode = _mode_after("--- a\n+++ b\n" + hunk)
+    assert (mode != C.REJECT) == keeps, mode
 
 
 def _hunks_copy_the_parent(diff: str, parent: str, cut: bool = False) -> bool:
