@@ -32,15 +32,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Modes of a row's automaton: before the first hunk (at a line start, within a line), in a
-# hunk header (before its old start line, reading it, after it), ...
-PRE, PRE_MID, HDR, HDR_NUM, HDR_REST = range(5)
+# Modes of a row's automaton: before the first hunk (at a line start, within a line), ...
+PRE, PRE_MID = range(2)
+# ... in a hunk header "@@ -a,b +c,d @@", after: "@", "@@", "@@ ", "-", the old start line
+# ("a"), ",", the old count, " ", "+", the new start line, ",", the new count, " ", "@",
+# and in the free text after the second "@@" ...
+HDR, HDR_AT, HDR_SP, HDR_NUM0, HDR_NUM, HDR_C0, HDR_C, HDR_P = range(2, 10)
+HDR_N0, HDR_N, HDR_D0, HDR_D, HDR_E1, HDR_E2, HDR_REST = range(10, 17)
 # ... in a hunk before its first context or removed line (at a line start, in that first
 # line, in an added line), after it (at a line start, copying, in an added line), and
 # unconstrained rows and rows whose token broke the constraint.
-LINE0, FIRST, PLUS0, LINE, COPY, PLUS, OFF, REJECT = range(5, 13)
+LINE0, FIRST, PLUS0, LINE, COPY, PLUS, OFF, REJECT = range(17, 25)
+#: Modes of a hunk header before its free text: a header follows the grammar above.
+HEADER_MODES = tuple(range(HDR, HDR_REST))
 #: Modes in which any token without a newline is allowed.
-FREE_MODES = (PRE, PRE_MID, HDR, HDR_NUM, HDR_REST, FIRST, PLUS0, PLUS)
+FREE_MODES = (PRE, PRE_MID, HDR_REST, FIRST, PLUS0, PLUS)
 
 # Token kinds.
 NORMAL, NEWLINE, SPECIAL, LONG = range(4)
@@ -52,7 +58,7 @@ TEXT_BYTES = 8192
 TEXT_LINES = 256
 
 _NL, _SP, _MINUS, _PLUS, _AT, _BSLASH = 10, 32, 45, 43, 64, 92
-_TAB, _CR, _HASH, _COLON = 9, 13, 35, 58
+_TAB, _CR, _HASH, _COLON, _COMMA = 9, 13, 35, 58, 44
 _OPEN, _CLOSE = (40, 91, 123), (41, 93, 125)
 
 
@@ -63,7 +69,9 @@ class CopyVocab(NamedTuple):
     the bytes after the first) packed four to a word, ``masks`` which of their bits
     count: whole words compare at once (:func:`allowed`). ``lead`` [2, V] the blanks
     (spaces, tabs, carriage returns) a token begins with (and its bytes after the first
-    do), ``solid`` [2, V] the first other byte (-1 for none)."""
+    do), ``solid`` [2, V] the first other byte (-1 for none). ``moves`` [modes, V] the mode
+    each token leads to by the bytes alone (exact for a hunk header, which depends on no
+    parent)."""
 
     bytes: jax.Array
     length: jax.Array
@@ -73,6 +81,7 @@ class CopyVocab(NamedTuple):
     masks: jax.Array
     lead: jax.Array
     solid: jax.Array
+    moves: jax.Array
 
 
 def _pack(b: Any) -> Any:
@@ -242,7 +251,11 @@ def copy_vocab(tokenizer: Any, vocab_size: int | None = None) -> CopyVocab:
         lead[np.all(blank, axis=1)] = k
         leads.append(lead)
         solids.append(np.where(lead < k, part[np.arange(v), np.minimum(lead, k - 1)], -1))
-    arrays = (table, length, kind, nl, words, masks, np.stack(leads), np.stack(solids))
+    moves = np.broadcast_to(np.arange(REJECT + 1, dtype=np.int32)[:, None], (REJECT + 1, v))
+    for j in range(k):
+        b = table[:, j]
+        moves = np.where(b >= 0, _MOVES[moves, np.maximum(b, 0)], moves)
+    arrays = (table, length, kind, nl, words, masks, np.stack(leads), np.stack(solids), moves)
     return CopyVocab(
         *(jnp.asarray(a, jnp.uint32 if a.dtype == np.uint32 else jnp.int32) for a in arrays)
     )
@@ -281,11 +294,33 @@ def _moves() -> np.ndarray:
     """The next mode by mode and byte ([modes, 256]), but for what depends on the parent:
     a ``COPY`` byte must be the parent's next one, a ``LINE`` marker needs a line left."""
     t = np.zeros((REJECT + 1, 256), np.int32)
-    nl, digits = _NL, range(48, 58)
+    nl, digits = _NL, list(range(48, 58))
     t[PRE], t[PRE, _AT], t[PRE, nl] = PRE_MID, HDR, PRE
     t[PRE_MID], t[PRE_MID, nl] = PRE_MID, PRE
-    t[HDR], t[HDR, _MINUS], t[HDR, nl] = HDR, HDR_NUM, LINE0
-    t[HDR_NUM], t[HDR_NUM, list(digits)], t[HDR_NUM, nl] = HDR_REST, HDR_NUM, LINE0
+    t[list(HEADER_MODES)] = REJECT
+    for mode, byte, to in (
+        (HDR, _AT, HDR_AT),
+        (HDR_AT, _SP, HDR_SP),
+        (HDR_SP, _MINUS, HDR_NUM0),
+        (HDR_NUM, _COMMA, HDR_C0),
+        (HDR_NUM, _SP, HDR_P),
+        (HDR_C, _SP, HDR_P),
+        (HDR_P, _PLUS, HDR_N0),
+        (HDR_N, _COMMA, HDR_D0),
+        (HDR_N, _SP, HDR_E1),
+        (HDR_D, _SP, HDR_E1),
+        (HDR_E1, _AT, HDR_E2),
+        (HDR_E2, _AT, HDR_REST),
+    ):
+        t[mode, byte] = to
+    for modes, to in (
+        ((HDR_NUM0, HDR_NUM), HDR_NUM),
+        ((HDR_C0, HDR_C), HDR_C),
+        ((HDR_N0, HDR_N), HDR_N),
+        ((HDR_D0, HDR_D), HDR_D),
+    ):
+        for mode in modes:
+            t[mode, digits] = to
     t[HDR_REST], t[HDR_REST, nl] = HDR_REST, LINE0
     for start, marked, plus in ((LINE0, FIRST, PLUS0), (LINE, COPY, PLUS)):
         t[start] = REJECT
@@ -369,10 +404,11 @@ def advance_byte(
         cur + 1,
         jnp.where((mode == FIRST) & nl, resolved, cur),
     )
+    reading = ((mode == HDR_NUM0) | (mode == HDR_NUM)) & digit
     new_num = jnp.where(
-        (mode == HDR) & (b == _MINUS),
+        (mode == HDR_SP) & (b == _MINUS),
         0,
-        jnp.where((mode == HDR_NUM) & digit, jnp.minimum(num * 10 + (b - 48), 10**6), num),
+        jnp.where(reading, jnp.minimum(num * 10 + (b - 48), 10**6), num),
     )
     new_h = jnp.where(mode == LINE0, 0, jnp.where((mode == FIRST) & ~space & ~nl, _mix(h, b), h))
     at_start = (mode == LINE0) | (mode == LINE)
@@ -401,7 +437,7 @@ def _layout(s: CopyState, b: jax.Array) -> tuple[dict[str, jax.Array], jax.Array
     nl = b == _NL
     blank = (b == _SP) | (b == _TAB) | (b == _CR)
     at_start = (mode == LINE0) | (mode == LINE)
-    header = (mode == HDR) | (mode == HDR_NUM) | (mode == HDR_REST)
+    header = (mode >= HDR) & (mode <= HDR_REST)
     new_line = at_start | header
     body = (mode == FIRST) | (mode == COPY) | (mode == PLUS0) | (mode == PLUS)
     track = body & (s.removed == 0) & ~nl
@@ -499,13 +535,17 @@ def allowed(state: CopyState, data: CopyText, vocab: CopyVocab, stop_ids: jax.Ar
     exempt = x((state.indent < 0) | (state.depth > 0)) | (solid == _HASH)
     breaks = begins & ~exempt & ~indented
     free = free & ~breaks
+    # a hunk header follows its grammar (from its "@" on)
+    in_header = (m >= HDR) & (m < HDR_REST)
+    header_ok = jnp.take(vocab.moves, mode, axis=0) != REJECT
+    header_ok = header_ok | (~in_header & (first != _AT))
     normal = jnp.select(
-        [m == COPY, m == LINE, m == LINE0],
-        [copy_ok, line_ok & ~breaks, (marker | other) & ~breaks],
-        free,
+        [m == COPY, m == LINE, m == LINE0, in_header],
+        [copy_ok, line_ok & ~breaks & header_ok, (marker | other) & ~breaks & header_ok, header_ok],
+        free & ((m != PRE) | header_ok),
     )
     is_stop = jnp.any(jnp.arange(v)[:, None] == stop_ids[None, :], axis=1)  # [V]
-    special = is_stop & (m != COPY) & (state.changed[..., None] > 0)
+    special = is_stop & (m != COPY) & ~in_header & (state.changed[..., None] > 0)
     ok = jnp.select(
         [vocab.kind == NORMAL, vocab.kind == LONG, vocab.kind == SPECIAL],
         [normal, free & (m != FIRST), special],

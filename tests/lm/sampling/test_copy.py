@@ -101,9 +101,10 @@ def test_the_mask_is_the_automaton_on_states_of_real_diffs(shipped):
                 (kinds == C.SPECIAL)
                 & np.isin(np.arange(v), np.asarray(stop))
                 & (mode != C.COPY)
+                & (mode not in C.HEADER_MODES)
                 & changed
             )
-            if mode in (C.COPY, C.LINE, C.LINE0, C.FIRST):
+            if mode in (C.COPY, C.LINE, C.LINE0, C.FIRST, *C.HEADER_MODES):
                 want &= kinds != C.LONG
             got = np.asarray(allowed(state)[0, 0])
             assert np.array_equal(got, want), (mode, np.flatnonzero(got != want)[:5])
@@ -116,7 +117,17 @@ def test_the_mask_is_the_automaton_on_states_of_real_diffs(shipped):
     # the second diff changes nothing: it may not stop yet; the others may
     assert ends[:3] == [(C.LINE, offset(24), 1), (C.LINE, offset(15), 0), (C.LINE0, 0, 1)]
     assert ends[3][0] == C.LINE
-    assert {C.PRE, C.HDR, C.LINE0, C.FIRST, C.LINE, C.COPY, C.PLUS} <= seen
+    assert {
+        C.PRE,
+        C.HDR_AT,
+        C.HDR_NUM,
+        C.HDR_REST,
+        C.LINE0,
+        C.FIRST,
+        C.LINE,
+        C.COPY,
+        C.PLUS,
+    } <= seen
 
 
 INDENTED = """def f(xs):
@@ -158,6 +169,24 @@ def test_added_lines_keep_pythons_indentation(hunk, keeps):
     removed); comments, blank lines and lines inside brackets are free."""
     mode = _mode_after("--- a\n+++ b\n" + hunk)
     assert (mode != C.REJECT) == keeps, mode
+
+
+@pytest.mark.parametrize(
+    ("header", "keeps"),
+    [
+        ("@@ -3,2 +3,3 @@\n", True),
+        ("@@ -3 +3 @@\n", True),
+        ("@@ -3,2 +4,3 @@ def f(xs):\n", True),  # text after the header is free
+        ("@@ -24,4 + right,6 @@\n", False),  # the model's made-up headers
+        ("@@ -19,7 + back\n", False),
+        ("@@ - + OFFSET, hip,6 @@\n", False),
+        ("@@ -3,2 +3,3\n", False),
+        ("@ -3,2 +3,3 @@\n", False),
+    ],
+)
+def test_hunk_headers_follow_their_grammar(header, keeps):
+    mode = _mode_after("--- a\n+++ b\n" + header)
+    assert (mode == C.LINE0) == keeps and (mode == C.REJECT) != keeps, mode
 
 
 def _hunks_copy_the_parent(diff: str, parent: str, cut: bool = False) -> bool:
