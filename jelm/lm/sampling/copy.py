@@ -5,10 +5,10 @@ prompt; a small model often writes a plausible line that the parent does not hav
 the diff cannot be applied. Under this constraint a row's tokens are masked so that,
 after a hunk's first context or removed line, every further one is the next line of the
 parent: the diff applies by construction, and the model's added lines (``"+"``) follow
-the parent's real lines. The model still chooses where a hunk starts (its first line is
-free and is looked up in the parent, ignoring whitespace, nearest to the line the hunk
-header names; a line the parent lacks leaves the hunk at the header's line), which
-lines it keeps, removes and adds, and when it stops, once it has changed something: a
+the parent's real lines. The model still chooses where a hunk starts (its first line may
+be any line of the parent at or after the previous hunk; one that appears several times
+is taken nearest to the line the hunk header names), which lines it keeps, removes and
+adds, and when it stops, once it has changed something: a
 row may not stop before it has begun a removed or an added line (a diff of context
 alone leaves the parent as it was). Added lines also keep Python's indentation: after a
 line that opens a block (ends with ``:``) an added line is indented deeper, after any
@@ -46,16 +46,21 @@ LINE0, FIRST, PLUS0, LINE, COPY, PLUS, OFF, REJECT = range(17, 25)
 #: Modes of a hunk header before its free text: a header follows the grammar above.
 HEADER_MODES = tuple(range(HDR, HDR_REST))
 #: Modes in which any token without a newline is allowed.
-FREE_MODES = (PRE, PRE_MID, HDR_REST, FIRST, PLUS0, PLUS)
+FREE_MODES = (PRE, PRE_MID, HDR_REST, PLUS0, PLUS)
 
 # Token kinds.
 NORMAL, NEWLINE, SPECIAL, LONG = range(4)
 
 #: Bytes of a token compared at once (longer tokens are allowed only on free lines).
 TOKEN_BYTES = 32
-#: Parent programs longer than this (bytes) or with more lines are not constrained.
+#: Parent programs longer than this (bytes), with more lines, or with a longer line are
+#: not constrained.
 TEXT_BYTES = 8192
 TEXT_LINES = 256
+LINE_BYTES = 256
+#: A hunk's first line is sampled as one of this many parent lines (those nearest the
+#: line its header names, of the lines that begin with what it holds so far).
+FIRST_LINES = 16
 
 _NL, _SP, _MINUS, _PLUS, _AT, _BSLASH = 10, 32, 45, 43, 64, 92
 _TAB, _CR, _HASH, _COLON, _COMMA = 9, 13, 35, 58, 44
@@ -71,7 +76,9 @@ class CopyVocab(NamedTuple):
     (spaces, tabs, carriage returns) a token begins with (and its bytes after the first
     do), ``solid`` [2, V] the first other byte (-1 for none). ``moves`` [modes, V] the mode
     each token leads to by the bytes alone (exact for a hunk header, which depends on no
-    parent)."""
+    parent). ``keys`` [V'] the sorted :func:`text_hash` of the tokens of kind ``NORMAL``
+    and ``key_ids`` [V'] their ids: a hunk's first line finds the tokens that spell the
+    next bytes of each parent line by them."""
 
     bytes: jax.Array
     length: jax.Array
@@ -82,6 +89,8 @@ class CopyVocab(NamedTuple):
     lead: jax.Array
     solid: jax.Array
     moves: jax.Array
+    keys: jax.Array
+    key_ids: jax.Array
 
 
 def _pack(b: Any) -> Any:
@@ -99,20 +108,22 @@ def _pack(b: Any) -> Any:
 
 class CopyText(NamedTuple):
     """Each row's parent: ``text`` [..., L] bytes (-1 padding), ``lines`` [..., NL] the
-    offset of each line's first byte (``length`` past the last line), ``hashes`` [..., NL]
-    each line's :func:`line_hash`, ``length`` [...]."""
+    offset of each line's first byte (``length`` past the last line), ``prefix`` [..., NL,
+    LINE_BYTES] the :func:`text_hash` of each line's first ``j`` bytes, ``length``
+    [...]."""
 
     text: jax.Array
     lines: jax.Array
-    hashes: jax.Array
+    prefix: jax.Array
     length: jax.Array
 
 
 class CopyState(NamedTuple):
     """Each row's automaton: ``mode``, ``cursor`` (the parent byte the next context or
     removed byte must equal; in a hunk's first line, the earliest place the hunk may
-    start), ``num`` (the old start line of the latest hunk header), ``hash`` (of the
-    first line written so far), ``changed`` (1 once a removed or added line has begun).
+    start), ``num`` (the old start line of the latest hunk header), ``hash`` and ``pos``
+    (the :func:`text_hash` of a hunk's first line so far, and its bytes), ``changed`` (1
+    once a removed or added line has begun).
 
     The new file's indentation, read from its context and added lines as they are
     written: ``indent`` (of the latest line that began a statement, -1 unknown),
@@ -126,6 +137,7 @@ class CopyState(NamedTuple):
     cursor: jax.Array
     num: jax.Array
     hash: jax.Array
+    pos: jax.Array
     changed: jax.Array
     indent: jax.Array
     colon: jax.Array
@@ -142,35 +154,42 @@ def initial_state(mode: Any) -> CopyState:
     """Rows' automata before their first token, in modes ``mode`` (:func:`copy_text`)."""
     mode = jnp.asarray(mode, jnp.int32)
     zero = jnp.zeros_like(mode)
-    return CopyState(mode, zero, zero, zero, zero, zero - 1, *([zero] * 8))
+    return CopyState(mode, zero, zero, zero, zero, zero, zero - 1, *([zero] * 8))
 
 
 def _mix(h: Any, b: Any) -> Any:
-    """One byte into a line hash (spaces and tabs are skipped by the callers)."""
+    """One byte into a :func:`text_hash`."""
     return h * 16777619 + b + 1
 
 
-def line_hash(line: bytes) -> int:
-    """A line's hash, whitespace ignored (int32, as the device computes it)."""
+def text_hash(text: bytes) -> int:
+    """The hash of some bytes, int32 as the device computes it (by :func:`_mix`, from 0)."""
     h = 0
-    for b in line:
-        if b not in (9, 10, 13, 32):
-            h = _mix(h, b) & 0xFFFFFFFF
+    for b in text:
+        h = _mix(h, b) & 0xFFFFFFFF
     return h - (1 << 32) if h >= 1 << 31 else h
 
 
 @functools.lru_cache(maxsize=256)
-def _parent(text: str) -> tuple[np.ndarray, list[int], list[int]] | None:
-    """A parent's bytes (a newline at the end), line starts and line hashes, or ``None``
-    if it is too long to constrain (an ELM call asks for many children of one parent)."""
+def _parent(text: str) -> tuple[np.ndarray, list[int], np.ndarray] | None:
+    """A parent's bytes (a newline at the end), line starts and the hashes of each line's
+    prefixes, or ``None`` if it is too long to constrain (an ELM call asks for many
+    children of one parent)."""
     b = text.encode("utf-8")
     if not b.endswith(b"\n"):
         b += b"\n"
+    lines = b.split(b"\n")[:-1]
     starts = [0, *(j + 1 for j, c in enumerate(b[:-1]) if c == _NL)]
-    if len(b) >= TEXT_BYTES or len(starts) > TEXT_LINES:
+    if len(b) >= TEXT_BYTES or len(lines) > TEXT_LINES or max(map(len, lines)) >= LINE_BYTES:
         return None
-    hashes = [line_hash(x) for x in b.split(b"\n")[: len(starts)]]
-    return np.frombuffer(b, np.uint8), starts, hashes
+    prefix = np.zeros((len(lines), LINE_BYTES), np.int64)
+    for i, line in enumerate(lines):
+        h = 0
+        for j, c in enumerate(line):
+            h = _mix(h, c) & 0xFFFFFFFF
+            prefix[i, j + 1] = h
+    prefix = np.where(prefix >= 1 << 31, prefix - (1 << 32), prefix).astype(np.int32)
+    return np.frombuffer(b, np.uint8), starts, prefix
 
 
 def _byte_table() -> dict[str, int]:
@@ -255,7 +274,12 @@ def copy_vocab(tokenizer: Any, vocab_size: int | None = None) -> CopyVocab:
     for j in range(k):
         b = table[:, j]
         moves = np.where(b >= 0, _MOVES[moves, np.maximum(b, 0)], moves)
+    ids = np.flatnonzero(kind == NORMAL)
+    hashes = np.asarray([text_hash(toks[i]) for i in ids], np.int32)  # type: ignore[arg-type]
+    order = np.argsort(hashes, kind="stable")
+    keys, key_ids = hashes[order], ids[order]
     arrays = (table, length, kind, nl, words, masks, np.stack(leads), np.stack(solids), moves)
+    arrays += (keys, key_ids)
     return CopyVocab(
         *(jnp.asarray(a, jnp.uint32 if a.dtype == np.uint32 else jnp.int32) for a in arrays)
     )
@@ -267,24 +291,24 @@ def copy_text(texts: Sequence[str | None], shape: tuple[int, ...]) -> tuple[np.n
     n = int(np.prod(shape))
     text = np.full((n, TEXT_BYTES), -1, np.int32)
     lines = np.zeros((n, TEXT_LINES), np.int32)
-    hashes = np.zeros((n, TEXT_LINES), np.int32)
+    prefix = np.zeros((n, TEXT_LINES, LINE_BYTES), np.int32)
     length = np.zeros((n,), np.int32)
     mode = np.full((n,), OFF, np.int32)
     for i, t in enumerate(texts):
         parent = None if t is None else _parent(t)
         if parent is None:
             continue
-        b, starts, line_hashes = parent
+        b, starts, hashes = parent
         text[i, : len(b)] = b
         lines[i] = len(b)
         lines[i, : len(starts)] = starts
-        hashes[i, : len(starts)] = line_hashes
+        prefix[i, : len(hashes)] = hashes
         length[i] = len(b)
         mode[i] = PRE
     return (
         text.reshape(*shape, TEXT_BYTES),
         lines.reshape(*shape, TEXT_LINES),
-        hashes.reshape(*shape, TEXT_LINES),
+        prefix.reshape(*shape, TEXT_LINES, LINE_BYTES),
         length.reshape(shape),
         mode.reshape(shape),
     )
@@ -349,60 +373,75 @@ def _expand(x: jax.Array, ndim: int) -> jax.Array:
     return x.reshape(x.shape + (1,) * (ndim - x.ndim))
 
 
-def _header_start(state: CopyState, data: CopyText) -> jax.Array:
-    """Where the latest hunk header says the hunk starts (not before the cursor)."""
-    length = _expand(data.length, state.cursor.ndim)
-    nl = data.lines.shape[-1]
-    line = jnp.clip(state.num - 1, 0, nl - 1)
-    named = jnp.where(state.num - 1 < nl, _at(data.lines, line), length)
-    return jnp.maximum(state.cursor, jnp.where(state.num >= 1, named, state.cursor))
+def _first_lines(state: CopyState, data: CopyText) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The parent lines a hunk's first line may still be, by what it holds so far: [G, R,
+    *E, NL] booleans (at or past the cursor, beginning with the bytes written); the byte
+    each goes on with ([G, R, *E, NL], a newline when it is complete); and each line's
+    distance from the line the hunk header names."""
+    g, r, nl = data.lines.shape
+    p = data.prefix.shape[-1]
+    shape = (*state.cursor.shape, nl)
+    pos = state.pos.reshape(g, r, -1, 1)
+    starts = data.lines[:, :, None, :]
+    ends = jnp.concatenate([data.lines[..., 1:], data.length[..., None]], axis=-1) - 1
+    ends = ends[:, :, None, :]  # each line's newline
+    at = _at(data.prefix.reshape(g, r, nl * p), jnp.arange(nl) * p + jnp.minimum(pos, p - 1))
+    cand = (
+        (at == state.hash.reshape(g, r, -1, 1))
+        & (pos <= ends - starts)
+        & (starts >= state.cursor.reshape(g, r, -1, 1))
+        & (starts < data.length[:, :, None, None])
+    )
+    nxt = _at(data.text, starts + pos)
+    dist = jnp.abs(jnp.arange(nl) - (state.num.reshape(g, r, -1, 1) - 1))
+    return cand.reshape(shape), nxt.reshape(shape), dist.reshape(shape)
 
 
 def resolve(state: CopyState, data: CopyText) -> jax.Array:
-    """Where the copy goes on after a hunk's first line: after the parent line, at or past
-    the cursor, with the same :func:`line_hash` as the line written (the nearest to the
-    header's line), or at the header's line if the parent has none."""
-    g, r, nl = data.lines.shape
-    shape = state.cursor.shape
-    cur = state.cursor.reshape(g, r, -1, 1)
-    length = data.length[:, :, None, None]
-    starts = data.lines[:, :, None, :]
-    cand = (
-        (data.hashes[:, :, None, :] == state.hash.reshape(g, r, -1, 1))
-        & (starts >= cur)
-        & (starts < length)
-    )
-    dist = jnp.abs(jnp.arange(nl) - (state.num.reshape(g, r, -1, 1) - 1))
-    j = jnp.argmin(jnp.where(cand, dist, 2 * nl + 2**20), axis=-1)  # [G, R, E]
-    after = jnp.where(j + 1 < nl, _at(data.lines, (j + 1).reshape(g, r, -1)), length[..., 0])
-    found = jnp.any(cand, axis=-1).reshape(shape)
-    return jnp.where(found, after.reshape(shape), _header_start(state, data))
+    """Where the copy goes on after a hunk's first line: after the parent line it is
+    (the nearest to the header's line if several are), or -1 if it is none."""
+    return _after_line(*_first_lines(state, data), data)
 
 
-def advance_byte(
-    state: CopyState, b: jax.Array, data: CopyText, resolved: jax.Array | None = None
-) -> CopyState:
+def _after_line(cand: jax.Array, nxt: jax.Array, dist: jax.Array, data: CopyText) -> jax.Array:
+    """:func:`resolve` from :func:`_first_lines`."""
+    whole = cand & (nxt == _NL)
+    nl = whole.shape[-1]
+    j = jnp.argmin(jnp.where(whole, dist, 2 * nl + 2**20), axis=-1)
+    g, r = data.lines.shape[:2]
+    after = _at(data.lines, (j + 1).reshape(g, r, -1)).reshape(j.shape)
+    after = jnp.where(j + 1 < nl, after, _expand(data.length, j.ndim))
+    return jnp.where(jnp.any(whole, axis=-1), after, -1)
+
+
+def advance_byte(state: CopyState, b: jax.Array, data: CopyText) -> CopyState:
     """The automaton after byte ``b`` (-1: no byte, unchanged); every array broadcasts
-    against ``state``'s [G, R, *E] (``data`` is per row). ``resolved``: :func:`resolve`
-    of the state, if known (whitespace does not change it)."""
-    mode, cur, num, h, changed = state[:5]
+    against ``state``'s [G, R, *E] (``data`` is per row)."""
+    mode, cur, num, h = state[:4]
     length = _expand(data.length, cur.ndim)
     nl = b == _NL
-    space = (b == _SP) | (b == _TAB) | (b == _CR)
     digit = (b >= 48) & (b <= 57)
     here = _at(data.text, cur)
     marker = (b == _SP) | (b == _MINUS)
-    if resolved is None:
-        resolved = resolve(state, data)
     new_mode = jnp.asarray(_MOVES)[mode, jnp.clip(b, 0, 255)]
     new_mode = jnp.where(
         mode == COPY, jnp.where(b == here, jnp.where(nl, LINE, COPY), REJECT), new_mode
     )
     new_mode = jnp.where((mode == LINE) & marker & (cur >= length), REJECT, new_mode)
+    shape = (*state.cursor.shape, data.lines.shape[-1])
+    cand, nxt, dist = jax.lax.cond(  # the parent's lines matter in a first line only
+        jnp.any(mode == FIRST),
+        lambda: _first_lines(state, data),
+        lambda: (jnp.zeros(shape, bool), jnp.zeros(shape, jnp.int32), jnp.zeros(shape, jnp.int32)),
+    )
+    resolved = _after_line(cand, nxt, dist, data)
+    goes_on = jnp.any(cand & (nxt == jnp.asarray(b)[..., None]), axis=-1)  # a line goes on with b
+    first = mode == FIRST
+    new_mode = jnp.where(first & ~jnp.where(nl, resolved >= 0, goes_on), REJECT, new_mode)
     new_cur = jnp.where(
         (mode == COPY) & (b == here),
         cur + 1,
-        jnp.where((mode == FIRST) & nl, resolved, cur),
+        jnp.where(first & nl, resolved, cur),
     )
     reading = ((mode == HDR_NUM0) | (mode == HDR_NUM)) & digit
     new_num = jnp.where(
@@ -410,7 +449,8 @@ def advance_byte(
         0,
         jnp.where(reading, jnp.minimum(num * 10 + (b - 48), 10**6), num),
     )
-    new_h = jnp.where(mode == LINE0, 0, jnp.where((mode == FIRST) & ~space & ~nl, _mix(h, b), h))
+    new_h = jnp.where(mode == LINE0, 0, jnp.where(first & ~nl, _mix(h, b), h))
+    new_pos = jnp.where(mode == LINE0, 0, state.pos + (first & ~nl))
     at_start = (mode == LINE0) | (mode == LINE)
     edit = at_start & ((b == _MINUS) | (b == _PLUS))
     layout, breaks = _layout(state, b)
@@ -421,7 +461,8 @@ def advance_byte(
         cursor=jnp.where(skip, cur, new_cur),
         num=jnp.where(skip, num, new_num),
         hash=jnp.where(skip, h, new_h),
-        changed=jnp.where(edit & ~skip, 1, changed),
+        pos=jnp.where(skip, state.pos, new_pos),
+        changed=jnp.where(edit & ~skip, 1, state.changed),
         **{k: jnp.where(skip, getattr(state, k), v).astype(jnp.int32) for k, v in layout.items()},
     )
 
@@ -475,21 +516,16 @@ def _layout(s: CopyState, b: jax.Array) -> tuple[dict[str, jax.Array], jax.Array
     return layout, breaks
 
 
-def advance_bytes(
-    state: CopyState, bts: jax.Array, data: CopyText, resolved: jax.Array | None = None
-) -> CopyState:
+def advance_bytes(state: CopyState, bts: jax.Array, data: CopyText) -> CopyState:
     """The automaton after the bytes ``bts`` [..., K] (-1 padding; its leading axes
-    broadcast against the state's). ``resolved``: as :func:`advance_byte`'s, for every
-    byte (else computed at each)."""
+    broadcast against the state's)."""
     shape = jnp.broadcast_shapes(state.mode.shape, bts.shape[:-1])
     state = CopyState(*(jnp.broadcast_to(x, shape) for x in state))
-    if resolved is not None:
-        resolved = jnp.broadcast_to(resolved, shape)
     longest = jnp.max(jnp.sum(bts >= 0, axis=-1))  # bytes are left-aligned
 
     def body(carry):
         k, s = carry
-        return k + 1, advance_byte(s, jnp.take(bts, k, axis=-1), data, resolved)
+        return k + 1, advance_byte(s, jnp.take(bts, k, axis=-1), data)
 
     return jax.lax.while_loop(lambda c: c[0] < longest, body, (jnp.int32(0), state))[1]
 
@@ -501,6 +537,42 @@ def advance(state: CopyState, tokens: jax.Array, data: CopyText, vocab: CopyVoca
     bts = jnp.where(tokens[..., None] >= 0, vocab.bytes[jnp.maximum(tokens, 0)], -1)
     new = advance_bytes(state, bts, data)
     return new._replace(mode=jnp.where(new.mode == REJECT, OFF, new.mode))
+
+
+def _first_line_tokens(
+    state: CopyState, data: CopyText, vocab: CopyVocab, lead: jax.Array
+) -> jax.Array:
+    """The tokens of kind ``NORMAL`` that a hunk's first line may go on with: [G, R, *E,
+    V], those that spell the next bytes of one of the ``FIRST_LINES`` parent lines
+    nearest the header's line that it may still be. With ``lead`` (a marker byte per
+    state, -1 for none) the line begins in the token, after that byte. Each such line's
+    next bytes are hashed prefix by prefix and looked up in ``vocab.keys``."""
+    v, k = vocab.bytes.shape
+    lead = jnp.broadcast_to(lead, state.mode.shape)
+    fresh = lead >= 0
+    state = state._replace(pos=jnp.where(fresh, 0, state.pos), hash=jnp.where(fresh, 0, state.hash))
+    cand, _, dist = _first_lines(state, data)  # [..., NL]
+    g, r, nl = data.lines.shape
+    near = min(FIRST_LINES, nl)
+    _, line = jax.lax.top_k(-jnp.where(cand, dist, 2 * nl + 2**20), near)  # [..., C]
+    cand = jnp.take_along_axis(cand, line, axis=-1)
+    line = line.reshape(g, r, -1, near)
+    starts = _at(data.lines, line) + state.pos.reshape(g, r, -1, 1)
+    ahead = _at(data.text, starts[..., None] + jnp.arange(k)).reshape(*cand.shape, k)
+    spell = jnp.cumprod((ahead >= 0) & (ahead != _NL), axis=-1) > 0
+    h = jnp.broadcast_to(jnp.where(fresh, _mix(0, lead), 0)[..., None], cand.shape)
+    _, hashes = jax.lax.scan(lambda h, b: (_mix(h, b), _mix(h, b)), h, jnp.moveaxis(ahead, -1, 0))
+    keys = jnp.concatenate([h[..., None], jnp.moveaxis(hashes, 0, -1)], axis=-1)  # [..., C, K + 1]
+    size = jnp.arange(k + 1) + fresh[..., None, None]  # the tokens' lengths
+    whole = jnp.concatenate([jnp.ones_like(spell[..., :1]), spell], axis=-1)
+    at = jnp.clip(jnp.searchsorted(vocab.keys, keys), 0, vocab.keys.shape[0] - 1)
+    tok = vocab.key_ids[at]
+    hit = (vocab.keys[at] == keys) & (vocab.length[tok] == size) & (size >= 1)
+    tok = jnp.where(hit & whole & cand[..., None], tok, v)  # v: none
+    flat = tok.reshape(-1, near * (k + 1))
+    n = flat.shape[0]
+    ok = jnp.zeros((n, v + 1), bool).at[jnp.arange(n)[:, None], flat].set(True)
+    return ok[:, :v].reshape(*cand.shape[:-1], v)
 
 
 def allowed(state: CopyState, data: CopyText, vocab: CopyVocab, stop_ids: jax.Array) -> jax.Array:
@@ -539,26 +611,33 @@ def allowed(state: CopyState, data: CopyText, vocab: CopyVocab, stop_ids: jax.Ar
     in_header = (m >= HDR) & (m < HDR_REST)
     header_ok = jnp.take(vocab.moves, mode, axis=0) != REJECT
     header_ok = header_ok | (~in_header & (first != _AT))
+    # a hunk's first line spells a line of the parent (from its marker on, in LINE0)
+    both = CopyState(*(jnp.stack([x, x], axis=2) for x in state))  # [G, R, 2, *E]
+    lead = jnp.stack([jnp.where(mode == LINE0, _SP, -1), jnp.full_like(mode, _MINUS)], axis=2)
+    spelled, removed = jnp.moveaxis(_first_line_tokens(both, data, vocab, lead), 2, 0)
     normal = jnp.select(
-        [m == COPY, m == LINE, m == LINE0, in_header],
-        [copy_ok, line_ok & ~breaks & header_ok, (marker | other) & ~breaks & header_ok, header_ok],
+        [m == COPY, m == LINE, m == LINE0, in_header, m == FIRST],
+        [
+            copy_ok,
+            line_ok & ~breaks & header_ok,
+            (other & ~breaks & header_ok) | spelled | removed,
+            header_ok,
+            spelled,
+        ],
         free & ((m != PRE) | header_ok),
     )
     is_stop = jnp.any(jnp.arange(v)[:, None] == stop_ids[None, :], axis=1)  # [V]
-    special = is_stop & (m != COPY) & ~in_header & (state.changed[..., None] > 0)
+    special = is_stop & (m != COPY) & (m != FIRST) & ~in_header & (state.changed[..., None] > 0)
     ok = jnp.select(
         [vocab.kind == NORMAL, vocab.kind == LONG, vocab.kind == SPECIAL],
         [normal, free & (m != FIRST), special],
         False,
     )
-    # newline tokens: through the automaton (they hold only whitespace after the newline,
-    # so a first line's lookup is the same at their newline as now)
+    # newline tokens: through the automaton
     nl = vocab.newline  # [M]
     nl_bytes = jnp.take(vocab.bytes, jnp.minimum(nl, v - 1), axis=0)  # [M, K]
     expand = lambda x: jnp.broadcast_to(x[..., None], x.shape + nl.shape)
-    after = advance_bytes(
-        CopyState(*map(expand, state)), nl_bytes, data, expand(resolve(state, data))
-    )
+    after = advance_bytes(CopyState(*map(expand, state)), nl_bytes, data)
     nl_ok = (after.mode != REJECT) & (nl < v)
     ok = ok.at[..., nl].set(nl_ok, mode="drop")
     ok = ok | (m == OFF) | (m == REJECT)

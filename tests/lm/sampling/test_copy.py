@@ -58,7 +58,9 @@ def test_a_tokenizer_that_is_not_byte_level_is_refused():
 
 def test_the_mask_is_the_automaton_on_states_of_real_diffs(shipped):
     """At every token of a few diffs (made by difflib and by hand), the tokens the mask
-    allows are exactly those the byte automaton accepts from that state."""
+    allows are exactly those the byte automaton accepts from that state (in a hunk's
+    first line, some of them: those that spell one of the parent lines nearest the
+    header's line)."""
     backend, vocab = shipped
     tok = backend.tokenizer
     parent = seed_program("radial")
@@ -69,7 +71,7 @@ def test_the_mask_is_the_automaton_on_states_of_real_diffs(shipped):
 
     diffs = [
         unified_diff(parent, "".join(changed), "walker.py"),
-        "@@ -14,3 +14,3 @@\n garbage first line\n" + "".join(" " + x for x in lines[13:15]),
+        "@@ -14,3 +14,3 @@\n" + "".join(" " + x for x in lines[13:16]),
         "--- a\n+++ b\n@@ -99,2 +99,2 @@\n+    tail\n",
         # an added line after a block's first line, at the rule's every step
         f"@@ -{block + 1},2 +{block + 1},4 @@\n {lines[block]}+    # note\n+\n"
@@ -100,22 +102,24 @@ def test_the_mask_is_the_automaton_on_states_of_real_diffs(shipped):
             want |= (
                 (kinds == C.SPECIAL)
                 & np.isin(np.arange(v), np.asarray(stop))
-                & (mode != C.COPY)
-                & (mode not in C.HEADER_MODES)
+                & (mode not in (C.COPY, C.FIRST, *C.HEADER_MODES))
                 & changed
             )
             if mode in (C.COPY, C.LINE, C.LINE0, C.FIRST, *C.HEADER_MODES):
                 want &= kinds != C.LONG
             got = np.asarray(allowed(state)[0, 0])
-            assert np.array_equal(got, want), (mode, np.flatnonzero(got != want)[:5])
+            if mode in (C.FIRST, C.LINE0):  # a first line: among the nearest parent lines
+                assert not np.any(got & ~want), (mode, np.flatnonzero(got & ~want)[:5])
+            else:
+                assert np.array_equal(got, want), (mode, np.flatnonzero(got != want)[:5])
             assert got[t]  # the diffs copy the parent
             state = advance(state, jnp.asarray([[t]]))
         ends.append((int(state.mode[0, 0]), int(state.cursor[0, 0]), int(state.changed[0, 0])))
     # difflib's hunk: its first line found in the parent, the rest copied up to line 24;
-    # the made-up first line leaves the copy at the header's line 14, two lines copied
+    # the second one's three lines from line 14
     offset = lambda n: len("".join(lines[:n]))
     # the second diff changes nothing: it may not stop yet; the others may
-    assert ends[:3] == [(C.LINE, offset(24), 1), (C.LINE, offset(15), 0), (C.LINE0, 0, 1)]
+    assert ends[:3] == [(C.LINE, offset(24), 1), (C.LINE, offset(16), 0), (C.LINE0, 0, 1)]
     assert ends[3][0] == C.LINE
     assert {
         C.PRE,
@@ -169,6 +173,24 @@ def test_added_lines_keep_pythons_indentation(hunk, keeps):
     removed); comments, blank lines and lines inside brackets are free."""
     mode = _mode_after("--- a\n+++ b\n" + hunk)
     assert (mode != C.REJECT) == keeps, mode
+
+
+def test_a_first_line_is_a_line_of_the_parent_nearest_the_header():
+    """A hunk's first line must be a line of the parent (a made-up one is refused byte
+    by byte); a line that appears twice is taken nearest the header's line."""
+    parent = "x = 1\ny = 2\nx = 1\nz = 3\n"
+    data, start = _data([parent])
+    for diff, cursor in [
+        ("@@ -1,2 +1,2 @@\n x = 1\n", len("x = 1\n")),
+        ("@@ -3,2 +3,2 @@\n x = 1\n", len("x = 1\ny = 2\nx = 1\n")),
+        ("@@ -3,2 +3,2 @@\n-y = 2\n", len("x = 1\ny = 2\n")),
+    ]:
+        bts = jnp.asarray(np.frombuffer(diff.encode(), np.uint8).astype(np.int32))
+        end = C.advance_bytes(start, bts[None, None, :], data)
+        assert (int(end.mode[0, 0]), int(end.cursor[0, 0])) == (C.LINE, cursor), diff
+    assert _mode_after("@@ -1,2 +1,2 @@\n x = 2\n", parent) == C.REJECT
+    assert _mode_after("@@ -1,2 +1,2 @@\n x = 1 \n", parent) == C.REJECT
+    assert _mode_after("@@ -1,2 +1,2 @@\n x = 1", parent) == C.FIRST
 
 
 @pytest.mark.parametrize(
