@@ -144,11 +144,21 @@ INDENTED = """def f(xs):
 """
 
 
+def _after(diff: str, parent: str = INDENTED) -> C.CopyState:
+    """The automaton after the bytes of ``diff`` for ``parent`` (padded to one length:
+    one compiled program for every case)."""
+    data, start = _data([parent])
+    bts = np.full((1, 1, 256), -1, np.int32)
+    bts[0, 0, : len(diff.encode())] = np.frombuffer(diff.encode(), np.uint8)
+    return _run_bytes(start, jnp.asarray(bts), data)
+
+
+_run_bytes = jax.jit(C.advance_bytes)
+
+
 def _mode_after(diff: str, parent: str = INDENTED) -> int:
     """The automaton's mode after the bytes of ``diff`` for ``parent``."""
-    data, start = _data([parent])
-    bts = jnp.asarray(np.frombuffer(diff.encode(), np.uint8).astype(np.int32))
-    return int(C.advance_bytes(start, bts[None, None, :], data).mode[0, 0])
+    return int(_after(diff, parent).mode[0, 0])
 
 
 @pytest.mark.parametrize(
@@ -179,14 +189,12 @@ def test_a_first_line_is_a_line_of_the_parent_nearest_the_header():
     """A hunk's first line must be a line of the parent (a made-up one is refused byte
     by byte); a line that appears twice is taken nearest the header's line."""
     parent = "x = 1\ny = 2\nx = 1\nz = 3\n"
-    data, start = _data([parent])
     for diff, cursor in [
         ("@@ -1,2 +1,2 @@\n x = 1\n", len("x = 1\n")),
         ("@@ -3,2 +3,2 @@\n x = 1\n", len("x = 1\ny = 2\nx = 1\n")),
         ("@@ -3,2 +3,2 @@\n-y = 2\n", len("x = 1\ny = 2\n")),
     ]:
-        bts = jnp.asarray(np.frombuffer(diff.encode(), np.uint8).astype(np.int32))
-        end = C.advance_bytes(start, bts[None, None, :], data)
+        end = _after(diff, parent)
         assert (int(end.mode[0, 0]), int(end.cursor[0, 0])) == (C.LINE, cursor), diff
     assert _mode_after("@@ -1,2 +1,2 @@\n x = 2\n", parent) == C.REJECT
     assert _mode_after("@@ -1,2 +1,2 @@\n x = 1 \n", parent) == C.REJECT
