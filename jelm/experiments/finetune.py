@@ -82,9 +82,15 @@ def run_stats(run_dir: Path) -> dict[str, Any]:
 
 
 def _elm_run(plan: Plan, mutation: str, model: str, seed: str, rs: int, out: Path) -> Path:
-    """One ELM run (resumed if ``out`` holds part of it)."""
-    from jelm.experiments.config import from_mapping
-    from jelm.experiments.run import evolve
+    """One ELM run (resumed if ``out`` holds part of it). Its compiled programs are
+    dropped afterwards (reloaded from the XLA cache by the next run): a process that
+    keeps every run's programs runs out of memory mappings after a few dozen runs."""
+    import jax
+
+    from jelm.experiments.config import RunConfig, from_mapping
+    from jelm.experiments.run import evolve, use_xla_cache
+
+    use_xla_cache(RunConfig.xla_cache)
 
     settings: dict[str, Any] = {
         "mutation": mutation,
@@ -100,11 +106,14 @@ def _elm_run(plan: Plan, mutation: str, model: str, seed: str, rs: int, out: Pat
     if mutation.startswith("lm"):
         settings["lm"] = {"backend": {"kind": "jelm", "path": model}}
     evolve(from_mapping(settings), out, None, log=lambda line: None)
+    jax.clear_caches()
     return out
 
 
 def run_rounds(plan: Plan, out: Path, log: Any = print) -> list[dict[str, Any]]:
     """Run (or finish) every round of ``plan`` in ``out``; returns the result rows."""
+    import jax
+
     from jelm.lm.finetune import FinetuneConfig, finetune
 
     out.mkdir(parents=True, exist_ok=True)
@@ -166,6 +175,7 @@ def run_rounds(plan: Plan, out: Path, log: Any = print) -> list[dict[str, Any]]:
         if not (tuned / "summary.json").exists():
             summary = finetune(cfg, tuned, progress=False)
             log(json.dumps({"round": r, "finetune": summary}))
+            jax.clear_caches()
         model = str((tuned / "model").absolute())
     write_table(plan, rows, out)
     return rows
