@@ -29,9 +29,10 @@ def writer(writer_dir):
 
 def test_diffs_that_apply_to_one_seed_only(writer):
     """The writer model's diff changes the radial seed's radius: it applies to radial, the
-    child runs and is a valid walker; on square its context matches nothing."""
+    child runs and is a valid walker; on square its context matches nothing (sampled as
+    the model writes it: not made to copy its parent)."""
     (result,) = E.evaluate(
-        writer, ("square", "radial"), (0.8,), samples=2, max_new_tokens=WRITER_MAX_NEW
+        writer, ("square", "radial"), (0.8,), samples=2, max_new_tokens=WRITER_MAX_NEW, copy=False
     )
     n = 2 * len(COMMIT_MESSAGES) * 2
     assert result["outcomes"] == {"ok": n // 2, "diff_context_mismatch": n // 2}
