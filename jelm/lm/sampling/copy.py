@@ -162,12 +162,19 @@ def _mix(h: Any, b: Any) -> Any:
     return h * 16777619 + b + 1
 
 
-def text_hash(text: bytes) -> int:
-    """The hash of some bytes, int32 as the device computes it (by :func:`_mix`, from 0)."""
-    h = 0
+def prefix_hashes(text: bytes) -> list[int]:
+    """The hashes of ``text``'s prefixes (empty first), int32 as the device computes them
+    (by :func:`_mix`, from 0)."""
+    out, h = [0], 0
     for b in text:
         h = _mix(h, b) & 0xFFFFFFFF
-    return h - (1 << 32) if h >= 1 << 31 else h
+        out.append(h - (1 << 32) if h >= 1 << 31 else h)
+    return out
+
+
+def text_hash(text: bytes) -> int:
+    """The hash of some bytes (:func:`prefix_hashes`' last)."""
+    return prefix_hashes(text)[-1]
 
 
 @functools.lru_cache(maxsize=256)
@@ -182,13 +189,9 @@ def _parent(text: str) -> tuple[np.ndarray, list[int], np.ndarray] | None:
     starts = [0, *(j + 1 for j, c in enumerate(b[:-1]) if c == _NL)]
     if len(b) >= TEXT_BYTES or len(lines) > TEXT_LINES or max(map(len, lines)) >= LINE_BYTES:
         return None
-    prefix = np.zeros((len(lines), LINE_BYTES), np.int64)
+    prefix = np.zeros((len(lines), LINE_BYTES), np.int32)
     for i, line in enumerate(lines):
-        h = 0
-        for j, c in enumerate(line):
-            h = _mix(h, c) & 0xFFFFFFFF
-            prefix[i, j + 1] = h
-    prefix = np.where(prefix >= 1 << 31, prefix - (1 << 32), prefix).astype(np.int32)
+        prefix[i, : len(line) + 1] = prefix_hashes(line)
     return np.frombuffer(b, np.uint8), starts, prefix
 
 

@@ -128,12 +128,16 @@ def _groups(
     return groups
 
 
-def _step_cost(groups: list[Group], rows: int, tail: int) -> int:
+def _step_cost(
+    groups: list[Group], rows: int, tail: int, prefix: int | None = None, suffix: int | None = None
+) -> int:
     """Key/value slots a decode step reads for all of ``groups`` (padded shapes: every
-    group's prefix bucket once, every row, padding rows too, its suffix bucket and
-    ``tail`` generated slots)."""
-    prefix = bucket_length(max(len(g.prefix) for g in groups))
-    suffix = bucket_suffix(max(len(s) for g in groups for s in g.suffixes))
+    group's prefix once, every row, padding rows too, its suffix and ``tail`` generated
+    slots; prefix and suffix padded to their buckets unless given)."""
+    if prefix is None:
+        prefix = bucket_length(max(len(g.prefix) for g in groups))
+    if suffix is None:
+        suffix = bucket_suffix(max(len(s) for g in groups for s in g.suffixes))
     return len(groups) * (prefix + rows * (suffix + tail))
 
 
@@ -176,7 +180,7 @@ def make_plan(
     prefix_len = bucket_length(max(len(g.prefix) for g in groups))
     suffix_len = bucket_suffix(max(len(s) for g in groups for s in g.suffixes))
     if shapes is not None:
-        best = len(groups) * (prefix_len + rows * (suffix_len + tail))
+        best = _step_cost(groups, rows, tail)
         fits = []
         for r, p, s in shapes.known:
             if r not in options:
@@ -185,7 +189,7 @@ def make_plan(
             if max(len(g.prefix) for g in cut) <= p and all(
                 len(x) <= s for g in cut for x in g.suffixes
             ):
-                fits.append((len(cut) * (p + r * (s + tail)), r, p, s))
+                fits.append((_step_cost(cut, r, tail, p, s), r, p, s))
         if fits and min(fits)[0] <= shapes.slack * best:
             _, rows, prefix_len, suffix_len = min(fits)
             groups = plans[rows]

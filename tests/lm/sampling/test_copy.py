@@ -274,6 +274,7 @@ def _applies(diff: str, parent: str) -> bool:
     return True
 
 
+@pytest.mark.slow  # samples 24 diffs with the shipped model, with and without the constraint
 def test_sampled_diffs_copy_their_parents_and_apply(shipped, sampled):
     backend, _ = shipped
     parents, _, free, held, _ = sampled
