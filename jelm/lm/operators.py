@@ -165,7 +165,7 @@ class LMDiffOperator:
         if completion.error:
             return _backend_failure(ids, self.name, completion.error, message)
         text = completion.text
-        if completion.finish_reason == "length" and "\n" in text:
+        if getattr(completion, "finish_reason", None) == "length" and "\n" in text:
             text = text[: text.rindex("\n") + 1]
         diff = extract_diff(text)
         fields = {"parent_ids": ids, "operator": self.name, "message": message, "diff": diff}

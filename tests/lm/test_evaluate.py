@@ -78,7 +78,7 @@ def test_cli_reads_a_folder_of_parents(writer_dir, tmp_path, capsys):
     (folder / "a_box.py").write_text(domain.seed_program("square"))
     (folder / "notes.txt").write_text("not a parent")
     path = writer_dir
-    argv = ["--model", str(path), "--parents", str(folder), "--samples", "1"]
+    argv = ["--model", str(path), "--parents", str(folder), "--samples", "1", "--no-copy"]
     assert E.main([*argv, "--max-new-tokens", str(WRITER_MAX_NEW)]) == 0
     line = json.loads(capsys.readouterr().out)
     assert line["parents"] == ["a_box", "b_wheel_like"]

@@ -192,9 +192,10 @@ def test_lm_diff_children_that_apply_are_simulated_and_archived(tmp_path: Path, 
     simulated and fill new cells; on the square seed (and on a child, whose radius line
     changed) the same diffs are ``diff_context_mismatch``. Which radius a child gets is the
     sampler's draw (temperature 0.8). Line-similarity placement is off here (it would
-    place the diff on a child whose radius differs: tests/programs/diff/test_similar.py)."""
+    place the diff on a child whose radius differs: tests/programs/diff/test_similar.py),
+    and so is the copy constraint (it would make the diffs copy square)."""
     backend = {"kind": "jelm", "path": str(writer_model)}
-    config = _config("lm_diff", backend, WRITER_MAX_NEW, similar=None)
+    config = _config("lm_diff", backend, WRITER_MAX_NEW, similar=None, copy=False)
     out = _run(config, tmp_path / "run")
     records = _records(tmp_path / "run")
     children = _check_children(records, "lm_diff", generations=2, batch=8)

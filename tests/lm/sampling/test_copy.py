@@ -56,6 +56,7 @@ def test_a_tokenizer_that_is_not_byte_level_is_refused():
         C.copy_vocab(Tokenizer(backend))
 
 
+@pytest.mark.slow  # the automaton over every token at every step of four diffs
 def test_the_mask_is_the_automaton_on_states_of_real_diffs(shipped):
     """At every token of a few diffs (made by difflib and by hand), the tokens the mask
     allows are exactly those the byte automaton accepts from that state (in a hunk's

@@ -53,7 +53,7 @@ def _greedy_reference(params, config, prompt, n, width=32):
     "arch",
     [
         pytest.param("gpt2", marks=pytest.mark.slow),
-        "codegen",
+        pytest.param("codegen", marks=pytest.mark.slow),
         pytest.param("llama", marks=pytest.mark.slow),
     ],
 )
