@@ -602,11 +602,12 @@ def allowed(state: CopyState, data: CopyText, vocab: CopyVocab, stop_ids: jax.Ar
     x = lambda a: a[..., None]
     at_start = (m == LINE) | (m == LINE0)
     in_line = ((m == PLUS0) | (m == PLUS)) & x(state.solid == 0)
-    part = jnp.where(at_start, 1, 0)  # the token's bytes after its marker, or all of them
-    lead = jnp.where(at_start, vocab.lead[1], x(state.lead) + vocab.lead[0])
+    # the token's bytes after its marker (at a line start), or all of them
+    blanks = jnp.where(at_start, vocab.lead[1], x(state.lead) + vocab.lead[0])
     solid = jnp.where(at_start, vocab.solid[1], vocab.solid[0])
-    begins = jnp.where(part == 1, first == _PLUS, in_line) & (solid >= 0)
-    indented = jnp.where(x(state.colon > 0), lead > x(state.indent), lead <= x(state.indent))
+    begins = jnp.where(at_start, first == _PLUS, in_line) & (solid >= 0)
+    indent = x(state.indent)
+    indented = jnp.where(x(state.colon > 0), blanks > indent, blanks <= indent)
     exempt = x((state.indent < 0) | (state.depth > 0)) | (solid == _HASH)
     breaks = begins & ~exempt & ~indented
     free = free & ~breaks
@@ -616,8 +617,8 @@ def allowed(state: CopyState, data: CopyText, vocab: CopyVocab, stop_ids: jax.Ar
     header_ok = header_ok | (~in_header & (first != _AT))
     # a hunk's first line spells a line of the parent (from its marker on, in LINE0)
     both = CopyState(*(jnp.stack([x, x], axis=2) for x in state))  # [G, R, 2, *E]
-    lead = jnp.stack([jnp.where(mode == LINE0, _SP, -1), jnp.full_like(mode, _MINUS)], axis=2)
-    spelled, removed = jnp.moveaxis(_first_line_tokens(both, data, vocab, lead), 2, 0)
+    markers = jnp.stack([jnp.where(mode == LINE0, _SP, -1), jnp.full_like(mode, _MINUS)], axis=2)
+    spelled, removed = jnp.moveaxis(_first_line_tokens(both, data, vocab, markers), 2, 0)
     normal = jnp.select(
         [m == COPY, m == LINE, m == LINE0, in_header, m == FIRST],
         [
