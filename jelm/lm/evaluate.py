@@ -25,6 +25,8 @@ sampler's shapes, which the first temperature pays. ``outcomes`` counts each pro
 a diff failure class (``diff_context_mismatch``, ...), ``diff_unchanged``,
 ``backend_error``, or the sandbox status of the child (``ok`` is a valid phenotype).
 Sampling is seeded, so a jelm backend gives the same figures on every run.
+``--records FILE`` writes every sample as a JSON line (its completion, child, end and
+error message) to read what the model got wrong.
 """
 
 from __future__ import annotations
@@ -49,11 +51,12 @@ from jelm.programs.diff import EOS, NME, DiffError, apply_diff, elm_prompt
 RAN = frozenset({"ok", "wrong_type", "output_too_large"})
 
 
-def run_children(domain: Domain, programs: Sequence[str]) -> list[str]:
-    """The sandbox status of each program (``"ok"``: a valid phenotype)."""
+def run_children(domain: Domain, programs: Sequence[str]) -> list[tuple[str, str]]:
+    """The sandbox status of each program (``"ok"``: a valid phenotype) and its one-line
+    error message (empty when it ran)."""
     from jelm.programs.sandbox import execute
 
-    return [str(r.status) for r in execute(list(programs), program=domain.program)]
+    return [(str(r.status), r.error) for r in execute(list(programs), program=domain.program)]
 
 
 def read_parents(directory: str | Path) -> dict[str, str]:
@@ -81,6 +84,7 @@ def evaluate(
     seed: int = 0,
     similar: float | None = SIMILAR,
     copy: bool = True,
+    records: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """One result dict per temperature (see the module docstring): ``samples`` diffs for
     every parent x commit message, applied and run in the sandbox. The parents are
@@ -89,7 +93,10 @@ def evaluate(
     ``lm_diff`` applies them, with line-similarity placement at ``similar`` (``None``:
     exact and fuzzy only); ``applied_strict`` is the share that applies without it.
     ``copy``: sample diffs that copy their parents' lines where the backend can.
-    ``by_parent`` breaks the shares down per parent."""
+    ``by_parent`` breaks the shares down per parent. ``records``, if given, receives one
+    dict per sample: temperature, parent, message, completion, child (``None`` when no
+    child was made), end (as in ``outcomes``) and error (the sandbox's or the diff's
+    message), to read what went wrong."""
     domain = resolve_domain(domain)
     if parents is None:
         names = domain.seed_names() if seeds is None else tuple(seeds)
@@ -122,7 +129,23 @@ def evaluate(
         ]
         children = [c.program for c in made if c.program is not None]
         statuses = iter(run_children(domain, children) if children else ())
-        ends = [next(statuses) if c.program is not None else c.failure for c in made]
+        runs = [next(statuses) if c.program is not None else (c.failure, "") for c in made]
+        ends = [end for end, _ in runs]
+        if records is not None:
+            records.extend(
+                {
+                    "temperature": float(temperature),
+                    "parent": name,
+                    "message": message,
+                    "completion": completion.text,
+                    "child": c.program,
+                    "end": end,
+                    "error": error or (c.error or ""),
+                }
+                for (name, message), completion, c, (end, error) in zip(
+                    cases, completions, made, runs, strict=True
+                )
+            )
         strict = [_applies(p, c.diff) for p, c in zip(programs, made, strict=True)]
         n = len(prompts)
         results.append(
@@ -190,6 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=384)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--records", help="write one JSON line per sample (completion, child, end, error)"
+    )
+    parser.add_argument(
         "--similar",
         type=lambda v: None if v.lower() == "none" else float(v),
         default=SIMILAR,
@@ -223,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a missing model, a bad checkpoint, an unknown seed
         print(f"jelm.lm.evaluate: {exc}", file=sys.stderr)
         return 2
+    records: list[dict[str, Any]] | None = [] if args.records else None
     results = evaluate(
         backend,
         temperatures=args.temperatures,
@@ -233,7 +260,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         similar=args.similar,
         copy=args.copy,
+        records=records,
     )
+    if args.records:
+        with open(args.records, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records or ())
     line = {
         "model": getattr(backend, "name", spec.get("path", args.model_name)),
         "domain": domain.name,
