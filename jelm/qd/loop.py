@@ -246,8 +246,10 @@ def _metrics(
     generation: int,
     ev: Evaluated,
     accepted: np.ndarray,
+    seconds: dict[str, float],
 ) -> dict[str, Any]:
     m = {k: float(v) for k, v in loop.archive.metrics(state).items()}
+    m.update({f"{phase}_s": float(v) for phase, v in seconds.items()})
     n = max(1, len(ev.records))
     m.update(
         generation=generation,
@@ -260,15 +262,21 @@ def _metrics(
 
 
 def _commit(
-    loop: HostLoop, run: Run, state: ArchiveState, generation: int, ev: Evaluated
+    loop: HostLoop,
+    run: Run,
+    state: ArchiveState,
+    generation: int,
+    ev: Evaluated,
+    seconds: dict[str, float],
 ) -> tuple[ArchiveState, dict[str, Any]]:
     """Ledger transaction and archive insertion of one generation; returns the new state
-    and the generation's metrics."""
+    and the generation's metrics (with ``seconds``: wall time per phase, e.g. ``mutate``
+    and ``evaluate``, as ``<phase>_s``)."""
     with run.ledger.generation(generation) as gen:
         ids = gen.add_many(ev.records)
         state, accepted, niche = loop.tell(state, ev, ids)
         gen.set_outcome(ids, accepted, [int(v) if v >= 0 else None for v in niche])
-        metrics = _metrics(loop, run, state, generation, ev, accepted)
+        metrics = _metrics(loop, run, state, generation, ev, accepted, seconds)
         gen.metrics.update(metrics)
     return state, metrics
 
@@ -329,12 +337,15 @@ def run_host(
     state, first = _resume(loop, run, loop.init())
     metrics: dict[str, Any] = {}
     for generation in range(first, schedule.generations + 1):
+        t0 = time.perf_counter()
         if generation == 0:
             children = loop.seed_children([n for n, _ in seeds], [p for _, p in seeds])
         else:
             children = loop.ask(state, generation, run.ledger.programs)
+        t1 = time.perf_counter()
         ev = loop.evaluate(children, generation)
-        state, metrics = _commit(loop, run, state, generation, ev)
+        seconds = {"mutate": t1 - t0, "evaluate": time.perf_counter() - t1}
+        state, metrics = _commit(loop, run, state, generation, ev, seconds)
         run.append_metrics(metrics)
         if generation == 0 and metrics["filled"] == 0:
             raise SeedError([n for n, _ in seeds], ev.records, loop.domain)

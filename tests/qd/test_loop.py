@@ -74,6 +74,8 @@ def test_a_run_fills_ledger_archive_metrics_and_checkpoints(tmp_path: Path):
     assert [m["generation"] for m in metrics] == [0, 1, 2, 3]
     qd = [m["qd_score"] for m in metrics]
     assert qd == sorted(qd)  # MAP-Elites never loses score
+    # Each generation's wall time, split into making children and running them.
+    assert all(m["mutate_s"] >= 0 and m["evaluate_s"] > 0 for m in metrics)
     checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert checkpoints == ["0", "2", "3"]  # every 2nd generation and the last
 
