@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jelm.lm.sampling import brackets as B
+
 # Modes of a row's automaton: before the first hunk (at a line start, within a line), ...
 PRE, PRE_MID = range(2)
 # ... in a hunk header "@@ -a,b +c,d @@", after: "@", "@@", "@@ ", "-", the old start line
@@ -74,7 +76,9 @@ class CopyVocab(NamedTuple):
     the bytes after the first) packed four to a word, ``masks`` which of their bits
     count: whole words compare at once (:func:`allowed`). ``lead`` [2, V] the blanks
     (spaces, tabs, carriage returns) a token begins with (and its bytes after the first
-    do), ``solid`` [2, V] the first other byte (-1 for none). ``moves`` [modes, V] the mode
+    do), ``solid`` [2, V] the first other byte (-1 for none). ``closes`` [2, 3, V] the
+    brackets each token closes (:func:`jelm.lm.sampling.brackets.token_closes`).
+    ``moves`` [modes, V] the mode
     each token leads to by the bytes alone (exact for a hunk header, which depends on no
     parent). ``keys`` [V'] the sorted :func:`text_hash` of the tokens of kind ``NORMAL``
     and ``key_ids`` [V'] their ids: a hunk's first line finds the tokens that spell the
@@ -88,6 +92,7 @@ class CopyVocab(NamedTuple):
     masks: jax.Array
     lead: jax.Array
     solid: jax.Array
+    closes: jax.Array
     moves: jax.Array
     keys: jax.Array
     key_ids: jax.Array
@@ -110,12 +115,15 @@ class CopyText(NamedTuple):
     """Each row's parent: ``text`` [..., L] bytes (-1 padding), ``lines`` [..., NL] the
     offset of each line's first byte (``length`` past the last line), ``prefix`` [..., NL,
     LINE_BYTES] the :func:`text_hash` of each line's first ``j`` bytes, ``length``
-    [...]."""
+    [...], ``stack`` and ``depth`` [..., L] the brackets open at the start of the line
+    of each byte (:func:`jelm.lm.sampling.brackets.parent_stacks`)."""
 
     text: jax.Array
     lines: jax.Array
     prefix: jax.Array
     length: jax.Array
+    stack: jax.Array
+    depth: jax.Array
 
 
 class CopyState(NamedTuple):
@@ -131,7 +139,10 @@ class CopyState(NamedTuple):
     after it); and the line being written: ``lead`` (its spaces so far), ``solid`` (its
     first other byte, 0 none yet), ``last`` (its latest byte outside a comment that is
     not a space), ``comment`` (1 once its comment has begun), ``removed`` (1: a removed
-    line, not in the new file), ``cont`` (1: it began inside brackets)."""
+    line, not in the new file), ``cont`` (1: it began inside brackets); ``stack`` (the new
+    file's open brackets, :mod:`jelm.lm.sampling.brackets`; ``depth`` counts them) and
+    ``known`` (1 once a hunk's first line told where in the parent the hunk is: its
+    brackets are then known)."""
 
     mode: jax.Array
     cursor: jax.Array
@@ -148,13 +159,15 @@ class CopyState(NamedTuple):
     comment: jax.Array
     removed: jax.Array
     cont: jax.Array
+    stack: jax.Array
+    known: jax.Array
 
 
 def initial_state(mode: Any) -> CopyState:
     """Rows' automata before their first token, in modes ``mode`` (:func:`copy_text`)."""
     mode = jnp.asarray(mode, jnp.int32)
     zero = jnp.zeros_like(mode)
-    return CopyState(mode, zero, zero, zero, zero, zero, zero - 1, *([zero] * 8))
+    return CopyState(mode, zero, zero, zero, zero, zero, zero - 1, *([zero] * 10))
 
 
 def _mix(h: Any, b: Any) -> Any:
@@ -178,10 +191,10 @@ def text_hash(text: bytes) -> int:
 
 
 @functools.lru_cache(maxsize=256)
-def _parent(text: str) -> tuple[np.ndarray, list[int], np.ndarray] | None:
-    """A parent's bytes (a newline at the end), line starts and the hashes of each line's
-    prefixes, or ``None`` if it is too long to constrain (an ELM call asks for many
-    children of one parent)."""
+def _parent(text: str) -> tuple[np.ndarray, list[int], np.ndarray, Any] | None:
+    """A parent's bytes (a newline at the end), line starts, the hashes of each line's
+    prefixes and its brackets by byte, or ``None`` if it is too long to constrain (an ELM
+    call asks for many children of one parent)."""
     b = text.encode("utf-8")
     if not b.endswith(b"\n"):
         b += b"\n"
@@ -192,7 +205,7 @@ def _parent(text: str) -> tuple[np.ndarray, list[int], np.ndarray] | None:
     prefix = np.zeros((len(lines), LINE_BYTES), np.int32)
     for i, line in enumerate(lines):
         prefix[i, : len(line) + 1] = prefix_hashes(line)
-    return np.frombuffer(b, np.uint8), starts, prefix
+    return np.frombuffer(b, np.uint8), starts, prefix, B.parent_stacks(b, TEXT_BYTES)
 
 
 def _byte_table() -> dict[str, int]:
@@ -281,7 +294,10 @@ def copy_vocab(tokenizer: Any, vocab_size: int | None = None) -> CopyVocab:
     hashes = np.asarray([text_hash(toks[i]) for i in ids], np.int32)  # type: ignore[arg-type]
     order = np.argsort(hashes, kind="stable")
     keys, key_ids = hashes[order], ids[order]
-    arrays = (table, length, kind, nl, words, masks, np.stack(leads), np.stack(solids), moves)
+    closes = B.token_closes(toks, k)
+    closes = np.pad(closes, ((0, 0), (0, 0), (0, v - closes.shape[-1])))
+    arrays = (table, length, kind, nl, words, masks, np.stack(leads), np.stack(solids), closes)
+    arrays += (moves,)
     arrays += (keys, key_ids)
     return CopyVocab(
         *(jnp.asarray(a, jnp.uint32 if a.dtype == np.uint32 else jnp.int32) for a in arrays)
@@ -296,12 +312,14 @@ def copy_text(texts: Sequence[str | None], shape: tuple[int, ...]) -> tuple[np.n
     lines = np.zeros((n, TEXT_LINES), np.int32)
     prefix = np.zeros((n, TEXT_LINES, LINE_BYTES), np.int32)
     length = np.zeros((n,), np.int32)
+    stack = np.zeros((n, TEXT_BYTES), np.int32)
+    depth = np.zeros((n, TEXT_BYTES), np.int32)
     mode = np.full((n,), OFF, np.int32)
     for i, t in enumerate(texts):
         parent = None if t is None else _parent(t)
         if parent is None:
             continue
-        b, starts, hashes = parent
+        b, starts, hashes, (stack[i], depth[i]) = parent
         text[i, : len(b)] = b
         lines[i] = len(b)
         lines[i, : len(starts)] = starts
@@ -313,6 +331,8 @@ def copy_text(texts: Sequence[str | None], shape: tuple[int, ...]) -> tuple[np.n
         lines.reshape(*shape, TEXT_LINES),
         prefix.reshape(*shape, TEXT_LINES, LINE_BYTES),
         length.reshape(shape),
+        stack.reshape(*shape, TEXT_BYTES),
+        depth.reshape(*shape, TEXT_BYTES),
         mode.reshape(shape),
     )
 
@@ -403,18 +423,21 @@ def _first_lines(state: CopyState, data: CopyText) -> tuple[jax.Array, jax.Array
 def resolve(state: CopyState, data: CopyText) -> jax.Array:
     """Where the copy goes on after a hunk's first line: after the parent line it is
     (the nearest to the header's line if several are), or -1 if it is none."""
-    return _after_line(*_first_lines(state, data), data)
+    return _after_line(*_first_lines(state, data), data)[0]
 
 
-def _after_line(cand: jax.Array, nxt: jax.Array, dist: jax.Array, data: CopyText) -> jax.Array:
-    """:func:`resolve` from :func:`_first_lines`."""
+def _after_line(
+    cand: jax.Array, nxt: jax.Array, dist: jax.Array, data: CopyText
+) -> tuple[jax.Array, jax.Array]:
+    """:func:`resolve` from :func:`_first_lines`, and where that line begins."""
     whole = cand & (nxt == _NL)
     nl = whole.shape[-1]
     j = jnp.argmin(jnp.where(whole, dist, 2 * nl + 2**20), axis=-1)
     g, r = data.lines.shape[:2]
     after = _at(data.lines, (j + 1).reshape(g, r, -1)).reshape(j.shape)
     after = jnp.where(j + 1 < nl, after, _expand(data.length, j.ndim))
-    return jnp.where(jnp.any(whole, axis=-1), after, -1)
+    start = _at(data.lines, j.reshape(g, r, -1)).reshape(j.shape)
+    return jnp.where(jnp.any(whole, axis=-1), after, -1), start
 
 
 def advance_byte(state: CopyState, b: jax.Array, data: CopyText) -> CopyState:
@@ -431,13 +454,16 @@ def advance_byte(state: CopyState, b: jax.Array, data: CopyText) -> CopyState:
         mode == COPY, jnp.where(b == here, jnp.where(nl, LINE, COPY), REJECT), new_mode
     )
     new_mode = jnp.where((mode == LINE) & marker & (cur >= length), REJECT, new_mode)
+    # the next hunk begins where the brackets open are the parent's
+    unbalanced = ~brackets_balanced(state, data)
+    new_mode = jnp.where((mode == LINE) & (b == _AT) & unbalanced, REJECT, new_mode)
     shape = (*state.cursor.shape, data.lines.shape[-1])
     cand, nxt, dist = jax.lax.cond(  # the parent's lines matter in a first line only
         jnp.any(mode == FIRST),
         lambda: _first_lines(state, data),
         lambda: (jnp.zeros(shape, bool), jnp.zeros(shape, jnp.int32), jnp.zeros(shape, jnp.int32)),
     )
-    resolved = _after_line(cand, nxt, dist, data)
+    resolved, line_start = _after_line(cand, nxt, dist, data)
     goes_on = jnp.any(cand & (nxt == jnp.asarray(b)[..., None]), axis=-1)  # a line goes on with b
     first = mode == FIRST
     new_mode = jnp.where(first & ~jnp.where(nl, resolved >= 0, goes_on), REJECT, new_mode)
@@ -458,6 +484,13 @@ def advance_byte(state: CopyState, b: jax.Array, data: CopyText) -> CopyState:
     edit = at_start & ((b == _MINUS) | (b == _PLUS))
     layout, breaks = _layout(state, b)
     new_mode = jnp.where(breaks, REJECT, new_mode)
+    # a first line tells where the hunk is: the new file's brackets are then the
+    # parent's, before the line if it is removed, after it if it is kept
+    settle = first & nl & (resolved >= 0)
+    at = jnp.where(state.removed > 0, line_start, resolved)
+    layout["stack"] = jnp.where(settle, _at(data.stack, at), layout["stack"])
+    layout["depth"] = jnp.where(settle, _at(data.depth, at), layout["depth"])
+    layout["known"] = jnp.where(settle, 1, layout["known"])
     skip = b < 0
     return CopyState(
         mode=jnp.where(skip, mode, new_mode),
@@ -497,26 +530,40 @@ def _layout(s: CopyState, b: jax.Array) -> tuple[dict[str, jax.Array], jax.Array
     code = track & ~blank & (s.comment == 0) & (after == 0)
     opened = code & jnp.isin(b, jnp.asarray(_OPEN))
     closed = code & jnp.isin(b, jnp.asarray(_CLOSE))
+    kind = B.kind_of(b)
+    stack, depth = B.push_pop(s.stack, s.depth, kind, opened, closed)
     seen = track & ~blank & (after != 1) & ~((s.comment > 1) & (after > 1))
     # the rule, checked at an added line's first byte
     added = (mode == PLUS0) | (mode == PLUS)
     free = (s.indent < 0) | (s.depth > 0) | (b == _HASH)
     deeper = jnp.where(s.colon > 0, s.lead > s.indent, s.lead <= s.indent)
     breaks = first & added & ~free & ~deeper
+    # an added line closes only the bracket open on top (once the hunk's place is known)
+    breaks = breaks | (added & closed & (s.known > 0) & B.wrong_close(s.stack, s.depth, kind))
     # a code line ends: the next one is read against it
     ends = body & (s.removed == 0) & nl & (s.solid != 0) & (s.solid != _HASH)
     layout = {
         "indent": jnp.where(header, -1, jnp.where(ends & (s.cont == 0), s.lead, s.indent)),
         "colon": jnp.where(ends, s.last == _COLON, s.colon),
-        "depth": jnp.where(header, 0, jnp.maximum(s.depth + opened - closed.astype(jnp.int32), 0)),
+        "depth": jnp.where(header, 0, depth),
         "lead": jnp.where(new_line, 0, s.lead + (track & (s.solid == 0) & blank)),
         "solid": jnp.where(new_line, 0, jnp.where(first, b, s.solid)),
         "last": jnp.where(new_line, 0, jnp.where(seen, b, s.last)),
         "comment": jnp.where(new_line, 0, after),
         "removed": jnp.where(at_start, (b == _MINUS) | (b == _BSLASH), s.removed),
         "cont": jnp.where(new_line, 0, jnp.where(first, s.depth > 0, s.cont)),
+        "stack": jnp.where(header, 0, stack),
+        "known": jnp.where(header, 0, s.known),
     }
     return layout, breaks
+
+
+def brackets_balanced(state: CopyState, data: CopyText) -> jax.Array:
+    """Whether a row may end its hunk here: the brackets open in the new file are the
+    parent's at its cursor (or the hunk's place is not known)."""
+    cur = state.cursor
+    here = B.balanced(state.stack, state.depth, _at(data.stack, cur), _at(data.depth, cur))
+    return (state.known == 0) | here
 
 
 def advance_bytes(state: CopyState, bts: jax.Array, data: CopyText) -> CopyState:
@@ -610,7 +657,17 @@ def allowed(state: CopyState, data: CopyText, vocab: CopyVocab, stop_ids: jax.Ar
     indented = jnp.where(x(state.colon > 0), blanks > indent, blanks <= indent)
     exempt = x((state.indent < 0) | (state.depth > 0)) | (solid == _HASH)
     breaks = begins & ~exempt & ~indented
+    # brackets an added line closes must be open (from its marker on, at a line start)
+    comment = state.comment
+    ctx = jnp.where(comment == 0, 0, jnp.where(comment == 34, 1, jnp.where(comment == 39, 2, -1)))
+    row = jnp.where(mode == LINE, len(B.CONTEXTS), jnp.maximum(ctx, 0))
+    closes = jnp.take(vocab.closes.reshape(-1, v), row, axis=0)
+    fits = B.token_fits(x(state.stack), x(state.depth), closes)
+    adding = ((m == PLUS0) | (m == PLUS)) & x((state.removed == 0) & (ctx >= 0))
+    adding = adding | ((m == LINE) & (first == _PLUS))
+    breaks = breaks | (x(state.known > 0) & adding & ~fits)
     free = free & ~breaks
+    balanced = x(brackets_balanced(state, data))
     # a hunk header follows its grammar (from its "@" on)
     in_header = (m >= HDR) & (m < HDR_REST)
     header_ok = jnp.take(vocab.moves, mode, axis=0) != REJECT
@@ -623,7 +680,7 @@ def allowed(state: CopyState, data: CopyText, vocab: CopyVocab, stop_ids: jax.Ar
         [m == COPY, m == LINE, m == LINE0, in_header, m == FIRST],
         [
             copy_ok,
-            line_ok & ~breaks & header_ok,
+            line_ok & ~breaks & header_ok & (balanced | (first != _AT)),
             (other & ~breaks & header_ok) | spelled | removed,
             header_ok,
             spelled,
@@ -631,10 +688,14 @@ def allowed(state: CopyState, data: CopyText, vocab: CopyVocab, stop_ids: jax.Ar
         free & ((m != PRE) | header_ok),
     )
     is_stop = jnp.any(jnp.arange(v)[:, None] == stop_ids[None, :], axis=1)  # [V]
-    special = is_stop & (m != COPY) & (m != FIRST) & ~in_header & (state.changed[..., None] > 0)
+    special = is_stop & (m != COPY) & (m != FIRST) & ~in_header & x(state.changed > 0)
+    special = special & balanced
+    # tokens too long for the automaton: in free text and comments only
+    prose = jnp.isin(m, jnp.asarray((PRE, PRE_MID, HDR_REST)))
+    prose = prose | (((m == PLUS0) | (m == PLUS)) & x((comment == 1) | (state.removed > 0)))
     ok = jnp.select(
         [vocab.kind == NORMAL, vocab.kind == LONG, vocab.kind == SPECIAL],
-        [normal, free & (m != FIRST), special],
+        [normal, prose, special],
         False,
     )
     # newline tokens: through the automaton

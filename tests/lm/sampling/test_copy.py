@@ -76,7 +76,9 @@ def test_the_mask_is_the_automaton_on_states_of_real_diffs(shipped):
         "--- a\n+++ b\n@@ -99,2 +99,2 @@\n+    tail\n",
         # an added line after a block's first line, at the rule's every step
         f"@@ -{block + 1},2 +{block + 1},4 @@\n {lines[block]}+    # note\n+\n"
-        f"+{' ' * (8 + len(lines[block]) - len(lines[block].lstrip()))}z = 1\n",
+        f"+{' ' * (8 + len(lines[block]) - len(lines[block].lstrip()))}z = 1\n"
+        # brackets opened and closed over added lines
+        f"+{' ' * (8 + len(lines[block]) - len(lines[block].lstrip()))}w = [(1,\n+ 2)]\n",
     ]
     data, start = _data([parent])
     stop = jnp.asarray([tok.eos_id, tok.token_id(NME), -1, -1, -1, -1, -1, -1], jnp.int32)
@@ -100,13 +102,21 @@ def test_the_mask_is_the_automaton_on_states_of_real_diffs(shipped):
             kinds = np.asarray(vocab.kind)
             want = (np.asarray(after.mode[0, 0]) != C.REJECT) & (kinds != C.SPECIAL)
             changed = int(state.changed[0, 0]) > 0
+            balanced = bool(C.brackets_balanced(state, data)[0, 0])
             want |= (
                 (kinds == C.SPECIAL)
                 & np.isin(np.arange(v), np.asarray(stop))
                 & (mode not in (C.COPY, C.FIRST, *C.HEADER_MODES))
                 & changed
+                & balanced
             )
-            if mode in (C.COPY, C.LINE, C.LINE0, C.FIRST, *C.HEADER_MODES):
+            # tokens the automaton cannot read: in free text and comments only
+            prose = mode in (C.PRE, C.PRE_MID, C.HDR_REST) or (
+                mode in (C.PLUS0, C.PLUS)
+                and (int(state.comment[0, 0]) == 1 or int(state.removed[0, 0]) == 1)
+            )
+            want |= (kinds == C.LONG) & prose
+            if not prose:
                 want &= kinds != C.LONG
             got = np.asarray(allowed(state)[0, 0])
             if mode in (C.FIRST, C.LINE0):  # a first line: among the nearest parent lines
@@ -200,6 +210,45 @@ def test_a_first_line_is_a_line_of_the_parent_nearest_the_header():
     assert _mode_after("@@ -1,2 +1,2 @@\n x = 2\n", parent) == C.REJECT
     assert _mode_after("@@ -1,2 +1,2 @@\n x = 1 \n", parent) == C.REJECT
     assert _mode_after("@@ -1,2 +1,2 @@\n x = 1", parent) == C.FIRST
+
+
+BRACKETED = """\
+x = f(1,
+      2)
+y = [3]
+"""
+
+
+@pytest.mark.parametrize(
+    ("hunk", "keeps"),
+    [
+        ("@@ -1,2 +1,3 @@\n x = f(1,\n+      3,\n       2)\n", True),
+        ("@@ -2,2 +2,3 @@\n       2)\n+z = (1))\n", False),  # closes what is not open
+        ("@@ -2,2 +2,3 @@\n       2)\n+z = (1]\n", False),  # closes "(" with "]"
+        # a hunk that begins inside the parent's brackets knows them
+        ("@@ -2,2 +2,2 @@\n-      2)\n+      5)\n", True),
+        ("@@ -2,2 +2,2 @@\n-      2)\n+      5]\n", False),
+        ("@@ -2,2 +2,2 @@\n-      2)\n+      5,\n+      6)\n", True),
+        # the next hunk begins only where the brackets open are the parent's
+        ("@@ -1,1 +1,1 @@\n-x = f(1,\n+x = 1\n@@ -3,1 +3,1 @@\n", False),
+        ("@@ -1,2 +1,1 @@\n-x = f(1,\n-      2)\n+x = 1\n@@ -3,1 +3,1 @@\n", True),
+    ],
+)
+def test_added_lines_close_only_the_brackets_open(hunk, keeps):
+    """Once a hunk's first line says where it is, an added line may close only the
+    bracket open on top, and a hunk ends only where the new file's brackets are the
+    parent's."""
+    mode = _mode_after("--- a\n+++ b\n" + hunk, BRACKETED)
+    assert (mode != C.REJECT) == keeps, mode
+
+
+def test_a_diff_ends_where_its_brackets_are_the_parents():
+    data, _ = _data([BRACKETED])
+    ends = lambda diff: bool(C.brackets_balanced(_after(diff, BRACKETED), data)[0, 0])
+    assert not ends("@@ -1,1 +1,1 @@\n-x = f(1,\n+x = 1\n")
+    assert ends("@@ -1,2 +1,1 @@\n-x = f(1,\n-      2)\n+x = 1\n")
+    assert ends("@@ -1,1 +1,1 @@\n-x = f(1,\n+x = g(1,\n")
+    assert ends("@@ -1,1 +1,1 @@\n+z = (\n")  # before its first line: not known
 
 
 @pytest.mark.parametrize(
