@@ -271,15 +271,17 @@ def test_hunk_headers_follow_their_grammar(header, keeps):
 
 def _hunks_copy_the_parent(diff: str, parent: str, cut: bool = False) -> bool:
     """After each hunk's first context or removed line, the further ones are consecutive
-    lines of ``parent`` (``cut``: the diff's last line may be cut short)."""
+    lines of ``parent`` (``cut``: the diff's last line may be cut short). Lines before
+    the first hunk header are free text."""
     lines = parent.splitlines()
     run: list[str] | None = None
     first = True
+    in_hunk = False
     for line in diff.splitlines()[: -1 if cut else None]:
         if line.startswith("@@"):
-            run, first = None, True
+            run, first, in_hunk = None, True, True
             continue
-        if not line or line[0] not in " -":
+        if not in_hunk or not line or line[0] not in " -":
             continue
         if first:
             first = False
