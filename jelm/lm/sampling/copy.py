@@ -82,7 +82,10 @@ class CopyVocab(NamedTuple):
     each token leads to by the bytes alone (exact for a hunk header, which depends on no
     parent). ``keys`` [V'] the sorted :func:`text_hash` of the tokens of kind ``NORMAL``
     and ``key_ids`` [V'] their ids: a hunk's first line finds the tokens that spell the
-    next bytes of each parent line by them."""
+    next bytes of each parent line by them. ``trie_parent`` and ``trie_byte`` [D, W] the
+    ``NEWLINE`` tokens' bytes as a trie, level by level (each node's parent in the level
+    above and its byte, -1 padding), and ``nl_node`` [M] each one's node (level * W +
+    slot): tokens that share a prefix run it through the automaton once."""
 
     bytes: jax.Array
     length: jax.Array
@@ -96,6 +99,36 @@ class CopyVocab(NamedTuple):
     moves: jax.Array
     keys: jax.Array
     key_ids: jax.Array
+    trie_parent: jax.Array
+    trie_byte: jax.Array
+    nl_node: jax.Array
+
+
+def _trie(tokens: Sequence[bytes], m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:class:`CopyVocab`'s ``trie_parent``, ``trie_byte`` and ``nl_node`` of some tokens
+    (``nl_node`` padded to ``m`` entries with node 0)."""
+    levels: list[list[tuple[int, int]]] = []
+    node: dict[bytes, tuple[int, int]] = {}
+    for tok in tokens:
+        for d in range(1, len(tok) + 1):
+            if tok[:d] in node:
+                continue
+            if len(levels) < d:
+                levels.append([])
+            parent = node[tok[: d - 1]][1] if d > 1 else 0
+            levels[d - 1].append((parent, tok[d - 1]))
+            node[tok[:d]] = (d - 1, len(levels[d - 1]) - 1)
+    depth, width = max(1, len(levels)), max([1, *map(len, levels)])
+    parents = np.zeros((depth, width), np.int32)
+    bts = np.full((depth, width), -1, np.int32)
+    for d, level in enumerate(levels):
+        for j, (parent, b) in enumerate(level):
+            parents[d, j], bts[d, j] = parent, b
+    at = np.zeros((m,), np.int32)
+    for i, tok in enumerate(tokens):
+        d, j = node[tok]
+        at[i] = d * width + j
+    return parents, bts, at
 
 
 def _pack(b: Any) -> Any:
@@ -298,7 +331,7 @@ def copy_vocab(tokenizer: Any, vocab_size: int | None = None) -> CopyVocab:
     closes = np.pad(closes, ((0, 0), (0, 0), (0, v - closes.shape[-1])))
     arrays = (table, length, kind, nl, words, masks, np.stack(leads), np.stack(solids), closes)
     arrays += (moves,)
-    arrays += (keys, key_ids)
+    arrays += (keys, key_ids, *_trie([toks[i] for i in newline], m))  # type: ignore[misc]
     return CopyVocab(
         *(jnp.asarray(a, jnp.uint32 if a.dtype == np.uint32 else jnp.int32) for a in arrays)
     )
@@ -580,6 +613,22 @@ def advance_bytes(state: CopyState, bts: jax.Array, data: CopyText) -> CopyState
     return jax.lax.while_loop(lambda c: c[0] < longest, body, (jnp.int32(0), state))[1]
 
 
+def _newline_modes(state: CopyState, data: CopyText, vocab: CopyVocab) -> jax.Array:
+    """The automaton's mode after each ``NEWLINE`` token: [..., M], each shared prefix
+    of the tokens read once (level by level down ``vocab``'s trie)."""
+    depth, width = vocab.trie_byte.shape
+    root = CopyState(*(jnp.broadcast_to(x[..., None], (*x.shape, width)) for x in state))
+
+    def level(above: CopyState, node: tuple[jax.Array, jax.Array]):
+        parent, b = node
+        here = advance_byte(CopyState(*(jnp.take(x, parent, axis=-1) for x in above)), b, data)
+        return here, here.mode
+
+    _, modes = jax.lax.scan(level, root, (vocab.trie_parent, vocab.trie_byte))  # [D, ..., W]
+    modes = jnp.moveaxis(modes, 0, -2).reshape(*state.mode.shape, depth * width)
+    return jnp.take(modes, vocab.nl_node, axis=-1)
+
+
 def advance(state: CopyState, tokens: jax.Array, data: CopyText, vocab: CopyVocab) -> CopyState:
     """The automaton after ``tokens`` (one per row, shaped like ``state``'s arrays; -1:
     none); a row whose token broke the constraint (possible only when it had no allowed
@@ -700,10 +749,7 @@ def allowed(state: CopyState, data: CopyText, vocab: CopyVocab, stop_ids: jax.Ar
     )
     # newline tokens: through the automaton
     nl = vocab.newline  # [M]
-    nl_bytes = jnp.take(vocab.bytes, jnp.minimum(nl, v - 1), axis=0)  # [M, K]
-    expand = lambda x: jnp.broadcast_to(x[..., None], x.shape + nl.shape)
-    after = advance_bytes(CopyState(*map(expand, state)), nl_bytes, data)
-    nl_ok = (after.mode != REJECT) & (nl < v)
+    nl_ok = (_newline_modes(state, data, vocab) != REJECT) & (nl < v)
     ok = ok.at[..., nl].set(nl_ok, mode="drop")
     ok = ok | (m == OFF) | (m == REJECT)
     return ok | ~jnp.any(ok, axis=-1, keepdims=True)
