@@ -34,7 +34,8 @@ import numpy as np
 
 from jelm.lm.sampling import brackets as B
 
-# Modes of a row's automaton: before the first hunk (at a line start, within a line), ...
+# Modes of a row's automaton: before the first hunk (at a line start, within a line: its
+# lines begin with "-" or "+", the file names, or "@", its header), ...
 PRE, PRE_MID = range(2)
 # ... in a hunk header "@@ -a,b +c,d @@", after: "@", "@@", "@@ ", "-", the old start line
 # ("a"), ",", the old count, " ", "+", the new start line, ",", the new count, " ", "@",
@@ -375,7 +376,7 @@ def _moves() -> np.ndarray:
     a ``COPY`` byte must be the parent's next one, a ``LINE`` marker needs a line left."""
     t = np.zeros((REJECT + 1, 256), np.int32)
     nl, digits = _NL, list(range(48, 58))
-    t[PRE], t[PRE, _AT], t[PRE, nl] = PRE_MID, HDR, PRE
+    t[PRE], t[PRE, [_MINUS, _PLUS]], t[PRE, _AT], t[PRE, nl] = REJECT, PRE_MID, HDR, PRE
     t[PRE_MID], t[PRE_MID, nl] = PRE_MID, PRE
     t[list(HEADER_MODES)] = REJECT
     for mode, byte, to in (
@@ -719,8 +720,8 @@ def allowed(state: CopyState, data: CopyText, vocab: CopyVocab, stop_ids: jax.Ar
     balanced = x(brackets_balanced(state, data))
     # a hunk header follows its grammar (from its "@" on)
     in_header = (m >= HDR) & (m < HDR_REST)
-    header_ok = jnp.take(vocab.moves, mode, axis=0) != REJECT
-    header_ok = header_ok | (~in_header & (first != _AT))
+    by_bytes = jnp.take(vocab.moves, mode, axis=0) != REJECT  # exact in headers and PRE
+    header_ok = by_bytes | (~in_header & (first != _AT))
     # a hunk's first line spells a line of the parent (from its marker on, in LINE0)
     both = CopyState(*(jnp.stack([x, x], axis=2) for x in state))  # [G, R, 2, *E]
     markers = jnp.stack([jnp.where(mode == LINE0, _SP, -1), jnp.full_like(mode, _MINUS)], axis=2)
@@ -734,13 +735,13 @@ def allowed(state: CopyState, data: CopyText, vocab: CopyVocab, stop_ids: jax.Ar
             header_ok,
             spelled,
         ],
-        free & ((m != PRE) | header_ok),
+        free & ((m != PRE) | by_bytes),
     )
     is_stop = jnp.any(jnp.arange(v)[:, None] == stop_ids[None, :], axis=1)  # [V]
     special = is_stop & (m != COPY) & (m != FIRST) & ~in_header & x(state.changed > 0)
     special = special & balanced
     # tokens too long for the automaton: in free text and comments only
-    prose = jnp.isin(m, jnp.asarray((PRE, PRE_MID, HDR_REST)))
+    prose = (m == PRE_MID) | (m == HDR_REST)
     prose = prose | (((m == PLUS0) | (m == PLUS)) & x((comment == 1) | (state.removed > 0)))
     ok = jnp.select(
         [vocab.kind == NORMAL, vocab.kind == LONG, vocab.kind == SPECIAL],

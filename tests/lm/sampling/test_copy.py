@@ -111,7 +111,7 @@ def test_the_mask_is_the_automaton_on_states_of_real_diffs(shipped):
                 & balanced
             )
             # tokens the automaton cannot read: in free text and comments only
-            prose = mode in (C.PRE, C.PRE_MID, C.HDR_REST) or (
+            prose = mode in (C.PRE_MID, C.HDR_REST) or (
                 mode in (C.PLUS0, C.PLUS)
                 and (int(state.comment[0, 0]) == 1 or int(state.removed[0, 0]) == 1)
             )
@@ -262,6 +262,8 @@ def test_a_diff_ends_where_its_brackets_are_the_parents():
         ("@@ - + OFFSET, hip,6 @@\n", False),
         ("@@ -3,2 +3,3\n", False),
         ("@ -3,2 +3,3 @@\n", False),
+        (" def f(xs):\n@@ -3,2 +3,3 @@\n", False),  # a hunk's line before any header
+        ("\n@@ -3,2 +3,3 @@\n", True),
     ],
 )
 def test_hunk_headers_follow_their_grammar(header, keeps):
