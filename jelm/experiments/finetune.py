@@ -13,7 +13,8 @@ Everything lives under ``--out``: ``round<r>/runs/<seed>-<rs>/`` (ELM run direct
 ``results.jsonl`` (one row per run: round, seed, random seed, share of diffs that apply,
 share of valid children, niches filled, QD-score, max fitness), ``table.md`` and
 ``rounds.png``. Every piece resumes: running the command again after a kill finishes what
-is missing and reuses what is done.
+is missing and reuses what is done. ``--ship`` then copies the last round's model into
+``jelm/lm/shipped`` with its record (:func:`ship_rounds`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -30,7 +32,7 @@ from typing import Any
 import jelm.sim  # noqa: F401  (first: pins XLA flags before JAX starts)
 from jelm.options import add_options, values_of
 
-__all__ = ["Plan", "main", "run_rounds"]
+__all__ = ["Plan", "main", "run_rounds", "ship_rounds"]
 
 PAPER_SEEDS = ("square", "radial", "cppn_fixed", "cppn_mutable")
 
@@ -240,6 +242,53 @@ def _plot(plan: Plan, rows: Sequence[dict[str, Any]], rounds: list, path: Path) 
     plt.close(fig)
 
 
+#: A model directory's files that make the model (the rest is its record).
+_MODEL_FILES = ("config.json", "tokenizer.json", "params")
+
+
+def ship_rounds(out: Path, dest: Path | None = None) -> Path:
+    """Make the last fine-tuned model of the rounds in ``out`` the shipped one (``dest``,
+    by default ``jelm/lm/shipped``): its files replace the model's, and ``finetune.json``
+    records every round's fine-tuning (configuration, data counts, loss rows) and the
+    plan. The record of the model the rounds began from stays beside it if that was the
+    shipped model (its ``summary.json`` and ``finetune.json`` become the ``base``);
+    otherwise it is removed. Returns ``dest``."""
+    from jelm.lm.backends import SHIPPED_DIR
+
+    dest = Path(SHIPPED_DIR if dest is None else dest)
+    tuned = sorted(
+        (int(p.parent.name.removeprefix("round")), p)
+        for p in out.glob("round*/finetune")
+        if (p / "summary.json").is_file() and (p / "model" / "config.json").is_file()
+    )
+    if not tuned:
+        raise SystemExit(f"{out} holds no finished fine-tuning round to ship")
+    plan = json.loads((out / "config.json").read_text())
+    rounds = []
+    for r, path in tuned:
+        summary = json.loads((path / "summary.json").read_text())
+        rows = (path / "train.jsonl").read_text().splitlines()
+        rounds.append({"round": r, **summary, "train": [json.loads(x) for x in rows]})
+    base: dict[str, Any] = {"model": plan["model"]}
+    from_shipped = plan["model"] == "shipped"
+    for name in ("summary.json", "finetune.json"):
+        if from_shipped and (dest / name).is_file():
+            base[name] = json.loads((dest / name).read_text())
+    model = tuned[-1][1] / "model"
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in _MODEL_FILES:
+        if (dest / name).is_dir():
+            shutil.rmtree(dest / name)
+        copy = shutil.copytree if (model / name).is_dir() else shutil.copy
+        copy(model / name, dest / name)
+    if not from_shipped:  # the record beside it belongs to another model
+        for name in ("summary.json", "train.jsonl", "loss.png"):
+            (dest / name).unlink(missing_ok=True)
+    record = {"plan": plan, "base": base, "rounds": rounds}
+    (dest / "finetune.json").write_text(json.dumps(record, indent=1) + "\n")
+    return dest
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m jelm.experiments.finetune --out DIR [--rounds 2] ...``."""
     defaults = Plan()
@@ -249,12 +298,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--random-seeds", type=int, nargs="+", default=list(defaults.random_seeds))
     parser.add_argument("--bootstrap", choices=("none", "gp"), default=defaults.bootstrap)
     add_options(parser, Plan, skip=("seeds", "random_seeds", "bootstrap"))
+    parser.add_argument(
+        "--ship", action="store_true", help="ship the last round's model (jelm/lm/shipped)"
+    )
     args = parser.parse_args(argv)
     plan = Plan(
         **values_of(Plan, args, seeds=tuple(args.seeds), random_seeds=tuple(args.random_seeds))
     )
     run_rounds(plan, args.out, log=lambda line: print(line, file=sys.stderr, flush=True))
     print((args.out / "table.md").read_text())
+    if args.ship:
+        print(f"shipped the last round's model to {ship_rounds(args.out)}", file=sys.stderr)
     return 0
 
 

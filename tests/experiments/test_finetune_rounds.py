@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import jax
+import numpy as np
 import pytest
 
-from jelm.experiments.finetune import Plan, run_rounds
+from jelm.experiments.finetune import Plan, run_rounds, ship_rounds
+from jelm.lm.checkpoint import load_model
 from tests.lm_fixtures import make_tiny_model
 
 
@@ -47,3 +50,18 @@ def test_rounds_run_finetune_and_resume(tmp_path):
     assert len((out / "results.jsonl").read_text().splitlines()) == 3
     with pytest.raises(SystemExit, match="another plan"):
         run_rounds(Plan(model=str(model), rounds=2), out, log=lambda line: None)
+    # shipping: the last round's model, with every round's record
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "summary.json").write_text("{}")  # another model's record
+    ship_rounds(out, shipped)
+    params, config, _ = load_model(shipped)
+    tuned, _, _ = load_model(out / "round0/finetune/model")
+    assert config.n_layer == 2
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(tuned), strict=True):
+        np.testing.assert_array_equal(a, b)
+    record = json.loads((shipped / "finetune.json").read_text())
+    assert [r["round"] for r in record["rounds"]] == [0] and record["rounds"][0]["train"]
+    assert record["base"] == {"model": str(model)} and not (shipped / "summary.json").exists()
+    with pytest.raises(SystemExit, match="no finished"):
+        ship_rounds(tmp_path / "tiny", shipped)
