@@ -18,7 +18,7 @@ lines keep the two in step whatever the rule misses.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +52,22 @@ def pop(stack: int, depth: int) -> tuple[int, int]:
     return (stack >> 2 if depth <= LEVELS else stack), depth - 1
 
 
+def _kinds(bts: bytes, context: int = 0) -> Iterator[int]:
+    """The brackets of some bytes' code, in order (a kind, negative for a close), read as
+    the automaton reads them, begun in ``context`` (0 code, 1 a comment, a quote byte: a
+    string)."""
+    for b in bts:
+        if b in _BLANK:
+            continue
+        if context == 0:
+            if b == _HASH or b in _QUOTES:
+                context = b if b != _HASH else 1
+            elif _KIND[b]:
+                yield int(_KIND[b])
+        elif context != 1 and b == context:
+            context = 0
+
+
 def parent_stacks(text: bytes, size: int) -> tuple[np.ndarray, np.ndarray]:
     """The open brackets at the start of each line of ``text`` (whole lines, each ending
     in a newline), by byte: ``stack`` and ``depth`` [size], every byte of a line holding
@@ -64,19 +80,8 @@ def parent_stacks(text: bytes, size: int) -> tuple[np.ndarray, np.ndarray]:
     for line in text.split(b"\n")[:-1]:
         stack_at[start : start + len(line) + 1] = stack
         depth_at[start : start + len(line) + 1] = depth
-        context = 0
-        for b in line:
-            if b in _BLANK:
-                continue
-            if context == 0:
-                if b == _HASH or b in _QUOTES:
-                    context = b if b != _HASH else 1
-                elif _KIND[b] > 0:
-                    stack, depth = push(stack, depth, int(_KIND[b]))
-                elif _KIND[b] < 0:
-                    stack, depth = pop(stack, depth)
-            elif context != 1 and b == context:
-                context = 0
+        for kind in _kinds(line):
+            stack, depth = push(stack, depth, kind) if kind > 0 else pop(stack, depth)
         start += len(line) + 1
     stack_at[start:] = stack
     depth_at[start:] = depth
@@ -105,21 +110,13 @@ def _closes(bts: bytes, context: int) -> int:
     own: list[int] = []
     pops: list[int] = []
     bad = False
-    for b in bts:
-        if b in _BLANK:
-            continue
-        if context == 0:
-            if b == _HASH or b in _QUOTES:
-                context = b if b != _HASH else 1
-            elif _KIND[b] > 0:
-                own.append(int(_KIND[b]))
-            elif _KIND[b] < 0:
-                if own:
-                    bad |= own.pop() != -_KIND[b]
-                else:
-                    pops.append(int(-_KIND[b]))
-        elif context != 1 and b == context:
-            context = 0
+    for kind in _kinds(bts, context):
+        if kind > 0:
+            own.append(kind)
+        elif own:
+            bad |= own.pop() != -kind
+        else:
+            pops.append(-kind)
     bad |= len(pops) > MAX_POPS
     pops = pops[:MAX_POPS]
     code = len(pops) | (int(bad) << 4)
