@@ -79,12 +79,23 @@ def test_cli_reads_a_folder_of_parents(writer_dir, tmp_path, capsys):
     (folder / "notes.txt").write_text("not a parent")
     path = writer_dir
     argv = ["--model", str(path), "--parents", str(folder), "--samples", "1", "--no-copy"]
+    records = tmp_path / "records.jsonl"
+    argv += ["--records", str(records)]
     assert E.main([*argv, "--max-new-tokens", str(WRITER_MAX_NEW)]) == 0
     line = json.loads(capsys.readouterr().out)
     assert line["parents"] == ["a_box", "b_wheel_like"]
     assert line["prompts"] == 2 * len(COMMIT_MESSAGES)
     by_parent = line["results"][0]["by_parent"]
     assert by_parent["b_wheel_like"]["valid"] == 1.0 and by_parent["a_box"]["applied"] == 0.0
+    # --records: every sample, with its child and why it failed
+    rows = [json.loads(x) for x in records.read_text().splitlines()]
+    assert len(rows) == line["prompts"]
+    for r in rows:
+        assert r["completion"] and r["temperature"] == 0.8
+        if r["parent"] == "b_wheel_like":
+            assert r["end"] == "ok" and r["child"] and r["error"] == ""
+        else:  # the diff's context matches nothing in the box: no child, the diff's error
+            assert r["end"] == "diff_context_mismatch" and r["child"] is None and r["error"]
     empty = tmp_path / "empty"
     empty.mkdir()
     assert E.main(["--model", str(path), "--parents", str(empty)]) == 2
