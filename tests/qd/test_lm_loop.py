@@ -255,8 +255,9 @@ def test_openai_backend_through_jelm_serve_equals_the_jelm_backend(
     on the same model, candidate for candidate. Greedy (temperature 0): at temperature > 0
     the two cannot agree, because OpenAIBackend sends one request per prompt with the
     operator's one seed and the server's micro-batcher gives each prompt the row key of
-    wherever it lands in a batch (arrival order), while JelmBackend gives prompt i row i."""
-    greedy = {"temperature": 0.0, "top_p": 1.0}
+    wherever it lands in a batch (arrival order), while JelmBackend gives prompt i row i.
+    Both sample unconstrained: a server cannot copy parents."""
+    greedy = {"temperature": 0.0, "top_p": 1.0, "copy": False}
     local = _config(
         "lm_diff", {"kind": "jelm", "path": str(random_model)}, RANDOM_MAX_NEW, **greedy
     )
