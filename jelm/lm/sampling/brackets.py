@@ -136,9 +136,9 @@ def push_pop(
     return stack, depth
 
 
-def kind_of(b: jax.Array) -> jax.Array:
-    """A byte's bracket kind (1-3; 0 for other bytes), open or closing."""
-    return jnp.abs(jnp.asarray(_KIND)[jnp.clip(b, 0, 255)])
+def signed_kind(b: jax.Array) -> jax.Array:
+    """A byte's bracket kind (1-3 open, -1 to -3 closing; 0 for other bytes), on device."""
+    return jnp.asarray(_KIND)[jnp.clip(b, 0, 255)]
 
 
 def wrong_close(stack: jax.Array, depth: jax.Array, kind: jax.Array) -> jax.Array:

@@ -33,14 +33,12 @@ from jelm.lm.sampling import brackets as B
 from jelm.lm.sampling.copy_tables import (  # noqa: F401  (the constraint's names, in one place)
     _AT,
     _BSLASH,
-    _CLOSE,
     _COLON,
     _CR,
     _HASH,
     _MINUS,
     _MOVES,
     _NL,
-    _OPEN,
     _PLUS,
     _SP,
     _TAB,
@@ -175,16 +173,12 @@ def _first_lines(state: CopyState, data: CopyText) -> tuple[jax.Array, jax.Array
     return cand.reshape(shape), nxt.reshape(shape), dist.reshape(shape)
 
 
-def resolve(state: CopyState, data: CopyText) -> jax.Array:
-    """Where the copy goes on after a hunk's first line: after the parent line it is
-    (the nearest to the header's line if several are), or -1 if it is none."""
-    return _after_line(*_first_lines(state, data), data)[0]
-
-
 def _after_line(
     cand: jax.Array, nxt: jax.Array, dist: jax.Array, data: CopyText
 ) -> tuple[jax.Array, jax.Array]:
-    """:func:`resolve` from :func:`_first_lines`, and where that line begins."""
+    """Where the copy goes on after a hunk's first line (:func:`_first_lines`' candidates):
+    after the parent line it is (the nearest to the header's line if several are), or -1
+    if it is none; and where that line begins."""
     whole = cand & (nxt == _NL)
     nl = whole.shape[-1]
     j = jnp.argmin(jnp.where(whole, dist, 2 * nl + 2**20), axis=-1)
@@ -283,9 +277,8 @@ def _layout(s: CopyState, b: jax.Array) -> tuple[dict[str, jax.Array], jax.Array
     )
     after = jnp.where(track, after, s.comment)
     code = track & ~blank & (s.comment == 0) & (after == 0)
-    opened = code & jnp.isin(b, jnp.asarray(_OPEN))
-    closed = code & jnp.isin(b, jnp.asarray(_CLOSE))
-    kind = B.kind_of(b)
+    signed = B.signed_kind(b)
+    opened, closed, kind = code & (signed > 0), code & (signed < 0), jnp.abs(signed)
     stack, depth = B.push_pop(s.stack, s.depth, kind, opened, closed)
     seen = track & ~blank & (after != 1) & ~((s.comment > 1) & (after > 1))
     # the rule, checked at an added line's first byte

@@ -49,7 +49,6 @@ LINE_BYTES = 256
 
 _NL, _SP, _MINUS, _PLUS, _AT, _BSLASH = 10, 32, 45, 43, 64, 92
 _TAB, _CR, _HASH, _COLON, _COMMA = 9, 13, 35, 58, 44
-_OPEN, _CLOSE = (40, 91, 123), (41, 93, 125)
 
 
 class CopyVocab(NamedTuple):
