@@ -39,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -49,6 +49,23 @@ import numpy as np
 from jelm.lm.kv import LayerCache, View, attend
 
 Params = Any  # nested dict of arrays
+
+
+class Adapter(NamedTuple):
+    """A soft prompt every layer reads through a gate (stage 3's terrain conditioning, §7).
+
+    ``prefix`` [B, K, D]: K embeddings per row (a terrain encoder's output). Each layer
+    normalises them with its ``ln_1``, projects them with its own key and value weights
+    (no rotary: they have no position) and lets the tokens attend to them in a softmax of
+    their own, added to the attention output times ``gate`` [n_layer, n_head]: the
+    zero-initialised gated prompts of LLaMA-Adapter (Zhang et al., 2023). With a zero gate
+    the model computes exactly what it computes without the adapter, so a policy built on
+    it starts as its reference model.
+    """
+
+    prefix: jax.Array
+    gate: jax.Array
+
 
 ACTIVATIONS = {
     # GPT-2's and CodeGen's "gelu_new" is the tanh approximation.
@@ -337,24 +354,28 @@ class Attention(nn.Module):
         positions: jax.Array,
         mask: jax.Array | View,
         cache: LayerCache | None = None,
+        prompt: tuple[jax.Array, jax.Array] | None = None,
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | LayerCache]:
         """``x`` [B, T, D]. Without a cache ``mask`` is [B, T, T] bool (query t may see key
         s) and the keys and values of the tokens come back ``[B, H, T, Dh]`` (to become a
         cached prefix). With a cache (:mod:`jelm.lm.kv`) ``mask`` is a
-        :class:`jelm.lm.kv.View` and the updated cache comes back.
+        :class:`jelm.lm.kv.View` and the updated cache comes back. ``prompt``: this
+        layer's normalised :class:`Adapter` prefix [B, K, D] and its gate [H].
         """
         cfg = self.config
         b, t, _ = x.shape
         h, hkv, dh = cfg.n_head, cfg.kv_heads, cfg.head_dim
-        qkv = nn.Dense(
+        project = nn.Dense(
             (h + 2 * hkv) * dh, use_bias=cfg.qkv_bias, kernel_init=_dense_init(cfg), name="qkv"
-        )(x)
+        )
+        qkv = project(x)
         q = qkv[..., : h * dh].reshape(b, t, h, dh)
         k = qkv[..., h * dh : (h + hkv) * dh].reshape(b, t, hkv, dh)
         v = qkv[..., (h + hkv) * dh :].reshape(b, t, hkv, dh)
         if cfg.rotary_dim:
             q = _rotary(q, positions, cfg)
             k = _rotary(k, positions, cfg)
+        q_rot = q
         if cache is not None:
             out, kv = attend(q, k, v, cache, mask)
         else:
@@ -369,6 +390,8 @@ class Attention(nn.Module):
             out = jnp.einsum("bkts,bksd->bktd", probs, v).reshape(b, h, t, dh)
             out = out.transpose(0, 2, 1, 3)
             kv = (k, v)
+        if prompt is not None:
+            out = out + _prompt_attention(project(prompt[0]), q_rot, prompt[1], cfg)
         out = out.reshape(b, t, h * dh)
         out = nn.Dense(
             cfg.d_model,
@@ -377,6 +400,26 @@ class Attention(nn.Module):
             name="out",
         )(out)
         return out, kv
+
+
+def _prompt_attention(
+    pqkv: jax.Array, q: jax.Array, gate: jax.Array, cfg: ModelConfig
+) -> jax.Array:
+    """The tokens' attention over an :class:`Adapter` prompt, times its gate.
+
+    ``pqkv`` [B, K, (H + 2 Hkv) Dh]: the prompt through the layer's qkv projection;
+    ``q`` [B, T, H, Dh] the tokens' queries; ``gate`` [H]. Returns [B, T, H, Dh].
+    """
+    b, kp, _ = pqkv.shape
+    h, hkv, dh = cfg.n_head, cfg.kv_heads, cfg.head_dim
+    pk = pqkv[..., h * dh : (h + hkv) * dh].reshape(b, kp, hkv, dh)
+    pv = pqkv[..., (h + hkv) * dh :].reshape(b, kp, hkv, dh)
+    t = q.shape[1]
+    qg = q.reshape(b, t, hkv, h // hkv, dh)
+    scores = jnp.einsum("btkgd,bskd->btkgs", qg, pk) / math.sqrt(dh)
+    probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(pv.dtype)
+    out = jnp.einsum("btkgs,bskd->btkgd", probs, pv).reshape(b, t, h, dh)
+    return out * gate[None, None, :, None].astype(out.dtype)
 
 
 class MLP(nn.Module):
@@ -411,10 +454,13 @@ class Block(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x, positions, mask, cache=None):
+    def __call__(self, x, positions, mask, cache=None, prompt=None):
         cfg = self.config
-        h = _norm(cfg, "ln_1")(x)
-        a, new_cache = Attention(cfg, name="attn")(h, positions, mask, cache)
+        ln_1 = _norm(cfg, "ln_1")
+        h = ln_1(x)
+        if prompt is not None:  # (prefix [B, K, D], gate [H]), normalised as the tokens are
+            prompt = (ln_1(prompt[0]), prompt[1])
+        a, new_cache = Attention(cfg, name="attn")(h, positions, mask, cache, prompt)
         if cfg.parallel_residual:
             return x + a + MLP(cfg, name="mlp")(h), new_cache
         x = x + a
@@ -441,6 +487,7 @@ class Transformer(nn.Module):
         cache: tuple[LayerCache, ...] | None = None,
         logits: bool = True,
         last_only: bool = False,
+        adapter: Adapter | None = None,
     ) -> tuple[jax.Array, tuple[Any, ...]]:
         cfg = self.config
         wte = nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=_dense_init(cfg), name="wte")
@@ -452,8 +499,9 @@ class Transformer(nn.Module):
             x = x + wpe(positions)
         per_layer = []
         for i in range(cfg.n_layer):
+            prompt = None if adapter is None else (adapter.prefix, adapter.gate[i])
             x, c = Block(cfg, name=f"h_{i}")(
-                x, positions, mask, None if cache is None else cache[i]
+                x, positions, mask, None if cache is None else cache[i], prompt
             )
             per_layer.append(c)
         x = _norm(cfg, "ln_f")(x)
@@ -511,12 +559,28 @@ def hidden_states(
     tokens: jax.Array,
     positions: jax.Array,
     attention_mask: jax.Array,
+    adapter: Adapter | None = None,
 ) -> jax.Array:
     """Final hidden states [B, T, D] (after ``ln_f``), e.g. for a value head (stage 3 PPO)."""
     out, _ = Transformer(config).apply(
-        {"params": params}, tokens, positions, causal_mask(attention_mask), logits=False
+        {"params": params},
+        tokens,
+        positions,
+        causal_mask(attention_mask),
+        logits=False,
+        adapter=adapter,
     )
     return out
+
+
+def logits_of(params: Params, config: ModelConfig, hidden: jax.Array) -> jax.Array:
+    """The output head on final hidden states [..., D] -> logits [..., V]: what
+    :func:`forward` returns from what :func:`hidden_states` returns (a policy reads both)."""
+    if config.tie_embeddings:
+        y = jnp.einsum("...d,vd->...v", hidden, params["wte"]["embedding"])
+        return y + params["lm_head_bias"] if config.lm_head_bias else y
+    y = hidden @ params["lm_head"]["kernel"]
+    return y + params["lm_head"]["bias"] if config.lm_head_bias else y
 
 
 def forward(
@@ -525,6 +589,7 @@ def forward(
     tokens: jax.Array,
     positions: jax.Array,
     attention_mask: jax.Array,
+    adapter: Adapter | None = None,
 ) -> jax.Array:
     """Logits [B, T, V] of a full causal forward pass (training, scoring).
 
@@ -533,7 +598,7 @@ def forward(
     Not jitted here: callers jit it with ``config`` static (a frozen, hashable dataclass).
     """
     logits, _ = Transformer(config).apply(
-        {"params": params}, tokens, positions, causal_mask(attention_mask)
+        {"params": params}, tokens, positions, causal_mask(attention_mask), adapter=adapter
     )
     return logits
 

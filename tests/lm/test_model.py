@@ -155,3 +155,28 @@ def test_masked_xent_and_grad():
     leaves = jax.tree_util.tree_leaves(grads)
     assert all(np.all(np.isfinite(np.asarray(g))) for g in leaves)
     assert float(jnp.abs(grads["h_0"]["attn"]["qkv"]["kernel"]).sum()) > 0
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_adapter_with_a_zero_gate_changes_nothing_and_a_gate_opens_it(arch):
+    """A gated soft prompt (stage 3's terrain conditioning) is exactly a no-op while its
+    gate is zero, changes every later position once it is open, and the output head on
+    the hidden states gives the logits of a forward pass."""
+    cfg = ARCHS[arch]
+    params = _params(cfg)
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, cfg.vocab_size, (2, 9)), jnp.int32)
+    mask = jnp.ones((2, 9), bool).at[0, :2].set(False)  # left padding on row 0
+    pos = M.positions_from_mask(mask)
+    prefix = jax.random.normal(jax.random.key(1), (2, 3, cfg.d_model))
+    closed = M.Adapter(prefix, jnp.zeros((cfg.n_layer, cfg.n_head)))
+    plain = M.forward(params, cfg, tokens, pos, mask)
+    np.testing.assert_array_equal(M.forward(params, cfg, tokens, pos, mask, closed), plain)
+    opened = M.forward(params, cfg, tokens, pos, mask, closed._replace(gate=closed.gate + 0.5))
+    assert np.all(np.abs(np.asarray(opened - plain))[:, 2:].max(axis=-1) > 1e-4)
+    hidden = M.hidden_states(params, cfg, tokens, pos, mask)
+    np.testing.assert_allclose(M.logits_of(params, cfg, hidden), plain, rtol=1e-5, atol=1e-5)
+    # The gate learns from a closed start: its gradient is not zero.
+    grad = jax.grad(
+        lambda g: M.forward(params, cfg, tokens, pos, mask, closed._replace(gate=g))[1, -1, 0]
+    )(closed.gate)
+    assert float(jnp.abs(grad).sum()) > 0
