@@ -139,7 +139,7 @@ def image_axes(
     width: int = 64,
     x_before: float = 8.0,
     x_after: float = 24.0,
-    y_max: float = 16.0,
+    y_max: float = 8.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The world x of each column and the world y of each row of :func:`terrain_image`.
 
@@ -171,7 +171,7 @@ def terrain_image(
     width: int = 64,
     x_before: float = 8.0,
     x_after: float = 24.0,
-    y_max: float = 16.0,
+    y_max: float = 8.0,
 ) -> np.ndarray:
     """The strip around the spawn point as an occupancy image: float32 ``[height, width]``,
     1 where solid, 0 where free.
