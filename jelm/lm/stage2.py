@@ -256,6 +256,17 @@ def program_of(completion: str) -> str:
     return text[1:] if text.startswith(" ") else text
 
 
+def stop_token_ids(tokenizer: Any) -> list[int]:
+    """The tokens that end a sampled program: EOS and the diff format's markers (the
+    model went on to another section)."""
+    stops = [tokenizer.eos_id]
+    for marker in (NME, BEF, MSG, DFF):
+        tid = tokenizer.token_id(marker)
+        if tid is not None and tid not in stops:
+            stops.append(tid)
+    return stops
+
+
 def ood_prefix(program: str, entry: str, lines: int = 0) -> str:
     """The first lines of ``program`` that prompt a completion out of distribution
     (Fig. 15): up to and including the line ``def {entry}(...):`` (``lines`` = 0), or
@@ -385,11 +396,7 @@ def _sample(
     room = config.n_ctx - max(len(p) for p in prompts)
     if room < 1:
         raise Stage2Error(f"a prompt fills the model's context of {config.n_ctx} tokens")
-    stops = [tokenizer.eos_id]
-    for marker in (NME, BEF, MSG, DFF):
-        tid = tokenizer.token_id(marker)
-        if tid is not None and tid not in stops:
-            stops.append(tid)
+    stops = stop_token_ids(tokenizer)
     t0 = time.perf_counter()
     sampler = Sampler(
         params,

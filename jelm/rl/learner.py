@@ -1,0 +1,132 @@
+"""PPO over sampled programs (ELM §7): score a batch of responses, turn the episode
+rewards into token advantages with a KL penalty to the stage-2 model, and update the
+policy with optax over epochs of minibatches, all in one jitted call per batch."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jelm.rl import ppo
+from jelm.rl.policy import PolicyConfig, reference_logp, score
+
+Params = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOSettings:
+    """PPO's and GAE's numbers (Schulman et al., 2017; 2016), the KL penalty's
+    (Ziegler et al., 2019) and the optimizer's."""
+
+    epochs: int = 4
+    minibatch: int = 8
+    lr: float = 1e-4
+    max_grad_norm: float = 1.0
+    clip_eps: float = 0.2
+    value_clip: float = 0.2
+    vf_coef: float = 0.1
+    gamma: float = 1.0
+    lam: float = 0.95
+
+    def optimizer(self) -> optax.GradientTransformation:
+        """Adam after clipping the global gradient norm."""
+        return optax.chain(optax.clip_by_global_norm(self.max_grad_norm), optax.adam(self.lr))
+
+
+class Batch(NamedTuple):
+    """What one update learns from (every array has the batch axis first)."""
+
+    inputs: jax.Array  # the TEN's input of each row's terrain
+    responses: jax.Array  # [B, T] int32
+    mask: jax.Array  # [B, T] bool
+    old_logp: jax.Array  # [B, T]
+    old_values: jax.Array  # [B, T]
+    advantages: jax.Array  # [B, T]
+    returns: jax.Array  # [B, T]
+
+
+def prepare(
+    params: Params,
+    ref_params: Params,
+    cfg: PolicyConfig,
+    settings: PPOSettings,
+    inputs: jax.Array,
+    prompt: jax.Array,
+    responses: jax.Array,
+    mask: jax.Array,
+    episode: jax.Array,
+    kl_coef: jax.Array,
+) -> tuple[Batch, dict[str, jax.Array]]:
+    """The batch of an update from sampled ``responses`` and their ``episode`` rewards
+    [B]: the policy's log-probabilities and values, the reference's log-probabilities,
+    per-token rewards (KL penalty, the episode reward at the last token) and GAE."""
+    old_logp, values = score(params, cfg, inputs, prompt, responses)
+    ref = reference_logp(ref_params, cfg, prompt, responses)
+    rewards, kl = ppo.token_rewards(episode, old_logp, ref, mask, kl_coef)
+    adv, returns = ppo.gae(rewards, values, mask, settings.gamma, settings.lam)
+    adv = ppo.whiten(adv, mask)
+    batch = Batch(inputs, responses, mask, old_logp, values, adv, returns)
+    m = mask.astype(jnp.float32)
+    seq_kl = jnp.sum(kl, axis=1)
+    stats = {
+        "kl": jnp.mean(seq_kl),
+        "tokens": jnp.mean(jnp.sum(m, axis=1)),
+        "value_mean": jnp.sum(values * m) / jnp.maximum(jnp.sum(m), 1.0),
+    }
+    return batch, stats
+
+
+def make_update(
+    cfg: PolicyConfig, settings: PPOSettings
+) -> Callable[..., tuple[Params, Any, dict[str, jax.Array]]]:
+    """``update(params, opt_state, prompt, batch, key) -> (params, opt_state, metrics)``:
+    ``settings.epochs`` passes over ``batch`` in shuffled minibatches of
+    ``settings.minibatch`` rows (a ``lax.scan``), jitted; metrics are the means over
+    the minibatch steps."""
+    optimizer = settings.optimizer()
+
+    def loss_fn(params: Params, prompt: jax.Array, mb: Batch) -> tuple[jax.Array, Any]:
+        logp, values = score(params, cfg, mb.inputs, prompt, mb.responses)
+        return ppo.ppo_loss(
+            logp,
+            mb.old_logp,
+            mb.advantages,
+            values,
+            mb.old_values,
+            mb.returns,
+            mb.mask,
+            clip_eps=settings.clip_eps,
+            value_clip=settings.value_clip,
+            vf_coef=settings.vf_coef,
+        )
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    @jax.jit
+    def update(
+        params: Params, opt_state: Any, prompt: jax.Array, batch: Batch, key: jax.Array
+    ) -> tuple[Params, Any, dict[str, jax.Array]]:
+        b = batch.responses.shape[0]
+        n_mb = max(1, b // settings.minibatch)
+        keys = jax.random.split(key, settings.epochs)
+        order = jax.vmap(lambda k: jax.random.permutation(k, b))(keys)
+        order = order[:, : n_mb * settings.minibatch].reshape(-1, settings.minibatch)
+
+        def step(carry, idx):
+            params, opt_state = carry
+            mb = jax.tree.map(lambda a: a[idx], batch)
+            (loss, metrics), grads = grad_fn(params, prompt, mb)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            metrics = {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads)}
+            return (params, opt_state), metrics
+
+        (params, opt_state), metrics = jax.lax.scan(step, (params, opt_state), order)
+        return params, opt_state, jax.tree.map(jnp.mean, metrics)
+
+    return update

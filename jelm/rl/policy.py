@@ -1,0 +1,197 @@
+"""The terrain-conditioned inventor of ELM's stage 3 (§7): the stage-2 program model, a
+terrain embedding network (TEN) whose output it reads as a gated soft prompt, and a value
+head on its final hidden states.
+
+Parameters are one pytree ``{"lm", "ten", "gate", "value"}``. The gate (one per layer and
+head, :class:`jelm.lm.model.Adapter`) starts at zero, so the untrained policy samples
+exactly what the stage-2 model samples and its KL to it starts at zero. The value head
+shares the model's trunk (one forward pass gives the log-probabilities and the values,
+which matters on a CPU) and starts at zero.
+
+A response is the program after the header ``<NME> walker.py\\n<BEF>``: token ``j`` of
+a response is predicted at position ``P - 1 + j`` of the sequence (``P`` the header's
+length), where its value is read too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jelm.lm import model as M
+from jelm.lm.kv import LayerCache, View
+from jelm.rl.encoders import make_encoder
+
+Params = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyConfig:
+    """The policy's shape: its language model, TEN kind and size, and the temperature its
+    distribution is sampled and scored at (PPO's ratio needs both to be the same)."""
+
+    model: M.ModelConfig
+    encoder: str = "codes"
+    n_terrains: int = 3
+    prefix_len: int = 8
+    temperature: float = 1.0
+
+    def encoder_module(self) -> Any:
+        """The Flax TEN module of this configuration."""
+        return make_encoder(self.encoder, self.n_terrains, self.prefix_len, self.model.d_model)
+
+
+class Sampled(NamedTuple):
+    """A batch of responses: ``tokens`` [B, T] (the stop token included, ``pad`` after
+    it) and ``mask`` [B, T], true on the tokens up to and including the first stop."""
+
+    tokens: jax.Array
+    mask: jax.Array
+
+
+def init_policy(cfg: PolicyConfig, lm_params: Params, inputs: jax.Array, key: jax.Array) -> Params:
+    """A policy around ``lm_params``: a fresh TEN (initialised on example ``inputs``),
+    a closed gate and a zero value head."""
+    ten = cfg.encoder_module().init(key, inputs)["params"]
+    d, layers, heads = cfg.model.d_model, cfg.model.n_layer, cfg.model.n_head
+    return {
+        "lm": lm_params,
+        "ten": ten,
+        "gate": jnp.zeros((layers, heads), jnp.float32),
+        "value": {"kernel": jnp.zeros((d,), jnp.float32), "bias": jnp.zeros((), jnp.float32)},
+    }
+
+
+def adapter(params: Params, cfg: PolicyConfig, inputs: jax.Array) -> M.Adapter:
+    """The soft prompt of each row's terrain (``inputs``: the TEN's input, ids or images)."""
+    prefix = cfg.encoder_module().apply({"params": params["ten"]}, inputs)
+    return M.Adapter(prefix.astype(jnp.float32), params["gate"])
+
+
+def _response_logp(logits: jax.Array, tokens: jax.Array, temperature: float) -> jax.Array:
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32) / temperature, axis=-1)
+    return jnp.take_along_axis(logp, tokens[..., None], axis=-1)[..., 0]
+
+
+def _sequence(prompt: jax.Array, responses: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Header + responses without the last response token (it predicts nothing), and the
+    positions that predict the response tokens."""
+    b = responses.shape[0]
+    seq = jnp.concatenate([jnp.broadcast_to(prompt, (b, prompt.shape[0])), responses], axis=1)
+    return seq[:, :-1], jnp.arange(responses.shape[1]) + prompt.shape[0] - 1
+
+
+def score(
+    params: Params,
+    cfg: PolicyConfig,
+    inputs: jax.Array,
+    prompt: jax.Array,
+    responses: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    """Log-probabilities [B, T] of ``responses`` under the policy and the values [B, T]
+    of the states they are chosen in, in one causal pass over header + responses."""
+    seq, at = _sequence(prompt, responses)
+    ones = jnp.ones(seq.shape, bool)
+    hidden = M.hidden_states(
+        params["lm"],
+        cfg.model,
+        seq,
+        M.positions_from_mask(ones),
+        ones,
+        adapter(params, cfg, inputs),
+    )[:, at]
+    logits = M.logits_of(params["lm"], cfg.model, hidden)
+    values = hidden.astype(jnp.float32) @ params["value"]["kernel"] + params["value"]["bias"]
+    return _response_logp(logits, responses, cfg.temperature), values
+
+
+def reference_logp(
+    lm_params: Params, cfg: PolicyConfig, prompt: jax.Array, responses: jax.Array
+) -> jax.Array:
+    """Log-probabilities [B, T] of ``responses`` under the frozen stage-2 model (no
+    terrain), at the policy's temperature: the KL penalty's reference."""
+    seq, at = _sequence(prompt, responses)
+    ones = jnp.ones(seq.shape, bool)
+    logits = M.forward(lm_params, cfg.model, seq, M.positions_from_mask(ones), ones)[:, at]
+    return _response_logp(logits, responses, cfg.temperature)
+
+
+def response_mask(tokens: jax.Array, stop_ids: jax.Array) -> jax.Array:
+    """True on each row's tokens up to and including its first stop token (all of a row
+    that never stops: it was cut at the budget)."""
+    stops = jnp.isin(tokens, stop_ids)
+    before = jnp.cumsum(stops, axis=1) - stops  # stops strictly before each position
+    return before == 0
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "max_new"))
+def sample(
+    params: Params,
+    cfg: PolicyConfig,
+    inputs: jax.Array,
+    prompt: jax.Array,
+    key: jax.Array,
+    stop_ids: jax.Array,
+    pad_id: jax.Array,
+    max_new: int,
+) -> Sampled:
+    """Sample one response per row of ``inputs`` after ``prompt`` [P] (the header, the
+    same for every row), from the policy at its temperature, with a KV cache.
+
+    Row ``b``'s token ``t`` is drawn with ``fold_in(key, t)`` over the batch; a row stops
+    at its first token in ``stop_ids`` and is padded with ``pad_id`` after it; the loop
+    ends when every row has stopped or after ``max_new`` tokens.
+    """
+    mc = cfg.model
+    b, p = inputs.shape[0], prompt.shape[0]
+    ad = adapter(params, cfg, inputs)
+    module = M.Transformer(mc)
+    variables = {"params": params["lm"]}
+    heads = jnp.broadcast_to(prompt, (b, p))
+    positions = jnp.broadcast_to(jnp.arange(p), (b, p))
+    logits, kv = module.apply(
+        variables, heads, positions, M.causal_mask(jnp.ones((b, p), bool)), adapter=ad
+    )
+
+    def draw(logits: jax.Array, t: jax.Array) -> jax.Array:
+        scaled = logits[:, -1].astype(jnp.float32) / cfg.temperature
+        return jax.random.categorical(jax.random.fold_in(key, t), scaled).astype(jnp.int32)
+
+    rows = (b, 1, mc.kv_heads, max_new, mc.head_dim)
+    cache = tuple(
+        LayerCache(k, v, jnp.zeros(rows, jnp.float32), jnp.zeros(rows, jnp.float32)) for k, v in kv
+    )
+    first = draw(logits, jnp.int32(0))
+    tokens = jnp.full((b, max_new), pad_id, jnp.int32).at[:, 0].set(first)
+    done = jnp.isin(first, stop_ids)
+    slots = jnp.arange(max_new)
+
+    def cond(state):
+        t, _, done, _ = state
+        return (t < max_new - 1) & ~jnp.all(done)
+
+    def body(state):
+        t, tokens, done, cache = state
+        view = View(
+            jnp.ones((b, p), bool),
+            jnp.broadcast_to(slots <= t, (b, 1, 1, max_new)),
+            t,
+        )
+        logits, cache = module.apply(
+            variables,
+            jax.lax.dynamic_slice_in_dim(tokens, t, 1, axis=1),
+            jnp.full((b, 1), p + t, jnp.int32),
+            view,
+            cache=cache,
+            adapter=ad,
+        )
+        nxt = jnp.where(done, pad_id, draw(logits, t + 1))
+        tokens = jax.lax.dynamic_update_slice_in_dim(tokens, nxt[:, None], t + 1, axis=1)
+        return t + 1, tokens, done | jnp.isin(nxt, stop_ids), cache
+
+    _, tokens, _, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), tokens, done, cache))
+    return Sampled(tokens, response_mask(tokens, stop_ids))
