@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -195,3 +197,41 @@ def sample(
 
     _, tokens, _, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), tokens, done, cache))
     return Sampled(tokens, response_mask(tokens, stop_ids))
+
+
+def save_policy(
+    path: str | Path, params: Params, cfg: PolicyConfig, tokenizer: Any, terrains: str
+) -> None:
+    """Write a policy directory: ``policy.json`` (the TEN kind and sizes, the
+    temperature, the terrain distribution it was trained on), ``lm/`` (a jelm model
+    directory) and ``head/`` (the TEN, the gate and the value head as an orbax tree)."""
+    from jelm.io.checkpoint import Checkpoints
+    from jelm.lm.checkpoint import save_model
+
+    path = Path(path)
+    save_model(path / "lm", params["lm"], cfg.model, tokenizer)
+    with Checkpoints(path / "head", keep=1) as ckpts:
+        ckpts.save(0, {k: v for k, v in params.items() if k != "lm"})
+    spec = {f: getattr(cfg, f) for f in ("encoder", "n_terrains", "prefix_len", "temperature")}
+    (path / "policy.json").write_text(json.dumps({**spec, "terrains": terrains}, indent=1))
+
+
+def load_policy(path: str | Path) -> tuple[Params, PolicyConfig, Any, Any]:
+    """``(params, config, tokenizer, terrain distribution)`` of a directory
+    :func:`save_policy` wrote (``OSError``, ``ValueError`` or a
+    :class:`jelm.io.checkpoint.CheckpointError` say what is wrong)."""
+    from jelm.io.checkpoint import Checkpoints
+    from jelm.lm.checkpoint import load_model
+    from jelm.rl.encoders import encoder_inputs
+    from jelm.rl.terrains import distribution
+
+    path = Path(path)
+    spec = json.loads((path / "policy.json").read_text())
+    dist = distribution(spec.pop("terrains"))
+    lm, model_config, tokenizer = load_model(path / "lm")
+    cfg = PolicyConfig(model=model_config, **spec)
+    example = encoder_inputs(cfg.encoder, dist, jnp.zeros((1,), jnp.int32))
+    template = init_policy(cfg, lm, example, jax.random.key(0))
+    with Checkpoints(path / "head", keep=1) as ckpts:
+        _, head = ckpts.restore({k: v for k, v in template.items() if k != "lm"})
+    return {"lm": lm, **head}, cfg, tokenizer, dist

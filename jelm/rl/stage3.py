@@ -133,7 +133,7 @@ def train(
     from jelm.rl import ppo
     from jelm.rl.encoders import encoder_inputs
     from jelm.rl.learner import make_update, prepare
-    from jelm.rl.policy import init_policy, sample
+    from jelm.rl.policy import init_policy, sample, save_policy
     from jelm.rl.terrains import distribution, sample_terrains
 
     problems = cfg.problems()
@@ -240,7 +240,7 @@ def train(
                     print(f"time budget of {cfg.max_minutes} min reached", file=sys.stderr)
                     break
             bar.close()
-        _save_policy(run.path / "policy", state["params"], pcfg, tok)
+        save_policy(run.path / "policy", state["params"], pcfg, tok, cfg.terrains)
     finally:
         for close in closers:
             close()
@@ -347,24 +347,6 @@ def _write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 def _append(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     with open(path, "a") as f:
         f.write("".join(json.dumps(r) + "\n" for r in rows))
-
-
-def _save_policy(path: Path, params: Any, pcfg: Any, tokenizer: Any) -> None:
-    """The policy as a directory: ``policy.json`` (its configuration), the language
-    model as a jelm model directory, and the TEN, gate and value head as an orbax tree."""
-    from jelm.io.checkpoint import Checkpoints
-    from jelm.lm.checkpoint import save_model
-
-    save_model(path / "lm", params["lm"], pcfg.model, tokenizer)
-    with Checkpoints(path / "head", keep=1) as ckpts:
-        ckpts.save(0, {k: v for k, v in params.items() if k != "lm"})
-    spec = {
-        "encoder": pcfg.encoder,
-        "n_terrains": pcfg.n_terrains,
-        "prefix_len": pcfg.prefix_len,
-        "temperature": pcfg.temperature,
-    }
-    (path / "policy.json").write_text(json.dumps(spec, indent=1))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from jelm.lm.checkpoint import load_model
+from jelm.rl.policy import load_policy
 from jelm.rl.reward import Rewards
 from jelm.rl.stage3 import Setup, Stage3Config, Stage3Error, main, train
 from tests.lm_fixtures import make_tiny_model
@@ -94,8 +95,9 @@ def test_a_killed_run_resumes_to_the_same_updates(tiny, tmp_path):
         for key in ("reward_mean", "loss", "kl", "policy_loss", "value_loss"):
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), key
     assert _rows(tmp_path / "whole", "samples.jsonl") == _rows(tmp_path / "cut", "samples.jsonl")
-    a = load_model(tmp_path / "whole" / "policy" / "lm")[0]
-    b = load_model(tmp_path / "cut" / "policy" / "lm")[0]
+    a = load_policy(tmp_path / "whole" / "policy")[0]
+    b = load_policy(tmp_path / "cut" / "policy")[0]
+    assert set(a) == {"lm", "ten", "gate", "value"}
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), a, b)
 
 
