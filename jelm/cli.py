@@ -5,6 +5,10 @@ Subcommands:
 - ``jelm serve --model shipped|<dir>|hf:<dir>``: serve a diff model (ELM, Lehman et al.
   2022, §3.1) behind an OpenAI-compatible HTTP API (``jelm.lm.serve``), so ELM runs on
   other processes or machines, and any OpenAI client, can sample from it.
+- ``jelm invent --policy RUN/policy --terrain tunnel --n 16 [--seed 0] [--out DIR]``:
+  ask a stage-3 terrain-conditioned inventor (§7, ``jelm.rl.invent``) for walkers for
+  one terrain of its distribution; prints each program's rank, reward and status, and
+  with ``--out`` writes them and a GIF of the best walker on that terrain.
 
 Each subcommand registers itself in :func:`build_parser` with a ``run(args) -> int``
 function; :func:`main` parses and dispatches. Heavy imports (JAX, the model) happen inside
@@ -17,6 +21,7 @@ import argparse
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -48,6 +53,38 @@ def _run_serve(args: argparse.Namespace) -> int:
     except OSError as exc:  # e.g. the port is taken
         print(f"jelm serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _run_invent(args: argparse.Namespace) -> int:
+    from jelm.io.checkpoint import CheckpointError
+    from jelm.rl.invent import gif_path, invent
+
+    if not (Path(args.policy) / "policy.json").is_file():
+        print(f"jelm invent: {args.policy} is not a stage-3 policy directory", file=sys.stderr)
+        return 2
+    try:
+        rows = invent(
+            args.policy,
+            args.terrain,
+            args.n,
+            seed=args.seed,
+            out=args.out,
+            max_new_tokens=args.max_new_tokens,
+            steps=args.steps,
+        )
+    except (OSError, ValueError, CheckpointError) as exc:
+        print(f"jelm invent: {exc}", file=sys.stderr)
+        return 2
+    for rank, row in enumerate(rows, 1):
+        print(f"{rank:3d}  {row['reward']:9.3f}  {row['status']}")
+    terrain = args.terrain.strip().replace("-", "_")
+    if args.out is None:
+        print("no GIF written (give --out DIR)")
+    elif gif_path(args.out, terrain).is_file():
+        print(f"GIF of the best walker on {terrain}: {gif_path(args.out, terrain)}")
+    else:
+        print(f"no valid walker, no GIF; programs in {args.out / 'inventions.jsonl'}")
     return 0
 
 
@@ -102,6 +139,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--verbose", action="store_true", help="log every request to stderr")
     p.set_defaults(run=_run_serve)
+
+    p = sub.add_parser(
+        "invent",
+        help="sample walkers for a terrain from a stage-3 inventor",
+        description=(
+            "Sample programs from a stage-3 terrain-conditioned policy for one terrain of "
+            "its distribution, score their walkers on it and rank them."
+        ),
+    )
+    p.add_argument("--policy", required=True, help="a stage-3 policy directory (RUN/policy)")
+    p.add_argument("--terrain", required=True, help="a terrain of the policy's distribution")
+    p.add_argument("--n", type=_positive_int, default=16, help="programs to sample (default 16)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write inventions.jsonl and the best walker's GIF here",
+    )
+    p.add_argument(
+        "--max-new-tokens",
+        type=_positive_int,
+        default=768,
+        help="most tokens per program (default 768, cut to the model's context)",
+    )
+    p.add_argument("--steps", type=_positive_int, default=600, help="simulated steps (default 600)")
+    p.set_defaults(run=_run_invent)
     return parser
 
 
