@@ -25,7 +25,8 @@ class PPOSettings:
 
     epochs: int = 4
     minibatch: int = 8
-    lr: float = 1e-4
+    lr: float = 1e-5  # the language model's
+    head_lr: float = 1e-3  # the TEN's, the gate's and the value head's (new, small)
     max_grad_norm: float = 1.0
     clip_eps: float = 0.2
     value_clip: float = 0.2
@@ -34,8 +35,16 @@ class PPOSettings:
     lam: float = 0.95
 
     def optimizer(self) -> optax.GradientTransformation:
-        """Adam after clipping the global gradient norm."""
-        return optax.chain(optax.clip_by_global_norm(self.max_grad_norm), optax.adam(self.lr))
+        """Adam after clipping the global gradient norm, at ``lr`` for the pretrained
+        language model and ``head_lr`` for the parts stage 3 adds (a policy pytree
+        ``{"lm", "ten", "gate", "value"}``)."""
+        labels = lambda params: {k: "lm" if k == "lm" else "head" for k in params}  # noqa: E731
+        return optax.chain(
+            optax.clip_by_global_norm(self.max_grad_norm),
+            optax.multi_transform(
+                {"lm": optax.adam(self.lr), "head": optax.adam(self.head_lr)}, labels
+            ),
+        )
 
 
 class Batch(NamedTuple):

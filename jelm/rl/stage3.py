@@ -79,7 +79,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "iterations": 100,
         "minibatch": 64,
         "max_new_tokens": 2048,
-        "lr": 1e-5,
         "max_minutes": 7 * 24 * 60.0,
     },
 }

@@ -26,6 +26,7 @@ FAST = Stage3Config(
     minibatch=8,
     max_new_tokens=10,
     lr=3e-3,
+    head_lr=3e-3,
     kl_coef=0.0,
     prefix_len=2,
     temperature=1.0,
@@ -69,7 +70,14 @@ def test_ppo_raises_a_terrain_conditioned_toy_reward(tiny, tmp_path):
     """Half the programs earn 1 at the start whatever the policy does on its own: a rise
     to most of them needs the terrain, read through the TEN and the gate."""
     cfg = dataclasses.replace(
-        FAST, model=str(tiny), lr=1e-2, iterations=16, batch=32, lam=1.0, reward_scale=1.0
+        FAST,
+        model=str(tiny),
+        lr=1e-2,
+        head_lr=1e-2,
+        iterations=16,
+        batch=32,
+        lam=1.0,
+        reward_scale=1.0,
     )
     train(cfg, tmp_path / "run", _setup(tiny, ParityRewarder()), progress=False)
     rows = _rows(tmp_path / "run")
