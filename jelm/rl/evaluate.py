@@ -7,7 +7,8 @@ from the stage-2 model with N = ``n`` (the same policy with its gate closed, whi
 exactly the stage-2 model, :class:`jelm.lm.model.Adapter`); and, given a stage-2
 ``dataset.jsonl``, the best walker of the whole dataset on that terrain. It writes
 ``evaluation.json``, ``curves.png`` (the learning curves of ``train.jsonl``) and
-``terrains.png`` (the comparison per terrain) into the run directory.
+``terrains.png`` (the comparison per terrain) and a GIF of the policy's best walker on
+each terrain (``best_<terrain>.gif``) into the run directory.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def evaluate_stage3(
     """
     import jax
 
-    from jelm.rl.invent import closed_gate, make_sandbox, sample_programs
+    from jelm.rl.invent import closed_gate, gif_path, make_sandbox, sample_programs, write_gif
     from jelm.rl.policy import load_policy
     from jelm.rl.reward import SodaraceRewarder
     from jelm.rl.stage3 import Stage3Config
@@ -121,7 +122,13 @@ def evaluate_stage3(
                 drawn = sample_programs(
                     which, cfg, tokenizer, dist, k, n, jax.random.fold_in(key, sub), max_new
                 )
-                entry[label] = _summary(rewarder(drawn.programs, ids))
+                got = rewarder(drawn.programs, ids)
+                entry[label] = _summary(got)
+                if label == "policy" and got.valid.any():
+                    best = drawn.programs[int(np.argmax(np.where(got.valid, got.rewards, -np.inf)))]
+                    gif = gif_path(run, name)
+                    write_gif(once.results[best].value, name, gif, steps=int(setting("steps")))
+                    entry["gif"] = gif.name
             entry["dataset"] = None
             if programs:
                 got = rewarder(programs, np.full(len(programs), k, np.int32))

@@ -38,7 +38,7 @@ class PPOSettings:
         """Adam after clipping the global gradient norm, at ``lr`` for the pretrained
         language model and ``head_lr`` for the parts stage 3 adds (a policy pytree
         ``{"lm", "ten", "gate", "value"}``)."""
-        labels = lambda params: {k: "lm" if k == "lm" else "head" for k in params}  # noqa: E731
+        labels = lambda params: {k: "lm" if k == "lm" else "head" for k in params}
         return optax.chain(
             optax.clip_by_global_norm(self.max_grad_norm),
             optax.multi_transform(
