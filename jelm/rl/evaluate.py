@@ -113,7 +113,9 @@ def evaluate_stage3(
     )
     with sandbox:
         once = _Once(sandbox)
-        rewarder = SodaraceRewarder(domain, once, dist, float(setting("penalty")), n)
+        rewarder = SodaraceRewarder(
+            domain, once, dist, float(setting("penalty")), n, float(setting("reward_floor"))
+        )
         for k, name in enumerate(dist.terrains):
             key = jax.random.fold_in(root, k)
             ids = np.full(n, k, np.int32)

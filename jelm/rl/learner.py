@@ -32,7 +32,7 @@ class PPOSettings:
     value_clip: float = 0.2
     vf_coef: float = 0.1
     gamma: float = 1.0
-    lam: float = 0.95
+    lam: float = 1.0  # a program is hundreds of tokens: lam < 1 starves its first ones
 
     def optimizer(self) -> optax.GradientTransformation:
         """Adam after clipping the global gradient norm, at ``lr`` for the pretrained

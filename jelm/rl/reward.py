@@ -1,7 +1,8 @@
 """Stage 3's reward (ELM §7): each sampled program runs in the sandbox, its walker is
 simulated on the terrain its sample was conditioned on, and the reward is the distance the
-walker's centre of mass travels in the terrain's direction of progress; a program that
-gives no walker earns a fixed penalty."""
+walker's centre of mass travels in the terrain's direction of progress, at least a floor
+(0: going backwards earns what standing still earns); a program that gives no walker
+earns a fixed penalty below the floor."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ class Rewarder(Protocol):
 
 class SodaraceRewarder:
     """Programs -> walkers (sandbox) -> distance on each row's terrain (the batched
-    simulator with a per-row terrain stack, one compiled shape: ``rows`` rows).
+    simulator with a per-row terrain stack, one compiled shape: ``rows`` rows), at least
+    ``floor`` (``-inf``: none); ``penalty`` for a program that gives no walker.
 
     ``domain`` is a :class:`jelm.domains.sodarace.SodaraceDomain` (its walker shape and
     horizon; its own terrain is not used); ``sandbox`` a running
@@ -52,6 +54,7 @@ class SodaraceRewarder:
         terrains: TerrainDistribution,
         penalty: float,
         rows: int,
+        floor: float = 0.0,
     ) -> None:
         import jax
 
@@ -60,6 +63,7 @@ class SodaraceRewarder:
         self.domain = domain
         self.sandbox = sandbox
         self.penalty = float(penalty)
+        self.floor = float(floor)
         self.rows = int(rows)
         stacked = terrains.stacked()
         self._stack = stacked
@@ -106,7 +110,7 @@ class SodaraceRewarder:
                     continue
                 if ok[j] and np.isfinite(fit[j]):
                     fitness[k] = float(fit[j])
-                    rewards[k] = fit[j]
+                    rewards[k] = max(float(fit[j]), self.floor)
                 else:
                     statuses[k], errors[k] = "evaluation_failed", "the simulator refused it"
         return Rewards(rewards, statuses, errors, fitness)

@@ -49,6 +49,7 @@ class Stage3Config(PPOSettings):
     kl_target: float = 0.0  # > 0: the adaptive controller of Ziegler et al. (2019)
     kl_horizon: int = 10000
     penalty: float = -1.0
+    reward_floor: float = 0.0  # a valid walker earns at least this (-inf: no floor)
     reward_scale: float = 0.1
     steps: int = 600
     seed: int = 0
@@ -59,6 +60,11 @@ class Stage3Config(PPOSettings):
     def problems(self) -> list[str]:
         """What is wrong with these values (empty when they can run)."""
         out = []
+        if self.penalty >= self.reward_floor:
+            out.append(
+                f"penalty ({self.penalty}) must be below reward_floor ({self.reward_floor}): "
+                "a broken program must not earn what a walker earns"
+            )
         for name in ("iterations", "batch", "max_new_tokens", "prefix_len", "epochs", "steps"):
             if getattr(self, name) < 1:
                 out.append(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -271,7 +277,9 @@ def _rewarder(cfg: Stage3Config, dist: Any, setup: Setup) -> tuple[Any, list[Any
         workers=cfg.workers or None,
         limits=SandboxLimits(timeout_s=cfg.timeout_s),
     )
-    return SodaraceRewarder(domain, sandbox, dist, cfg.penalty, cfg.batch), [sandbox.close]
+    return SodaraceRewarder(domain, sandbox, dist, cfg.penalty, cfg.batch, cfg.reward_floor), [
+        sandbox.close
+    ]
 
 
 def _row(

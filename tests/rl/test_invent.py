@@ -100,9 +100,10 @@ def test_invent_draws_the_best_valid_walker(run, tmp_path, monkeypatch):
     by_program = {r["program"]: r for r in rows}
     assert [by_program[p]["status"] for p in programs] == ["syntax_error", "ok", "ok"]
     rewards = [r["reward"] for r in rows]
-    assert rewards == sorted(rewards, reverse=True)  # by reward: the penalty may beat a walker
+    assert rewards == sorted(rewards, reverse=True)
+    assert rows[-1]["status"] == "syntax_error"  # below every walker: the floor is 0
     square = by_program[programs[1]]["reward"]
-    assert square == pytest.approx(_square_fitness("tunnel"), abs=1e-5)
+    assert square == pytest.approx(max(_square_fitness("tunnel"), 0.0), abs=1e-5)
     assert gif_path(tmp_path, "tunnel").is_file()
 
 
@@ -168,8 +169,9 @@ def test_evaluate_compares_policy_stage2_and_dataset(run, tmp_path):
             if got["valid"] == 0.0:  # nothing ran: every reward is the run's penalty
                 assert got["mean"] == got["best"] == -1.0 and got["best_valid"] is None
         assert entry["dataset"]["programs"] == 2 and entry["dataset"]["valid"] == 0.5
-        # the best valid walker's distance, even when it is below the penalty
-        assert entry["dataset"]["best"] == pytest.approx(_square_fitness(name), abs=1e-5)
+        # the best valid walker's reward: its distance, at least the run's floor (0)
+        want = max(_square_fitness(name), 0.0)
+        assert entry["dataset"]["best"] == pytest.approx(want, abs=1e-5)
     assert main([str(tmp_path / "nowhere")]) == 2
     assert main([str(run), "--n", "2", "--dataset", str(tmp_path / "missing.jsonl")]) == 2
 

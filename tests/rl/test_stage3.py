@@ -112,6 +112,8 @@ def test_a_killed_run_resumes_to_the_same_updates(tiny, tmp_path):
 def test_bad_input_gives_a_clear_error(tiny, tmp_path, capsys):
     with pytest.raises(Stage3Error, match="unknown"):
         train(dataclasses.replace(FAST, terrains="lava"), tmp_path / "a", _setup(tiny, None))
+    with pytest.raises(Stage3Error, match="penalty"):
+        train(dataclasses.replace(FAST, penalty=0.5), tmp_path / "b", _setup(tiny, None))
     with pytest.raises(Stage3Error, match="minibatch"):
         train(dataclasses.replace(FAST, minibatch=99), tmp_path / "b", _setup(tiny, None))
     # a run directory whose checkpoints another policy shape wrote
@@ -139,7 +141,8 @@ def test_sodarace_rewards_are_the_distance_on_each_rows_terrain():
     ids = np.asarray([0, 1, 2, 2, 0, 1])
     domain = SodaraceDomain(steps=120)
     with Sandbox(program=domain.program, workers=1) as sb:
-        got = SodaraceRewarder(domain, sb, dist, penalty=-3.0, rows=4)(programs, ids)
+        got = SodaraceRewarder(domain, sb, dist, -3.0, rows=4, floor=-np.inf)(programs, ids)
+        floored = SodaraceRewarder(domain, sb, dist, -3.0, rows=4)(programs, ids)
         results = sb.execute([programs[0], programs[2]])
     assert got.statuses[1] == got.statuses[4] == "syntax_error"
     assert got.rewards[1] == got.rewards[4] == -3.0 and got.fitness[1] is None
@@ -149,5 +152,10 @@ def test_sodarace_rewards_are_the_distance_on_each_rows_terrain():
         ev = alone.evaluate(alone.pack([walkers[k]], 1), None)
         assert got.statuses[k] == "ok"
         assert got.rewards[k] == pytest.approx(float(ev.fitness[0]), abs=1e-5), k
+    # the default floor: a walker going backwards earns what one standing still earns,
+    # still more than a broken program
+    valid = np.asarray([0, 2, 3, 5])
+    np.testing.assert_array_equal(floored.rewards[valid], np.maximum(got.rewards[valid], 0.0))
+    assert floored.fitness == got.fitness and floored.rewards[1] == -3.0
     # the same walker scores differently on different terrains
     assert got.rewards[0] != got.rewards[3] and got.rewards[2] != got.rewards[5]
