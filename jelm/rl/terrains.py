@@ -164,17 +164,10 @@ def image_axes(
     return xs, ys
 
 
-def terrain_image(
-    terrain: Terrain,
-    *,
-    height: int = 32,
-    width: int = 64,
-    x_before: float = 8.0,
-    x_after: float = 24.0,
-    y_max: float = 8.0,
-) -> np.ndarray:
+def terrain_image(terrain: Terrain, **view: float | int) -> np.ndarray:
     """The strip around the spawn point as an occupancy image: float32 ``[height, width]``,
-    1 where solid, 0 where free.
+    1 where solid, 0 where free; ``view`` (height, width, x_before, x_after, y_max) goes
+    to :func:`image_axes`, which holds the defaults.
 
     Pixel ``(r, c)`` samples the point of :func:`image_axes`; it is solid when it lies on
     or below the ground, on or above the ceiling, or on or beyond a wall.
@@ -189,9 +182,7 @@ def terrain_image(
     """
     if terrain.is_batched:
         raise ValueError("terrain_image takes an unbatched terrain")
-    xs, ys = image_axes(
-        terrain, height=height, width=width, x_before=x_before, x_after=x_after, y_max=y_max
-    )
+    xs, ys = image_axes(terrain, **view)
     x0, dx = float(terrain.x0), float(terrain.dx)
     ground = _heights_at(x0, dx, np.asarray(terrain.ground, dtype=np.float64), xs)
     ceiling = _heights_at(x0, dx, np.asarray(terrain.ceiling, dtype=np.float64), xs)

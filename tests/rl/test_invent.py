@@ -27,24 +27,12 @@ from jelm.rl.invent import (
     write_gif,
 )
 from jelm.rl.policy import load_policy, reference_logp, score
-from jelm.rl.stage3 import Setup, Stage3Config, train
+from jelm.rl.stage3 import Setup, train
 from tests.lm_fixtures import make_tiny_model
-from tests.rl.test_stage3 import ParityRewarder
+from tests.rl.test_stage3 import FAST, ParityRewarder
 
 STEPS = 40
-CFG = Stage3Config(
-    terrains="flat,tunnel",
-    iterations=1,
-    batch=8,
-    minibatch=8,
-    max_new_tokens=10,
-    lr=3e-2,
-    kl_coef=0.0,
-    prefix_len=2,
-    temperature=1.0,
-    steps=STEPS,
-    workers=1,
-)
+CFG = dataclasses.replace(FAST, iterations=1, batch=8, lr=3e-2, steps=STEPS, workers=1)
 
 
 @pytest.fixture(scope="module")
