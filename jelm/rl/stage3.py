@@ -129,17 +129,90 @@ def _decode(tokenizer: Any, tokens: np.ndarray, mask: np.ndarray) -> list[str]:
     ]
 
 
+@dataclasses.dataclass(frozen=True)
+class _Step:
+    """One PPO iteration of a run (everything fixed for the run is here): draw terrains,
+    sample a program for each, score them, update."""
+
+    cfg: Stage3Config
+    policy: Any  # PolicyConfig
+    dist: Any  # TerrainDistribution
+    tokenizer: Any
+    ref: Any  # the stage-2 model's parameters
+    rewarder: Any
+    prompt: jax.Array
+    stops: jax.Array
+    pad: jax.Array
+    root: jax.Array
+    update: Any
+    prepare: Any
+
+    def __call__(self, state: dict[str, Any], it: int) -> tuple[dict[str, Any], dict, list]:
+        """``state`` after iteration ``it`` (0-based), its ``train.jsonl`` row and its
+        ``samples.jsonl`` rows. Every key comes from the seed and ``it``."""
+        from jelm.rl import ppo
+        from jelm.rl.encoders import encoder_inputs
+        from jelm.rl.policy import sample
+        from jelm.rl.terrains import sample_terrains
+
+        cfg, dist = self.cfg, self.dist
+        t0 = time.time()
+        key = jax.random.fold_in(self.root, it)
+        ids = sample_terrains(jax.random.fold_in(key, 0), len(dist), cfg.batch)
+        inputs = encoder_inputs(cfg.encoder, dist, ids)
+        drawn = sample(
+            state["params"],
+            self.policy,
+            inputs,
+            self.prompt,
+            jax.random.fold_in(key, 1),
+            self.stops,
+            self.pad,
+            cfg.max_new_tokens,
+        )
+        mask = np.asarray(drawn.mask)
+        t1 = time.time()
+        programs = _decode(self.tokenizer, np.asarray(drawn.tokens), mask)
+        ids_np = np.asarray(ids)
+        got = self.rewarder(programs, ids_np)
+        t2 = time.time()
+        batch, stats = self.prepare(
+            state["params"],
+            self.ref,
+            self.policy,
+            cfg,
+            inputs,
+            self.prompt,
+            drawn.tokens,
+            drawn.mask,
+            jnp.asarray(got.rewards * cfg.reward_scale, jnp.float32),
+            state["kl_coef"],
+        )
+        params, opt_state, metrics = self.update(
+            state["params"], state["opt_state"], self.prompt, batch, jax.random.fold_in(key, 2)
+        )
+        ctrl = ppo.update_kl(
+            _kl_controller(cfg, float(state["kl_coef"])), float(stats["kl"]), cfg.batch
+        )
+        state = {"params": params, "opt_state": opt_state, "kl_coef": jnp.float32(ctrl.coef)}
+        row = _row(it + 1, got, ids_np, dist, stats, metrics, float(ctrl.coef))
+        row.update(sample_s=t1 - t0, reward_s=t2 - t1, update_s=time.time() - t2)
+        return state, row, _sample_rows(it + 1, programs, ids_np, dist, got, mask)
+
+
 def train(
     cfg: Stage3Config, out: Path, setup: Setup | None = None, progress: bool = True
 ) -> dict[str, Any]:
     """Run (or resume) stage 3 in ``out``; returns the summary of the last iteration."""
+    from tqdm import tqdm
+
     from jelm.io.checkpoint import CheckpointError, Checkpoints
     from jelm.io.rundir import RunDir, RunDirError
-    from jelm.rl import ppo
+    from jelm.lm.stage2 import program_header, stop_token_ids
     from jelm.rl.encoders import encoder_inputs
     from jelm.rl.learner import make_update, prepare
-    from jelm.rl.policy import init_policy, sample, save_policy
-    from jelm.rl.terrains import distribution, sample_terrains
+    from jelm.rl.policy import init_policy, save_policy
+    from jelm.rl.terrains import distribution
 
     problems = cfg.problems()
     if problems:
@@ -152,24 +225,16 @@ def train(
         setup = _load(cfg)
     tok = setup.tokenizer
     pcfg = _policy_config(cfg, setup.model_config, len(dist))
-    from jelm.lm.stage2 import program_header, stop_token_ids
-
     prompt = jnp.asarray(tok.encode(program_header("walker.py")), jnp.int32)
     room = setup.model_config.n_ctx - int(prompt.shape[0])
     if cfg.max_new_tokens > room:
         raise Stage3Error(f"max_new_tokens {cfg.max_new_tokens} exceeds the context ({room})")
-    stops = jnp.asarray(stop_token_ids(tok), jnp.int32)
-    pad = jnp.int32(tok.pad_id if tok.pad_id is not None else tok.eos_id)
     init_key, root = jax.random.split(jax.random.key(cfg.seed))
     example = encoder_inputs(cfg.encoder, dist, jnp.zeros((1,), jnp.int32))
     params = init_policy(pcfg, setup.params, example, init_key)
-    ref = setup.params
-    update = make_update(pcfg, cfg)
-    prep = jax.jit(prepare, static_argnums=(2, 3))
-    optimizer = cfg.optimizer()
     state = {
         "params": params,
-        "opt_state": optimizer.init(params),
+        "opt_state": cfg.optimizer().init(params),
         "kl_coef": jnp.float32(cfg.kl_coef),
     }
     try:
@@ -177,6 +242,20 @@ def train(
     except RunDirError as exc:
         raise Stage3Error(str(exc)) from exc
     rewarder, closers = _rewarder(cfg, dist, setup)
+    step = _Step(
+        cfg,
+        pcfg,
+        dist,
+        tok,
+        setup.params,
+        rewarder,
+        prompt,
+        jnp.asarray(stop_token_ids(tok), jnp.int32),
+        jnp.int32(tok.pad_id if tok.pad_id is not None else tok.eos_id),
+        root,
+        make_update(pcfg, cfg),
+        jax.jit(prepare, static_argnums=(2, 3)),
+    )
     log_path, samples_path = run.path / "train.jsonl", run.path / "samples.jsonl"
     started = time.time()
     try:
@@ -189,54 +268,11 @@ def train(
                     raise Stage3Error(f"cannot resume {run.path}: {exc}") from exc
             rows = _keep_rows(log_path, start)
             _keep_rows(samples_path, start)
-            from tqdm import tqdm
-
             bar = tqdm(total=cfg.iterations, initial=start, desc="stage 3", disable=not progress)
             for it in range(start, cfg.iterations):
-                t0 = time.time()
-                key = jax.random.fold_in(root, it)
-                ids = sample_terrains(jax.random.fold_in(key, 0), len(dist), cfg.batch)
-                inputs = encoder_inputs(cfg.encoder, dist, ids)
-                drawn = sample(
-                    state["params"],
-                    pcfg,
-                    inputs,
-                    prompt,
-                    jax.random.fold_in(key, 1),
-                    stops,
-                    pad,
-                    cfg.max_new_tokens,
-                )
-                tokens, mask = np.asarray(drawn.tokens), np.asarray(drawn.mask)
-                t1 = time.time()
-                programs = _decode(tok, tokens, mask)
-                ids_np = np.asarray(ids)
-                got = rewarder(programs, ids_np)
-                t2 = time.time()
-                episode = jnp.asarray(got.rewards * cfg.reward_scale, jnp.float32)
-                batch, stats = prep(
-                    state["params"],
-                    ref,
-                    pcfg,
-                    cfg,
-                    inputs,
-                    prompt,
-                    drawn.tokens,
-                    drawn.mask,
-                    episode,
-                    state["kl_coef"],
-                )
-                p, o, metrics = update(
-                    state["params"], state["opt_state"], prompt, batch, jax.random.fold_in(key, 2)
-                )
-                ctrl = ppo.update_kl(
-                    _kl_controller(cfg, float(state["kl_coef"])), float(stats["kl"]), cfg.batch
-                )
-                state = {"params": p, "opt_state": o, "kl_coef": jnp.float32(ctrl.coef)}
-                row = _row(it + 1, got, ids_np, dist, stats, metrics, float(state["kl_coef"]))
-                row.update(sample_s=t1 - t0, reward_s=t2 - t1, update_s=time.time() - t2)
+                state, row, samples = step(state, it)
                 rows.append(row)
-                _append(samples_path, _sample_rows(it + 1, programs, ids_np, dist, got, mask))
+                _append(samples_path, samples)
                 _write_rows(log_path, rows)
                 ckpts.save(it + 1, state)
                 bar.update()
