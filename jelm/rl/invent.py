@@ -60,16 +60,13 @@ def sample_programs(
     """``n`` programs from the policy conditioned on terrain id ``terrain``, sampled after
     the stage-2 header and decoded as stage 3 decodes them; ``max_new_tokens`` is cut to
     the room the model's context leaves after the header."""
-    from jelm.lm.stage2 import program_header, stop_token_ids
     from jelm.rl.encoders import encoder_inputs
     from jelm.rl.policy import sample
-    from jelm.rl.stage3 import _decode
+    from jelm.rl.stage3 import _decode, program_prompt
 
-    prompt = jnp.asarray(tokenizer.encode(program_header("walker.py")), jnp.int32)
+    prompt, stops, pad = program_prompt(tokenizer)
     room = cfg.model.n_ctx - int(prompt.shape[0])
     max_new = max(1, min(int(max_new_tokens), room))
-    stops = jnp.asarray(stop_token_ids(tokenizer), jnp.int32)
-    pad = jnp.int32(tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id)
     inputs = encoder_inputs(cfg.encoder, dist, jnp.full((n,), terrain, jnp.int32))
     drawn = sample(params, cfg, inputs, prompt, key, stops, pad, max_new)
     tokens, mask = np.asarray(drawn.tokens), np.asarray(drawn.mask)

@@ -200,6 +200,17 @@ class _Step:
         return state, row, _sample_rows(it + 1, programs, ids_np, dist, got, mask)
 
 
+def program_prompt(tokenizer: Any) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """What a policy samples programs after and until: the stage-2 header's tokens, the
+    stop tokens (EOS and the diff format's markers) and the padding token."""
+    from jelm.lm.stage2 import program_header, stop_token_ids
+
+    prompt = jnp.asarray(tokenizer.encode(program_header("walker.py")), jnp.int32)
+    stops = jnp.asarray(stop_token_ids(tokenizer), jnp.int32)
+    pad = jnp.int32(tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id)
+    return prompt, stops, pad
+
+
 def train(
     cfg: Stage3Config, out: Path, setup: Setup | None = None, progress: bool = True
 ) -> dict[str, Any]:
@@ -208,7 +219,6 @@ def train(
 
     from jelm.io.checkpoint import CheckpointError, Checkpoints
     from jelm.io.rundir import RunDir, RunDirError
-    from jelm.lm.stage2 import program_header, stop_token_ids
     from jelm.rl.encoders import encoder_inputs
     from jelm.rl.learner import make_update, prepare
     from jelm.rl.policy import init_policy, save_policy
@@ -225,7 +235,7 @@ def train(
         setup = _load(cfg)
     tok = setup.tokenizer
     pcfg = _policy_config(cfg, setup.model_config, len(dist))
-    prompt = jnp.asarray(tok.encode(program_header("walker.py")), jnp.int32)
+    prompt, stops, pad = program_prompt(tok)
     room = setup.model_config.n_ctx - int(prompt.shape[0])
     if cfg.max_new_tokens > room:
         raise Stage3Error(f"max_new_tokens {cfg.max_new_tokens} exceeds the context ({room})")
@@ -250,8 +260,8 @@ def train(
         setup.params,
         rewarder,
         prompt,
-        jnp.asarray(stop_token_ids(tok), jnp.int32),
-        jnp.int32(tok.pad_id if tok.pad_id is not None else tok.eos_id),
+        stops,
+        pad,
         root,
         make_update(pcfg, cfg),
         jax.jit(prepare, static_argnums=(2, 3)),

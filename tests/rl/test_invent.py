@@ -183,3 +183,18 @@ def test_jelm_invent_command(run, tmp_path, capsys):
     rewards = [float(line.split()[1]) for line in lines[:3]]
     assert rewards == sorted(rewards, reverse=True)
     assert "GIF" in lines[3] and len((out / INVENTIONS).read_text().splitlines()) == 3
+
+
+def test_evaluate_draws_the_policys_best_walker_on_each_terrain(run, monkeypatch):
+    """With seed walkers in place of the samples, the evaluation's GIF of each terrain is
+    the best valid one's, and the summary names it."""
+    import jelm.rl.invent as inv
+    from jelm.rl.evaluate import evaluate_stage3
+
+    programs = ["def make_walker(:\n", seed_source("square"), seed_source("radial")]
+    drawn = inv.Drawn(programs, np.zeros((3, 1), np.int32), np.ones((3, 1), bool))
+    monkeypatch.setattr(inv, "sample_programs", lambda *a, **k: drawn)
+    result = evaluate_stage3(run, n=3)
+    for name, entry in result["terrains"].items():
+        assert entry["gif"] == gif_path(run, name).name and gif_path(run, name).is_file()
+        assert entry["policy"]["valid"] == pytest.approx(2 / 3)
