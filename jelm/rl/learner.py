@@ -70,15 +70,19 @@ def prepare(
     mask: jax.Array,
     episode: jax.Array,
     kl_coef: jax.Array,
+    terrain_ids: jax.Array,
 ) -> tuple[Batch, dict[str, jax.Array]]:
     """The batch of an update from sampled ``responses`` and their ``episode`` rewards
     [B]: the policy's log-probabilities and values, the reference's log-probabilities,
-    per-token rewards (KL penalty, the episode reward at the last token) and GAE."""
+    per-token rewards (KL penalty, the episode reward at the last token) and GAE, the
+    advantages whitened within each terrain (``terrain_ids`` [B]): a program is judged
+    against the others written for its terrain, so a hard terrain's samples are not all
+    pushed down for earning less than an easy terrain's."""
     old_logp, values = score(params, cfg, inputs, prompt, responses)
     ref = reference_logp(ref_params, cfg, prompt, responses)
     rewards, kl = ppo.token_rewards(episode, old_logp, ref, mask, kl_coef)
     adv, returns = ppo.gae(rewards, values, mask, settings.gamma, settings.lam)
-    adv = ppo.whiten(adv, mask)
+    adv = ppo.whiten_groups(adv, mask, terrain_ids, cfg.n_terrains)
     batch = Batch(inputs, responses, mask, old_logp, values, adv, returns)
     m = mask.astype(jnp.float32)
     seq_kl = jnp.sum(kl, axis=1)

@@ -117,6 +117,25 @@ def whiten(x: jax.Array, mask: jax.Array, shift_mean: bool = True) -> jax.Array:
     return jnp.where(mask, out, 0.0)
 
 
+def whiten_groups(x: jax.Array, mask: jax.Array, groups: jax.Array, n_groups: int) -> jax.Array:
+    """:func:`whiten` within each group of rows: row ``b`` of ``x`` [B, T] is normalised
+    by the mean and standard deviation of the real positions of the rows of its group
+    ``groups[b]`` (in ``0 .. n_groups - 1``, static). For a policy conditioned on a
+    terrain (ELM §7) the groups are the terrains: a sample is judged against the others
+    of its terrain, not against those of an easier one. Padded positions are 0."""
+    mask = _real(mask)
+    x = _on(mask, x)
+    member = jax.nn.one_hot(groups, n_groups, dtype=jnp.float32)  # [B, G]
+    m = mask.astype(jnp.float32)
+    count = jnp.maximum(member.T @ jnp.sum(m, axis=1), 1.0)  # [G]
+    mean = (member.T @ jnp.sum(x, axis=1)) / count
+    row_mean = member @ mean  # [B]
+    dev = jnp.where(mask, x - row_mean[:, None], 0.0)
+    var = (member.T @ jnp.sum(jnp.square(dev), axis=1)) / count
+    row_std = jnp.sqrt(member @ var + WHITEN_EPS)
+    return jnp.where(mask, dev / row_std[:, None], 0.0)
+
+
 def ppo_loss(
     new_logp: jax.Array,
     old_logp: jax.Array,

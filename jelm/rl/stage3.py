@@ -187,6 +187,7 @@ class _Step:
             drawn.mask,
             jnp.asarray(got.rewards * cfg.reward_scale, jnp.float32),
             state["kl_coef"],
+            ids,
         )
         params, opt_state, metrics = self.update(
             state["params"], state["opt_state"], self.prompt, batch, jax.random.fold_in(key, 2)

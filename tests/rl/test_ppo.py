@@ -9,7 +9,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jelm.rl.ppo import KLController, gae, ppo_loss, token_rewards, update_kl, whiten
+from jelm.rl.ppo import (
+    KLController,
+    gae,
+    ppo_loss,
+    token_rewards,
+    update_kl,
+    whiten,
+    whiten_groups,
+)
 
 #: Two rows of three slots: the first is all real, the second has two real tokens.
 MASK = np.array([[True, True, True], [True, True, False]])
@@ -143,6 +151,24 @@ def test_whiten_mean_zero_std_one_over_real_positions():
     # Whitening is affine on the real positions: it keeps their order and relative spacing.
     real = x[mask]
     np.testing.assert_allclose(w[mask], (real - real.mean()) / real.std(), rtol=1e-4, atol=1e-5)
+
+
+def test_whiten_groups_whitens_each_group_on_its_own():
+    """Rows of a group are normalised by their group's real positions only: the same as
+    whitening the group alone, and one group's scale does not reach another's."""
+    rng = np.random.default_rng(4)
+    mask = prefix_mask([7, 2, 5, 8, 3], 8)
+    x = (3.0 + 4.0 * rng.normal(size=(5, 8))).astype(np.float32)
+    x[[1, 3]] *= 100.0  # group 1 lives on another scale
+    groups = np.asarray([0, 1, 0, 1, 2])
+    w = np.asarray(whiten_groups(x, mask, groups, 3))
+    for g in range(3):
+        rows = groups == g
+        alone = np.asarray(whiten(x[rows], mask[rows]))
+        np.testing.assert_allclose(w[rows], alone, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(w[~mask], 0.0)
+    one = np.asarray(whiten_groups(x, mask, np.zeros(5, np.int32), 1))
+    np.testing.assert_allclose(one, np.asarray(whiten(x, mask)), rtol=1e-4, atol=1e-5)
 
 
 def test_whiten_without_shift_keeps_the_mean():

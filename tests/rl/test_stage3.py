@@ -74,20 +74,20 @@ def test_ppo_raises_a_terrain_conditioned_toy_reward(tiny, tmp_path):
         model=str(tiny),
         lr=1e-2,
         head_lr=1e-2,
-        iterations=16,
+        iterations=24,
         batch=32,
         lam=1.0,
         reward_scale=1.0,
     )
     train(cfg, tmp_path / "run", _setup(tiny, ParityRewarder()), progress=False)
     rows = _rows(tmp_path / "run")
-    assert [r["iteration"] for r in rows] == list(range(1, 17))
+    assert [r["iteration"] for r in rows] == list(range(1, 25))
     rewards = [r["reward_mean"] for r in rows]
     assert np.mean(rewards[-3:]) > max(0.75, np.mean(rewards[:3]) + 0.25), rewards
     for name in ("flat", "tunnel"):  # both terrains learned, not one at the other's cost
         assert np.mean([r[f"reward_{name}"] for r in rows[-3:]]) > 0.6
     samples = _rows(tmp_path / "run", "samples.jsonl")
-    assert len(samples) == 16 * 32 and {s["terrain"] for s in samples} == {"flat", "tunnel"}
+    assert len(samples) == 24 * 32 and {s["terrain"] for s in samples} == {"flat", "tunnel"}
     assert (tmp_path / "run" / "policy" / "policy.json").is_file()
 
 
