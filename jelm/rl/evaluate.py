@@ -82,7 +82,8 @@ def evaluate_stage3(
     """
     import jax
 
-    from jelm.rl.invent import closed_gate, gif_path, make_sandbox, sample_programs, write_gif
+    from jelm.lm.trainer import load_start
+    from jelm.rl.invent import as_reference, gif_path, make_sandbox, sample_programs, write_gif
     from jelm.rl.policy import load_policy
     from jelm.rl.reward import SodaraceRewarder
     from jelm.rl.stage3 import Stage3Config
@@ -99,7 +100,7 @@ def evaluate_stage3(
         raise ValueError(f"n must be >= 1, got {n}")
     programs = read_dataset_programs(dataset) if dataset is not None else []
     params, cfg, tokenizer, dist = load_policy(run / "policy")
-    baseline = closed_gate(params)
+    baseline = as_reference(params, load_start(str(setting("model")))[0])
     root = jax.random.key(int(setting("seed")))
     max_new = int(setting("max_new_tokens"))
     out: dict[str, Any] = {

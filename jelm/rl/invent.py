@@ -41,10 +41,12 @@ def terrain_id(dist: Any, terrain: str) -> int:
     return dist.terrains.index(name)
 
 
-def closed_gate(params: Any) -> Any:
-    """The policy with its gate zeroed: it then samples exactly what the stage-2 model
-    samples, whatever the terrain (:class:`jelm.lm.model.Adapter`)."""
-    return {**params, "gate": params["gate"] * 0}
+def as_reference(params: Any, lm_params: Any) -> Any:
+    """A policy that samples exactly what the language model ``lm_params`` samples,
+    whatever the terrain: the policy's TEN with its gate closed on the stage-2 model's
+    weights (:class:`jelm.lm.model.Adapter`). PPO changes the language model too, so
+    closing the trained policy's gate alone would not give the stage-2 model back."""
+    return {**params, "lm": lm_params, "gate": params["gate"] * 0}
 
 
 def sample_programs(

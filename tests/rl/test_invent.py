@@ -19,7 +19,7 @@ from jelm.lm.checkpoint import load_model
 from jelm.lm.stage2 import program_header
 from jelm.rl.invent import (
     INVENTIONS,
-    closed_gate,
+    as_reference,
     gif_path,
     invent,
     sample_programs,
@@ -118,22 +118,30 @@ def test_the_gif_shows_the_walker_on_the_chosen_terrain(tmp_path):
     assert tunnel.read_bytes() != flat.read_bytes()  # the tunnel's ceiling is drawn
 
 
-def test_a_closed_gate_samples_the_stage2_model(run):
+def test_the_reference_policy_samples_the_stage2_model(run):
+    """The baseline of the evaluation: the stage-2 model's own weights behind a closed
+    gate, not the trained policy's (PPO changed those too)."""
     params, cfg, tok, dist = load_policy(run / "policy")
     assert np.any(np.asarray(params["gate"]) != 0)  # training opened it
-    closed = closed_gate(params)
+    stage2 = load_model(json.loads((run / "config.json").read_text())["model"])[0]
+    changed = jax.tree.map(
+        lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))), params["lm"], stage2
+    )
+    assert any(jax.tree.leaves(changed))  # ... and changed the language model
+    ref_policy = as_reference(params, stage2)
     key = jax.random.key(7)
-    a = sample_programs(closed, cfg, tok, dist, 0, 6, key, 10)
-    b = sample_programs(closed, cfg, tok, dist, 1, 6, key, 10)
+    a = sample_programs(ref_policy, cfg, tok, dist, 0, 6, key, 10)
+    b = sample_programs(ref_policy, cfg, tok, dist, 1, 6, key, 10)
     np.testing.assert_array_equal(a.tokens, b.tokens)  # the terrain no longer matters
     assert a.programs == b.programs
     prompt = jnp.asarray(tok.encode(program_header("walker.py")), jnp.int32)
-    ref = np.asarray(reference_logp(params["lm"], cfg, prompt, jnp.asarray(a.tokens)))
     ids = jnp.zeros((6,), jnp.int32)
-    shut = np.asarray(score(closed, cfg, ids, prompt, jnp.asarray(a.tokens))[0])
+    tokens = jnp.asarray(a.tokens)
+    ref = np.asarray(reference_logp(stage2, cfg, prompt, tokens))
+    shut = np.asarray(score(ref_policy, cfg, ids, prompt, tokens)[0])
     np.testing.assert_allclose(shut[a.mask], ref[a.mask], rtol=1e-5, atol=1e-5)
-    opened = np.asarray(score(params, cfg, ids, prompt, jnp.asarray(a.tokens))[0])
-    assert not np.allclose(opened[a.mask], ref[a.mask], atol=1e-5)
+    tuned = np.asarray(score(params, cfg, ids, prompt, tokens)[0])
+    assert not np.allclose(tuned[a.mask], ref[a.mask], atol=1e-5)
 
 
 def test_evaluate_compares_policy_stage2_and_dataset(run, tmp_path):
