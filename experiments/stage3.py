@@ -3,7 +3,7 @@ distributions: PPO-tuned inventors against the stage-2 model they start from.
 
     python experiments/stage3.py --model RUN2/model --dataset RUN2/dataset.jsonl \
         [--out runs/stage3] [--distributions walls_tunnel walls_bumpy] [--seeds 0 1 2] \
-        [--n 32] [--set KEY=VALUE ...]
+        [--n 32] [--set KEY=VALUE ...] [--table-only]
 
 For every distribution and random seed, one ``python -m jelm.rl.stage3`` run (its ``cpu``
 preset unless ``--set`` changes it) in ``--out`` (a finished run is reused; a cut one
@@ -12,8 +12,9 @@ the stage-2 dataset. Writes, next to this file, ``stage3/``: ``table.md`` (per t
 mean ± std over seeds of the policy's mean and best reward, the stage-2 model's mean and
 best-of-N, the dataset's best; and the two targets: the policy's mean above the stage-2
 model's on every terrain, its best at or above the best-of-N on at least half),
-``results.jsonl`` (each run's evaluation), and each run's ``curves.png`` and best
-walkers' GIFs.
+``results.jsonl`` (each run's evaluation), each run's ``curves.png`` and
+``terrains.png``, and for each terrain the GIF of the policy's best walker there (of the
+first run that has one).
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ def run_one(args: argparse.Namespace, dist: str, seed: int) -> dict:
     result = json.loads(evaluation.read_text())
     target = HERE / f"{dist}-{seed}"
     target.mkdir(parents=True, exist_ok=True)
-    for name in ("curves.png", "terrains.png", *(p.name for p in out.glob("best_*.gif"))):
+    # one GIF per terrain (the first run's that has it): they weigh about a MB each
+    gifs = [p.name for p in out.glob("best_*.gif") if not any(HERE.glob(f"*/{p.name}"))]
+    for name in ("curves.png", "terrains.png", *gifs):
         shutil.copy(out / name, target / name)
     return {"distribution": dist, "seed": seed, **result}
 
@@ -68,7 +71,8 @@ def table(results: list[dict], n: int) -> str:
     lines = [
         f"Mean ± std over random seeds; {n} samples per terrain for the policy and for the "
         "stage-2 model (best-of-N with the same N). Rewards: distance in the terrain's "
-        "direction of progress over 600 steps; a program that gives no walker earns -1.",
+        "direction of progress over 600 steps, at least 0; a program that gives no walker "
+        "earns -1. The stage-2 model samples at the policy's temperature (0.5).",
         "",
         "| distribution | terrain | seeds | policy mean | stage-2 mean | policy best "
         "| stage-2 best-of-N | dataset best | policy valid % | stage-2 valid % |",
@@ -115,9 +119,17 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--n", type=int, default=32)
     parser.add_argument("--set", nargs="*", default=[], help="stage-3 options as KEY=VALUE")
+    parser.add_argument(
+        "--table-only", action="store_true", help="tabulate the evaluated runs; start none"
+    )
     args = parser.parse_args()
     HERE.mkdir(exist_ok=True)
-    results = [run_one(args, d, s) for d in args.distributions for s in args.seeds]
+    pairs = [(d, s) for s in args.seeds for d in args.distributions]
+    if args.table_only:  # the runs already evaluated, none started
+        pairs = [
+            (d, s) for d, s in pairs if (Path(args.out) / f"{d}-{s}/evaluation.json").is_file()
+        ]
+    results = [run_one(args, d, s) for d, s in pairs]
     (HERE / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in results))
     (HERE / "table.md").write_text(table(results, args.n))
     print((HERE / "table.md").read_text())
