@@ -84,6 +84,7 @@ def _mtimes(root: Path) -> dict[str, int]:
     return {str(p): p.stat().st_mtime_ns for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_four_stages_end_to_end_then_all_skipped(tmp_path, capsys):
     model = make_tiny_model(tmp_path / "tiny", n_ctx=2048, vocab_size=400)
     out = tmp_path / "pipe"
