@@ -9,6 +9,7 @@ function runs.
 from __future__ import annotations
 
 import ast
+import gc
 import subprocess
 import sys
 from pathlib import Path
@@ -71,7 +72,16 @@ def _imports(name: str, path: Path, known: set[str]) -> set[str]:
 def _graph() -> dict[str, set[str]]:
     modules = _modules()
     known = set(modules)
-    return {name: _imports(name, path, known) for name, path in modules.items()}
+    # CPython 3.11's ast.parse raises a spurious SystemError ("AST constructor recursion
+    # depth mismatch") when a garbage collection inside it runs code that parses too, as
+    # pytest's hook for unraisable exceptions does when it formats a traceback: collect
+    # first, and not while parsing
+    gc.collect()
+    gc.disable()
+    try:
+        return {name: _imports(name, path, known) for name, path in modules.items()}
+    finally:
+        gc.enable()
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:

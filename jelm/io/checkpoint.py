@@ -60,7 +60,11 @@ class Checkpoints:
             max_to_keep=keep, create=True, enable_async_checkpointing=False
         )
         try:
-            self._manager = ocp.CheckpointManager(self.directory, options=options)
+            # the one item's handler named up front: a manager opened on an existing
+            # directory then reads its metadata (shapes are checked before restoring)
+            self._manager = ocp.CheckpointManager(
+                self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler()
+            )
         except Exception as exc:  # orbax raises many kinds; the caller needs one
             raise CheckpointError(f"cannot open checkpoints in {self.directory}: {exc}") from exc
 

@@ -136,7 +136,7 @@ def make_update(
             (loss, metrics), grads = grad_fn(params, prompt, mb)
             updates, opt_state = optimizer.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
-            metrics = {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads)}
+            metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads)}
             return (params, opt_state), metrics
 
         (params, opt_state), metrics = jax.lax.scan(step, (params, opt_state), order)
