@@ -2,42 +2,14 @@
 
 Importable alone: nothing here imports the rest of jelm, transformers or QDax. Importing
 it before JAX starts its backend turns off FMA contraction in XLA:CPU
-(``--xla_cpu_max_isa=AVX``), so that results are bit-identical across batch shapes;
-``JELM_SIM_ALLOW_FMA=1`` opts out (``jelm/sim/README.md``, "Determinism").
+(``--xla_cpu_max_isa=AVX``) when JAX is going to run on the CPU, so that results are
+bit-identical across batch shapes; ``JELM_SIM_ALLOW_FMA=1`` opts out
+(:mod:`jelm.sim.platforms`; ``jelm/sim/README.md``, "Determinism").
 """
 
-import os as _os
-import platform as _platform
-import warnings as _warnings
+from jelm.sim import platforms as _platforms
 
-
-def _pin_cpu_isa() -> None:
-    """Disable FMA contraction in XLA:CPU for shape-independent rounding (see above)."""
-    flags = _os.environ.get("XLA_FLAGS", "")
-    if (
-        _os.environ.get("JELM_SIM_ALLOW_FMA") == "1"
-        or "xla_cpu_max_isa" in flags
-        or _platform.machine().lower() not in ("x86_64", "amd64")
-    ):
-        return
-    try:
-        from jax._src import xla_bridge
-
-        started = bool(getattr(xla_bridge, "_backends", {}))
-    except Exception:  # a JAX without this private attribute: assume not started
-        started = False
-    if started:
-        _warnings.warn(
-            "jelm.sim was imported after JAX started its CPU backend, so it could not "
-            "disable FMA contraction: results may differ in the last bits between batch "
-            "shapes. Import jelm.sim first or set XLA_FLAGS=--xla_cpu_max_isa=AVX.",
-            stacklevel=3,
-        )
-        return
-    _os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_max_isa=AVX").strip()
-
-
-_pin_cpu_isa()
+_platforms.pin_cpu_isa()
 
 from jelm.sim.base import (  # noqa: E402
     ACCURATE_PARAMS,

@@ -4,13 +4,16 @@ A backend is a traceable step with the signature of :class:`jelm.sim.base.Simula
 (ELM paper, Lehman et al. 2022, §4: the Sodarace physics) plus where it can run. Two are
 registered, in order of preference:
 
-* ``native``: ``native.cc`` as an XLA FFI call (:mod:`jelm.sim.native`), JAX's CPU only;
+* ``native``: ``native.cc`` as an XLA FFI call (:mod:`jelm.sim.native`), JAX's CPU only
+  (:func:`jelm.sim.platforms.native_platforms`);
 * ``xla``: the pure-JAX step (:mod:`jelm.sim.xla`), on every device.
 
 :func:`resolve` maps ``None`` / ``"auto"`` (or ``$JELM_SIM_BACKEND``) to the first
-registered backend that runs on JAX's default device and is available here, and an
-explicit name to that backend or a :class:`~jelm.sim.base.BackendUnavailable` that says
-why it cannot run. The drivers resolve once, when they are traced.
+registered backend that runs on JAX's default device (or a named platform) and is
+available here, and an explicit name to that backend or a
+:class:`~jelm.sim.base.BackendUnavailable` that says why it cannot run: on a GPU or TPU,
+``auto`` is the XLA step and ``native`` is refused. The drivers resolve once, when they
+are traced.
 """
 
 from __future__ import annotations
@@ -21,8 +24,7 @@ import os
 import warnings
 from collections.abc import Callable
 
-import jax
-
+from jelm.sim import platforms
 from jelm.sim.base import BackendUnavailable, Simulate
 from jelm.sim.native import NativeUnavailable, unavailable_reason
 from jelm.sim.native import simulate as native_simulate
@@ -56,16 +58,16 @@ class Backend:
 
     def runs_on(self, platform: str) -> bool:
         """Whether it runs on the JAX platform ``platform`` (``"cpu"``, ``"gpu"``, ...)."""
-        return self.platforms is None or platform in self.platforms
+        return self.platforms is None or platforms.canonical(platform) in self.platforms
 
     def why_not(self, platform: str | None = None) -> str | None:
         """Why it cannot run on ``platform`` (default: JAX's default backend), or None."""
-        platform = platform or jax.default_backend()
+        platform = platform or platforms.current()
         if not self.runs_on(platform):
             runs = ", ".join(self.platforms or ())
             return (
-                f"the {self.name} backend runs on {runs}, and JAX's default backend is "
-                f"{platform}: use another backend or {AUTO!r}"
+                f"the {self.name} backend runs on {runs} only, and JAX runs on {platform}: "
+                f"use another backend, or {AUTO!r} to take the first that runs there"
             )
         return self.unavailable_reason()
 
@@ -115,17 +117,20 @@ def _warn_fallback(name: str, reason: str, chosen: str) -> None:
     )
 
 
-def resolve(name: str | None = None) -> Backend:
-    """The backend for ``name``: an explicit name, or for ``None`` / ``"auto"`` (``None``
-    reads ``$JELM_SIM_BACKEND`` first) the first registered backend that runs on JAX's
-    default device and is available. Skipping one that runs there but is unavailable
-    (the native step without a compiler) warns once, saying why.
+def resolve(name: str | None = None, platform: str | None = None) -> Backend:
+    """The backend for ``name`` on ``platform`` (default: JAX's default backend): an
+    explicit name, or for ``None`` / ``"auto"`` (``None`` reads ``$JELM_SIM_BACKEND``
+    first) the first registered backend that runs on the platform and is available.
+    Skipping one that runs there but is unavailable (the native step without a compiler)
+    warns once, saying why.
 
     Raises :class:`UnknownBackend` for a name not registered, and the backend's
     :class:`~jelm.sim.base.BackendUnavailable` for an explicit name that cannot run here.
     """
     name = name or os.environ.get(ENV) or AUTO
-    platform = jax.default_backend()
+    if platform is None:
+        platforms.check_pin()
+        platform = platforms.current()
     if name != AUTO:
         backend = get(name)
         reason = backend.why_not(platform)
@@ -149,7 +154,7 @@ register(
     Backend(
         "native",
         native_simulate,
-        platforms=("cpu",),
+        platforms=platforms.native_platforms(),
         unavailable_reason=unavailable_reason,
         error=NativeUnavailable,
     )

@@ -2,7 +2,9 @@
 
 Prints exactly one JSON line on stdout (progress goes to stderr)::
 
-    {"device": str,
+    {"device": {"platform": str, "kind": str, "count": int},
+     "platform_choices": {"platform": str, "pin_cpu_isa": bool, "chunk_slots": int | None,
+                          "native": bool},
      "results": [{"walkers": "seed_mix" | "max_padded" | "distinct", "batch": int, "steps": int,
                   "walker_steps_per_s": float, "spring_steps_per_s": float,
                   "compile_s": float, "run_s": float,
@@ -24,11 +26,15 @@ summed over the buckets; ``run_s`` the simulation alone, best of ``--repeats``.
 measured on each of ``--backends`` (default: both, native first; a backend that is not
 available here is left out with a note on stderr).
 ``numpy_reference``: the plain NumPy oracle step (jelm.sim.oracle), one walker at a time.
+``device``: what JAX runs on (the platform and kind of its first device, and how many
+devices it sees; the benchmark uses the default device). ``platform_choices``: the
+simulator's settings for that platform (:mod:`jelm.sim.platforms`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import sys
@@ -40,7 +46,7 @@ import jax
 import numpy as np
 
 import jelm.sim  # noqa: F401  (pins XLA flags before JAX starts)
-from jelm.sim import backends
+from jelm.sim import backends, platforms
 from jelm.sim.base import DEFAULT_PARAMS, BackendUnavailable, PhysicsParams, SurfaceSpec, as_arrays
 from jelm.sim.physics import evaluate_jit, init_state
 from jelm.sim.seed_walkers import seed_walkers
@@ -50,6 +56,16 @@ from jelm.sim.walker import BucketShape, WalkerBatch, pack, pack_buckets
 BATCHES = (1, 64, 1024, 4096)
 MAX_SHAPE = BucketShape(64, 256, 10)
 KINDS = ("seed_mix", "max_padded", "distinct")
+
+
+def device_info() -> dict[str, Any]:
+    """What JAX runs on: the platform and kind of its first device, and the device count."""
+    devices = jax.devices()
+    return {
+        "platform": devices[0].platform,
+        "kind": devices[0].device_kind,
+        "count": len(devices),
+    }
 
 
 def _seed_walkers() -> list[dict[str, Any]]:
@@ -191,9 +207,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                     file=sys.stderr,
                 )
                 results.append(row)
-    device = jax.devices()[0]
     out = {
-        "device": f"{device.platform}:{device.device_kind}",
+        "device": device_info(),
+        "platform_choices": dataclasses.asdict(platforms.choices()),
         "results": results,
         "numpy_reference": _numpy_reference(seeds, args.numpy_steps),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,

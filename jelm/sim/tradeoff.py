@@ -19,7 +19,8 @@ against the paper's rigid bones (Lehman et al. 2022, §4: bones are distance joi
 
 Prints exactly one JSON line on stdout (progress on stderr)::
 
-    {"device": str, "backend": "native" | "xla", "batch": int, "steps": int,
+    {"device": {"platform": str, "kind": str, "count": int},
+     "backend": "native" | "xla", "batch": int, "steps": int,
      "results": [{"substeps": int, "iterations": int, "sweeps_per_step": int,
                   "walker_steps_per_s": float, "speedup": float (vs the default),
                   "bone_error_worst": float, "bone_error_p99": float,
@@ -36,12 +37,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import jax
 import numpy as np
 
 import jelm.sim  # noqa: F401  (pins XLA flags before JAX starts)
 from jelm.sim import backends
 from jelm.sim.base import ACCURATE_PARAMS, DEFAULT_PARAMS, DEFAULT_STEPS, PhysicsParams
+from jelm.sim.bench import device_info
 from jelm.sim.physics import evaluate, rollout
 from jelm.sim.seed_walkers import seed_walkers
 from jelm.sim.terrain import flat
@@ -189,11 +190,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     base = next((r for r in results if (r["substeps"], r["iterations"]) == default), results[0])
     for row in results:
         row["speedup"] = row["walker_steps_per_s"] / base["walker_steps_per_s"]
-    device = jax.devices()[0]
     print(
         json.dumps(
             {
-                "device": f"{device.platform}:{device.device_kind}",
+                "device": device_info(),
                 "backend": backend,
                 "batch": args.batch,
                 "steps": args.steps,

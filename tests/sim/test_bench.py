@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import jax
 import numpy as np
 import pytest
 
-from jelm.sim import bench
+from jelm.sim import bench, platforms
 
 
 @pytest.mark.slow
@@ -16,7 +18,9 @@ def test_bench_prints_one_json_line_in_the_schema(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1
     out = json.loads(lines[0])
-    assert set(out) == {"device", "results", "numpy_reference", "peak_rss_mb"}
+    assert set(out) == {"device", "platform_choices", "results", "numpy_reference", "peak_rss_mb"}
+    assert out["device"] == bench.device_info()
+    assert out["platform_choices"] == dataclasses.asdict(platforms.choices("cpu"))
     assert out["numpy_reference"]["walker_steps_per_s"] > 0
     assert out["peak_rss_mb"] > 0
     rows = out["results"]
@@ -50,3 +54,13 @@ def test_distinct_walkers_share_no_topology():
     assert len(keys) == len(walkers)
     assert all(w["muscles"] for w in walkers)
     assert all(w["joints"] == seeds[k % len(seeds)]["joints"] for k, w in enumerate(walkers))
+
+
+def test_the_device_is_what_jax_sees():
+    info = bench.device_info()
+    assert info == {
+        "platform": jax.devices()[0].platform,
+        "kind": jax.devices()[0].device_kind,
+        "count": jax.device_count(),
+    }
+    assert info["platform"] == "cpu" and info["count"] >= 1

@@ -6,6 +6,6 @@ algorithm (ELM paper, Lehman et al. 2022, §4), :mod:`.slots` the walkers' layou
 """
 
 from jelm.sim.xla.slots import Topology, topology
-from jelm.sim.xla.step import CHUNK_SLOTS, chunk_rows, simulate
+from jelm.sim.xla.step import chunk_rows, simulate
 
-__all__ = ["CHUNK_SLOTS", "Topology", "chunk_rows", "simulate", "topology"]
+__all__ = ["Topology", "chunk_rows", "simulate", "topology"]

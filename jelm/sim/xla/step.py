@@ -37,15 +37,18 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from jelm.sim import platforms
 from jelm.sim.base import DEFAULT_PARAMS, GENERAL_SURFACES, PhysicsParams, SimState, SurfaceSpec
 from jelm.sim.terrain import Terrain
 from jelm.sim.walker import WalkerBatch
 from jelm.sim.xla.contact import Ground, clamp, contact, friction, side_entry
 from jelm.sim.xla.slots import Topology, minor, topology
 
-# Inside the scan every array has the batch axis last: joints (J, B), slots (J, D, B). On a
-# CPU this makes each gather a column lookup and every elementwise op a contiguous loop over
-# walkers. Slot sums run over d in order.
+# Inside the scan every array has the batch axis last: joints (J, B), slots (J, D, B), on
+# every platform. On a CPU this makes each gather a column lookup and every elementwise op
+# a contiguous loop over walkers; on a GPU neighbouring threads read neighbouring walkers
+# (coalesced loads); on a TPU the walkers fill the 128 lanes of a vector register
+# (jelm/sim/README.md, "Platforms"). Slot sums run over d in order.
 
 
 def _slot_sum(values: jax.Array) -> jax.Array:
@@ -175,15 +178,15 @@ def _from_dev(s: _Dev) -> SimState:
     return SimState(pos=pos, vel=vel, step=s.step)
 
 
-#: Slot-table entries (walkers x joints x link slots) simulated together inside one XLA
-#: loop; larger batches run chunk by chunk (``lax.map``) so the working set stays in
-#: cache (the size is measured: ``jelm/sim/README.md``, "Implementation of the XLA step").
-CHUNK_SLOTS = 131_072
-
-
-def chunk_rows(n_joints: int, degree: int) -> int:
-    """Rows per chunk for a bucket of ``n_joints`` x ``degree`` link slots."""
-    return max(64, CHUNK_SLOTS // max(1, n_joints * degree))
+def chunk_rows(n_joints: int, degree: int, platform: str | None = None) -> int | None:
+    """Rows per chunk for a bucket of ``n_joints`` x ``degree`` link slots on ``platform``
+    (default: JAX's default backend): the platform's ``chunk_slots``
+    (:func:`jelm.sim.platforms.choices`) divided by the slots of a row, at least 64; ``None``
+    where the platform runs the whole batch at once."""
+    slots = platforms.choices(platform).chunk_slots
+    if slots is None:
+        return None
+    return max(64, slots // max(1, n_joints * degree))
 
 
 def _simulate(
@@ -211,20 +214,23 @@ def simulate(
     params: PhysicsParams = DEFAULT_PARAMS,
     surfaces: SurfaceSpec = GENERAL_SURFACES,
     chunk: int | None = None,
+    platform: str | None = None,
 ) -> SimState:
     """Advance every walker of ``batch`` by ``steps`` steps from ``state`` on the XLA step
     (traceable; the ``xla`` backend of :mod:`jelm.sim.backends`).
 
-    Batches larger than ``chunk`` rows (default :func:`chunk_rows` of the batch's shape)
-    are split into equal chunks simulated one after another inside the same XLA call;
-    results do not depend on the chunking (walkers never interact).
+    Batches larger than ``chunk`` rows (default :func:`chunk_rows` of the batch's shape on
+    ``platform``, JAX's default backend unless named: cache-sized chunks on the CPU, the
+    whole batch on an accelerator) are split into equal chunks simulated one after another
+    inside the same XLA call; results do not depend on the chunking (walkers never
+    interact).
     ``surfaces`` (static) may skip terrain lookups a terrain does not need
     (:meth:`SurfaceSpec.of`); the general default is right for every terrain.
     """
     rows = batch.batch_size
     if chunk is None:
-        chunk = chunk_rows(batch.joints.shape[-2], batch.max_degree)
-    if rows <= chunk:
+        chunk = chunk_rows(batch.joints.shape[-2], batch.max_degree, platform)
+    if chunk is None or rows <= chunk:
         return _simulate(batch, terrain, state, steps, params, surfaces)
     n = -(-rows // chunk)
     chunk = -(-rows // n)  # equal chunks: 586 rows run as 2 x 293, not 512 + 74 padded
