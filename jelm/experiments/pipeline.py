@@ -71,7 +71,9 @@ CPU_SEEDS = ("square", "cppn_fixed", "cppn_mutable")
 #:   long fine-tuning from forgetting what the model knew; 60 steps are short).
 #: - stage 2: 200 steps with a 12-minute deadline (the README's step took 2.2 to 3.2 s),
 #:   128 samples (its evaluation of 128 took 2 minutes) and 8 out-of-distribution
-#:   completions per seed.
+#:   completions per seed. Three short ELM runs leave a few dozen programs, which the
+#:   command's 4 epochs cover in about 30 steps, after which the model writes no valid
+#:   program; so the epochs are unbounded here and the steps and the deadline stop it.
 #: - stage 3: 6 PPO iterations of its ``cpu`` batch; no timing of stage 3 is recorded, so
 #:   a 12-minute deadline bounds it (the run stops after the iteration that passes it).
 #:
@@ -80,7 +82,13 @@ CPU_SEEDS = ("square", "cppn_fixed", "cppn_mutable")
 CPU_CHANGES: dict[str, dict[str, Any]] = {
     "stage1": {},
     "finetune": {"max_steps": 60, "max_minutes": 6.0, "corpus": 0},
-    "stage2": {"max_steps": 200, "max_minutes": 12.0, "samples": 128, "ood_samples": 8},
+    "stage2": {
+        "epochs": 1000.0,
+        "max_steps": 200,
+        "max_minutes": 12.0,
+        "samples": 128,
+        "ood_samples": 8,
+    },
     "stage3": {"iterations": 6, "max_minutes": 12.0},
 }
 
@@ -429,6 +437,13 @@ def run_pipeline(
         done[stage] = {"summary": _compact(summary), "wall_s": time.time() - t0}
         _write(path, record)
         log(f"{stage}: done")
+        samples = (summary.get("samples") or {}) if stage == "stage2" else {}
+        if samples.get("n") and not samples.get("valid"):
+            log(
+                "stage2: warning: its model wrote no valid program in its samples, so "
+                "stage 3 sees only the penalty and learns nothing: train it longer "
+                "(--set stage2.max_steps=...) or on more programs (more stage-1 runs)"
+            )
     return record
 
 

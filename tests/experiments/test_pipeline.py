@@ -135,6 +135,8 @@ def fakes(monkeypatch) -> list[str]:
                 from jelm.lm.stage2 import Stage2Error
 
                 raise Stage2Error("the ledgers hold no program\nadmitted to a map")
+            if stage == "stage2" and cfg.get("samples") == 7:  # a model that writes nothing
+                return {"samples": {"n": 7, "valid": 0.0}}
             return {"steps": 1, "config": dict(cfg), "nested": {"a": 1}}
 
         return run
@@ -178,6 +180,19 @@ def test_a_stage_alone_reads_the_runs_stage1_made(tmp_path, fakes):
     record = json.loads((out / "pipeline.json").read_text())
     assert record["configs"]["stage2"]["ledgers"] == [str(out / "stage1/wheel-0")]
     assert fakes == ["stage1", "finetune", "stage2"]
+
+
+def test_a_stage2_model_without_valid_programs_is_reported(tmp_path, fakes, capsys):
+    out = tmp_path / "pipe"
+    assert main(["--out", str(out), "--stages", "stage1,finetune,stage2"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    out = tmp_path / "other"
+    assert (
+        main(["--out", str(out), "--stages", "stage1,finetune,stage2", "--set=stage2.samples=7"])
+        == 0
+    )
+    err = capsys.readouterr().err
+    assert "stage2: warning: its model wrote no valid program" in err
 
 
 def test_bad_input_is_one_line_and_code_2(tmp_path, fakes, capsys):
