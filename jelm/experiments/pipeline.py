@@ -76,6 +76,8 @@ CPU_SEEDS = ("square", "cppn_fixed", "cppn_mutable")
 #:   program; so the epochs are unbounded here and the steps and the deadline stop it.
 #: - stage 3: 6 PPO iterations of its ``cpu`` batch; no timing of stage 3 is recorded, so
 #:   a 12-minute deadline bounds it (the run stops after the iteration that passes it).
+#:   It samples up to stage 2's token budget (:func:`resolve`): its own 768 cut off the
+#:   programs of the CPPN seeds, which run to 900 tokens.
 #:
 #: Stage 1's and stage 2's evaluation have no deadline: on a slower or busier machine the
 #: whole can take longer than an hour.
@@ -258,6 +260,12 @@ def resolve(
     tuned = str((out / "finetune" / "model").absolute())
     configs["stage2"] |= {"model": tuned, "ledgers": ledgers}
     configs["stage3"] |= {"model": str((out / "stage2" / "model").absolute())}
+    # stage 3 samples the programs stage 2 learnt: a token budget below stage 2's cuts
+    # them off (a cut program cannot run)
+    if "max_new_tokens" not in overrides.get("stage3", {}):
+        configs["stage3"]["max_new_tokens"] = max(
+            configs["stage3"]["max_new_tokens"], configs["stage2"]["max_new_tokens"]
+        )
     _check(configs)
     return json.loads(json.dumps(configs))
 

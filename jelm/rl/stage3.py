@@ -197,6 +197,7 @@ class _Step:
         )
         state = {"params": params, "opt_state": opt_state, "kl_coef": jnp.float32(ctrl.coef)}
         row = _row(it + 1, got, ids_np, dist, stats, metrics, float(ctrl.coef))
+        row["truncated"] = float(np.mean(mask.sum(axis=1) >= cfg.max_new_tokens))
         row.update(sample_s=t1 - t0, reward_s=t2 - t1, update_s=time.time() - t2)
         return state, row, _sample_rows(it + 1, programs, ids_np, dist, got, mask)
 
@@ -288,6 +289,14 @@ def train(
                 ckpts.save(it + 1, state)
                 bar.update()
                 bar.set_postfix(reward=f"{row['reward_mean']:.2f}", valid=f"{row['valid']:.2f}")
+                if it == start and row["truncated"] >= 0.5:
+                    print(
+                        f"stage 3: {row['truncated']:.0%} of the programs reached "
+                        f"max_new_tokens ({cfg.max_new_tokens}) and were cut off, so they "
+                        "cannot run: raise --max-new-tokens to the length of the stage-2 "
+                        "model's programs",
+                        file=sys.stderr,
+                    )
                 if time.time() - started > cfg.max_minutes * 60 and it + 1 < cfg.iterations:
                     print(f"time budget of {cfg.max_minutes} min reached", file=sys.stderr)
                     break

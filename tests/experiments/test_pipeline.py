@@ -241,6 +241,10 @@ def test_presets_take_the_stage_commands_presets(tmp_path):
     assert paper["stage1"]["seeds"] == ["square", "radial", "cppn_fixed", "cppn_mutable"]
     assert paper["stage1"]["generations"] > cpu["stage1"]["generations"]
     assert cpu["stage1"]["lm"]["backend"]["path"] == "shipped"
+    # stage 3 samples as long programs as stage 2 does, unless told otherwise
+    assert cpu["stage3"]["max_new_tokens"] == cpu["stage2"]["max_new_tokens"] > 768
+    told = resolve("cpu", tmp_path, overrides={"stage3": {"max_new_tokens": 300}})
+    assert told["stage3"]["max_new_tokens"] == 300
 
 
 def test_stage3_alone_on_a_fresh_directory_exits_2(tmp_path):

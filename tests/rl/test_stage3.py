@@ -66,7 +66,7 @@ def _rows(out: Path, name: str = "train.jsonl") -> list[dict]:
     return [json.loads(line) for line in (out / name).read_text().splitlines()]
 
 
-def test_ppo_raises_a_terrain_conditioned_toy_reward(tiny, tmp_path):
+def test_ppo_raises_a_terrain_conditioned_toy_reward(tiny, tmp_path, capsys):
     """Half the programs earn 1 at the start whatever the policy does on its own: a rise
     to most of them needs the terrain, read through the TEN and the gate."""
     cfg = dataclasses.replace(
@@ -88,6 +88,14 @@ def test_ppo_raises_a_terrain_conditioned_toy_reward(tiny, tmp_path):
         assert np.mean([r[f"reward_{name}"] for r in rows[-3:]]) > 0.6
     samples = _rows(tmp_path / "run", "samples.jsonl")
     assert len(samples) == 24 * 32 and {s["terrain"] for s in samples} == {"flat", "tunnel"}
+    # the share of programs cut off by the token budget, and a warning when most are
+    for row in rows:
+        cut = [
+            s["tokens"] >= cfg.max_new_tokens for s in samples if s["iteration"] == row["iteration"]
+        ]
+        assert row["truncated"] == pytest.approx(np.mean(cut))
+    warned = "reached max_new_tokens (10)" in capsys.readouterr().err
+    assert warned == (rows[0]["truncated"] >= 0.5)
     assert (tmp_path / "run" / "policy" / "policy.json").is_file()
 
 
