@@ -10,7 +10,7 @@ from jelm.sim import shard
 from tests.devices import DEVICES, assert_same, loop, on_devices
 
 
-@pytest.mark.slow  # two whole runs and a second process: well over 30 s
+@pytest.mark.slow  # two whole runs and a second process: half a minute or more
 @pytest.mark.parametrize("mutation", ["gp", "direct"])
 def test_a_run_on_four_devices_ends_with_the_archive_of_one(mutation, tmp_path, monkeypatch):
     monkeypatch.setenv(shard.ENV, "0")  # the reference: the one-device code path
