@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from jelm.sim.backends import resolve
 from jelm.sim.base import (
@@ -29,6 +30,7 @@ from jelm.sim.base import (
     SurfaceSpec,
     as_arrays,
 )
+from jelm.sim.shard import local_mesh, over_devices
 from jelm.sim.terrain import Terrain, ground_height
 from jelm.sim.walker import WalkerBatch, pack_buckets
 
@@ -117,13 +119,16 @@ def evaluate(
     steps: int = DEFAULT_STEPS,
     params: PhysicsParams = DEFAULT_PARAMS,
     backend: str | None = None,
+    shard: bool | None = None,
 ) -> Evaluation:
     """Simulate every walker of ``batch`` for ``steps`` steps and score it (paper §4).
 
     ``terrain`` is one terrain for the whole batch or a per-row stack
     (:func:`jelm.sim.terrain.stack`). Compiles once per batch shape, horizon and terrain
     batching (see :func:`evaluate_jit`); everything runs in one XLA call. ``backend``:
-    see :func:`simulate`.
+    see :func:`simulate`. With more than one local device the rows are spread over all
+    of them, bit-identical to one device; ``shard=False`` (or ``$JELM_SIM_SHARD=0``)
+    keeps the batch on one (:func:`jelm.sim.shard.local_mesh`).
     """
     return evaluate_jit(
         batch,
@@ -132,10 +137,11 @@ def evaluate(
         steps=steps,
         surfaces=SurfaceSpec.of(terrain),
         backend=resolve(backend).name,
+        mesh=local_mesh(shard),
     )
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "surfaces", "backend"))
+@functools.partial(jax.jit, static_argnames=("steps", "surfaces", "backend", "mesh"))
 def evaluate_jit(
     batch: WalkerBatch,
     terrain: Terrain,
@@ -143,11 +149,28 @@ def evaluate_jit(
     steps: int,
     surfaces: SurfaceSpec = GENERAL_SURFACES,
     backend: str | None = None,
+    mesh: Mesh | None = None,
 ) -> Evaluation:
     """The jitted body of :func:`evaluate` (pass ``as_arrays(params)`` and
     ``SurfaceSpec.of(terrain)`` for results equal to :func:`evaluate`'s; the results are
-    the same with the general ``surfaces``, only slower). Traceable: use it inside a
-    larger jitted loop."""
+    the same with the general ``surfaces``, only slower). ``mesh``: spread the rows over
+    its devices (:func:`jelm.sim.shard.over_devices`; ``None``: one device). Traceable:
+    use it inside a larger jitted loop."""
+    run = functools.partial(_evaluate, steps=steps, surfaces=surfaces, backend=backend)
+    if mesh is None:
+        return run(batch, terrain, params)
+    return over_devices(run, mesh, batch, terrain, params)
+
+
+def _evaluate(
+    batch: WalkerBatch,
+    terrain: Terrain,
+    params: PhysicsParams,
+    steps: int,
+    surfaces: SurfaceSpec,
+    backend: str | None,
+) -> Evaluation:
+    """Place, simulate and score ``batch`` on one device (traceable)."""
     start = init_state(batch, terrain, params)
     final = simulate(batch, terrain, start, steps, params, surfaces=surfaces, backend=backend)
     displacement = _centre(final.pos, batch.joint_mask) - _centre(start.pos, batch.joint_mask)
@@ -171,10 +194,11 @@ def rollout(
     record_every: int = 1,
     params: PhysicsParams = DEFAULT_PARAMS,
     backend: str | None = None,
+    shard: bool | None = None,
 ) -> jax.Array:
     """Joint trajectories ``(B, T, J, 2)`` with ``T = steps // record_every + 1`` frames
     (frame 0 is the placed start); the same dynamics as :func:`evaluate` (and the same
-    ``backend``)."""
+    ``backend`` and ``shard``)."""
     if record_every < 1 or steps % record_every:
         raise ValueError(f"record_every ({record_every}) must divide steps ({steps})")
     return rollout_jit(
@@ -185,10 +209,13 @@ def rollout(
         record_every=record_every,
         surfaces=SurfaceSpec.of(terrain),
         backend=resolve(backend).name,
+        mesh=local_mesh(shard),
     )
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "record_every", "surfaces", "backend"))
+@functools.partial(
+    jax.jit, static_argnames=("steps", "record_every", "surfaces", "backend", "mesh")
+)
 def rollout_jit(
     batch: WalkerBatch,
     terrain: Terrain,
@@ -197,8 +224,27 @@ def rollout_jit(
     record_every: int,
     surfaces: SurfaceSpec = GENERAL_SURFACES,
     backend: str | None = None,
+    mesh: Mesh | None = None,
 ) -> jax.Array:
-    """The jitted body of :func:`rollout`."""
+    """The jitted body of :func:`rollout` (``mesh`` as in :func:`evaluate_jit`)."""
+    run = functools.partial(
+        _rollout, steps=steps, record_every=record_every, surfaces=surfaces, backend=backend
+    )
+    if mesh is None:
+        return run(batch, terrain, params)
+    return over_devices(run, mesh, batch, terrain, params)
+
+
+def _rollout(
+    batch: WalkerBatch,
+    terrain: Terrain,
+    params: PhysicsParams,
+    steps: int,
+    record_every: int,
+    surfaces: SurfaceSpec,
+    backend: str | None,
+) -> jax.Array:
+    """Joint trajectories of ``batch`` on one device (traceable)."""
     start = init_state(batch, terrain, params)
 
     def frame(state: SimState, _: None) -> tuple[SimState, jax.Array]:
@@ -219,10 +265,12 @@ def evaluate_walkers(
     params: PhysicsParams = DEFAULT_PARAMS,
     batch_multiple: int = 1,
     backend: str | None = None,
+    shard: bool | None = None,
 ) -> dict[str, np.ndarray]:
     """Host convenience: bucket ``walkers`` (dicts or Walker objects), evaluate each bucket
     and return NumPy arrays in input order (``fitness``, ``displacement``,
-    ``descriptors``, ``valid``). ``terrain`` must be unbatched."""
+    ``descriptors``, ``valid``). ``terrain`` must be unbatched; ``backend`` and ``shard``
+    as in :func:`evaluate`."""
     if terrain.is_batched:
         raise ValueError("evaluate_walkers takes one terrain; use evaluate() for stacks")
     n = len(walkers)
@@ -233,7 +281,7 @@ def evaluate_walkers(
         "valid": np.zeros(n, bool),
     }
     for indices, batch in pack_buckets(walkers, batch_multiple=batch_multiple):
-        result = evaluate(batch, terrain, steps, params, backend)
+        result = evaluate(batch, terrain, steps, params, backend, shard)
         rows = len(indices)
         out["fitness"][indices] = np.asarray(result.fitness)[:rows]
         out["displacement"][indices] = np.asarray(result.displacement)[:rows]

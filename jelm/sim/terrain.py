@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jelm.sim.rounding import divide
+
 #: Distance used for "no ceiling" / "no wall"; far outside any walker's reach.
 NO_SURFACE = 1.0e6
 #: Default grid: x in [-256, 256) at 0.5 units (program units; walkers are ~5-20 units).
@@ -71,7 +73,7 @@ def interp_heights(x0: jax.Array, dx: jax.Array, heights: jax.Array, x: jax.Arra
     column, ``x`` of shape ``(..., B)``: the simulator's batch-minor layout).
     """
     k = heights.shape[0]
-    s = (x - x0) / dx
+    s = divide(x - x0, dx)
     i = jnp.clip(jnp.floor(s), 0, k - 2).astype(jnp.int32)
     frac = jnp.clip(s - i, 0.0, 1.0)
     if heights.ndim == 1:
@@ -80,7 +82,7 @@ def interp_heights(x0: jax.Array, dx: jax.Array, heights: jax.Array, x: jax.Arra
         h0 = jnp.take_along_axis(heights, i, axis=0)
         h1 = jnp.take_along_axis(heights, i + 1, axis=0)
     inside = (s >= 0.0) & (s <= k - 1)
-    slope = jnp.where(inside, (h1 - h0) / dx, 0.0)
+    slope = jnp.where(inside, divide(h1 - h0, dx), 0.0)
     return h0 + frac * (h1 - h0), slope
 
 

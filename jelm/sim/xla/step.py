@@ -39,6 +39,7 @@ import jax.numpy as jnp
 
 from jelm.sim import platforms
 from jelm.sim.base import DEFAULT_PARAMS, GENERAL_SURFACES, PhysicsParams, SimState, SurfaceSpec
+from jelm.sim.rounding import divide
 from jelm.sim.terrain import Terrain
 from jelm.sim.walker import WalkerBatch
 from jelm.sim.xla.contact import Ground, clamp, contact, friction, side_entry
@@ -137,8 +138,8 @@ def _substep(topo: Topology, g: Ground, params: PhysicsParams, s: _Dev, sub: jax
     #    launch speed (a "split impulse"). Contacts are inelastic and only push: along the
     #    contact normal a touched node keeps at most the outward speed it had before the
     #    projections (the push cancels inward motion; it must not fling the node out).
-    px_vx = jnp.where(live, (x - x0) / dt, 0.0)
-    px_vy = jnp.where(live, (y - y0) / dt, 0.0)
+    px_vx = jnp.where(live, divide(x - x0, dt), 0.0)
+    px_vy = jnp.where(live, divide(y - y0, dt), 0.0)
     push_len = jnp.sqrt(push_x * push_x + push_y * push_y)
     inv = 1.0 / jnp.maximum(push_len, 1e-12)
     n_x, n_y = push_x * inv, push_y * inv

@@ -1,0 +1,155 @@
+"""Cases computed on several forced CPU devices in a subprocess and on one device in the
+test process, for bit-for-bit comparison.
+
+``--xla_force_host_platform_device_count`` only counts when it is set before JAX starts
+its CPU backend, so the multi-device side runs as ``python -m tests.devices CASE OUT``
+with that flag in ``XLA_FLAGS``; :func:`on_devices` starts it and loads what it saved.
+Each case is a function returning a dict of NumPy arrays, the same code on both sides.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import numpy as np
+
+import jelm.sim  # noqa: F401  (pins XLA flags before the JAX backend starts)
+from jelm.sim.shard import ENV
+
+#: Devices the subprocess forces.
+DEVICES = 4
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _walkers(rows: int):
+    """The seven seed walkers cycled over ``rows - 2`` rows, then two empty rows."""
+    from jelm.sim.seed_walkers import seed_walkers
+
+    seeds = list(seed_walkers().values())
+    return [seeds[k % len(seeds)] for k in range(rows - 2)] + [None, None]
+
+
+def _terrains(rows: int):
+    """Flat ground (one terrain: the native lane kernel, no lookups) and a per-row stack
+    of hills, tunnel and right wall (slopes, ceiling and walls; padded by repeating its
+    last row)."""
+    import jelm.sim as sim
+
+    index = np.arange(rows) % 3
+    return {
+        "flat": sim.flat(),
+        "stack": sim.stack([sim.hills(), sim.tunnel(), sim.right_wall()], index),
+    }
+
+
+def _meta() -> dict[str, np.ndarray]:
+    """The local device count and the size of the mesh the simulator spreads over (0:
+    none), under ``meta.`` keys that :func:`assert_same` skips."""
+    from jelm.sim.shard import local_mesh
+
+    mesh = local_mesh()
+    return {
+        "meta.devices": np.asarray(len(jax.local_devices())),
+        "meta.mesh": np.asarray(0 if mesh is None else mesh.size),
+    }
+
+
+def simulator(backend: str) -> dict[str, np.ndarray]:
+    """``evaluate`` and ``rollout`` of a batch of 9 rows (not a multiple of the device
+    count) on every terrain of :func:`_terrains`, and of the user's call: a batch of 12
+    placed with ``NamedSharding(mesh, P("b"))`` over every device."""
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    import jelm.sim as sim
+
+    out: dict[str, np.ndarray] = {}
+    batch = sim.pack(_walkers(9))
+    for name, terrain in _terrains(9).items():
+        ev = sim.evaluate(batch, terrain, steps=30, backend=backend)
+        for field in ("fitness", "displacement", "descriptors", "valid"):
+            out[f"{name}.{field}"] = np.asarray(getattr(ev, field))
+        out[f"{name}.pos"] = np.asarray(ev.final.pos)
+        out[f"{name}.vel"] = np.asarray(ev.final.vel)
+        frames = sim.rollout(batch, terrain, steps=20, record_every=5, backend=backend)
+        out[f"{name}.rollout"] = np.asarray(frames)
+    placed = sim.pack(_walkers(12))
+    mesh = Mesh(np.array(jax.devices()), ("b",))
+    placed = jax.device_put(placed, NamedSharding(mesh, P("b")))
+    ev = sim.evaluate(placed, sim.flat(), steps=30, backend=backend)
+    out["placed.fitness"] = np.asarray(ev.fitness)
+    return out | _meta()
+
+
+def loop(mutation: str) -> dict[str, np.ndarray]:
+    """A two-generation ELM run of the test configuration (``gp``: the host loop;
+    ``direct``: the jitted device loop) in a fresh run directory: the final archive."""
+    import tempfile
+
+    from jelm.experiments.config import from_mapping
+    from jelm.experiments.run import evolve
+    from tests.qd.test_loop import TINY
+
+    config = from_mapping({**TINY, "mutation": mutation, "generations": 2})
+    with tempfile.TemporaryDirectory() as tmp:
+        _, _, state, metrics = evolve(config, Path(tmp) / "run", log=str)
+    rep = state.repertoire
+    out = {
+        "fitness": np.asarray(rep.fitnesses),
+        "descriptors": np.asarray(rep.descriptors),
+        "qd_score": np.asarray(metrics["qd_score"]),
+    } | _meta()
+    for name, leaf in jax.tree_util.tree_leaves_with_path(rep.genotypes):
+        out["genotype" + jax.tree_util.keystr(name)] = np.asarray(leaf)
+    return out
+
+
+CASES: dict[str, Callable[[], dict[str, np.ndarray]]] = {
+    "simulator.native": lambda: simulator("native"),
+    "simulator.xla": lambda: simulator("xla"),
+    "loop.gp": lambda: loop("gp"),
+    "loop.direct": lambda: loop("direct"),
+}
+
+
+def on_devices(case: str, tmp: Path, devices: int = DEVICES) -> dict[str, np.ndarray]:
+    """Run ``case`` in a fresh process with ``devices`` forced CPU devices; its arrays."""
+    out = tmp / f"{case}.npz"
+    flags = os.environ.get("XLA_FLAGS", "")
+    env = os.environ | {
+        ENV: "1",
+        "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count={devices}".strip(),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.devices", case, str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    with np.load(out) as saved:
+        return dict(saved)
+
+
+def assert_same(one: dict[str, np.ndarray], many: dict[str, np.ndarray]) -> None:
+    """Every array of ``one`` equals its namesake in ``many`` bit for bit (NaN == NaN),
+    ``meta.`` keys aside."""
+    assert sorted(one) == sorted(many)
+    for name in one:
+        if name.startswith("meta."):
+            continue
+        np.testing.assert_array_equal(one[name], many[name], err_msg=name, strict=True)
+
+
+if __name__ == "__main__":
+    case, path = sys.argv[1], sys.argv[2]
+    np.savez(path, **CASES[case]())
