@@ -160,6 +160,7 @@ def test_native_backend_agrees_with_xla_and_runs_under_vmap():
     np.testing.assert_array_equal(single.pipeline_state.pos, out["native"].pipeline_state.pos[1])
 
 
+@pytest.mark.slow  # half a minute of CPU
 def test_brax_ppo_trains_a_controller_that_beats_the_walkers_own_gait():
     """A few PPO iterations (about 31k environment steps): the deterministic evaluation
     return rises above the untrained policy's and above the zero action's (the square's
@@ -205,6 +206,7 @@ def test_brax_ppo_trains_a_controller_that_beats_the_walkers_own_gait():
     assert after > own_gait + 20.0, (evals, own_gait)
 
 
+@pytest.mark.slow  # half a minute of CPU
 def test_qdax_map_elites_evolves_mlp_controllers():
     from qdax.core.containers.mapelites_repertoire import compute_euclidean_centroids
     from qdax.core.emitters.mutation_operators import isoline_variation
