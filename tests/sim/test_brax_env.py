@@ -73,10 +73,14 @@ def test_jit_and_vmap_give_the_single_environment_results():
     starts = np.asarray(many.pipeline_state.pos)
     assert not np.allclose(starts[0], starts[1])  # the reset noise differs by key
     reset, step = jax.jit(env.reset), jax.jit(env.step)
+    # to float tolerance, not bit for bit: batches of 4 and of 1 are programs of other
+    # shapes, which round alike only under the FMA pin (jelm/sim/README.md,
+    # "Determinism"), and a process that started JAX before importing jelm.sim lacks it;
+    # velocities (differences over dt) carry those last bits into the 4th digit
     for row in range(4):
         one = step(reset(keys[row]), actions[row])
-        np.testing.assert_allclose(many.obs[row], one.obs, rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(many.reward[row], one.reward, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(many.obs[row], one.obs, rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(many.reward[row], one.reward, rtol=1e-3, atol=1e-3)
 
 
 def test_actions_offset_the_walkers_muscles():
