@@ -104,6 +104,7 @@ def test_actions_offset_the_walkers_muscles():
     assert not np.allclose(far.obs, step(start, jnp.zeros(env.action_size)).obs)
 
 
+@pytest.mark.slow  # compiles the step for several terrains or backends
 def test_terrain_changes_the_dynamics_and_the_direction_of_progress():
     flat, hills = (_zero_rollout(SodaraceEnv("galloper", t), 20) for t in ("flat", "hills"))
     gap = np.abs(np.asarray(flat.pipeline_state.pos) - np.asarray(hills.pipeline_state.pos))
@@ -146,6 +147,7 @@ def test_registry_builds_the_environment_and_jelm_sim_does_not_import_brax():
     assert out.stdout.strip() == "False"
 
 
+@pytest.mark.slow  # compiles the step for several terrains or backends
 def test_native_backend_agrees_with_xla_and_runs_under_vmap():
     reason = backends.get("native").why_not()
     if reason is not None:
