@@ -41,7 +41,8 @@ def init_args(
     ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``, else from SLURM (``SLURM_NTASKS``,
     ``SLURM_PROCID``, the first host of ``SLURM_STEP_NODELIST`` or ``SLURM_JOB_NODELIST``
     at ``config.port``). One process in all (or nothing set) is a plain run;
-    ``config.auto`` gives ``{}``: JAX detects everything (TPU pods)."""
+    ``config.auto`` gives ``{}``: JAX detects everything (TPU pods). Each process sees
+    every device of its machine unless ``JAX_LOCAL_DEVICE_IDS`` says which."""
     env = os.environ if environ is None else environ
     if config.auto:
         return {}
@@ -78,6 +79,9 @@ def init_args(
         "num_processes": count,
         "process_id": index,
         "initialization_timeout": config.timeout_s,
+        # jelm has read the job; JAX's own SLURM detection would also pin each process
+        # to the device numbered SLURM_LOCALID (JAX_LOCAL_DEVICE_IDS still does that)
+        "cluster_detection_method": "deactivate",
     }
 
 

@@ -32,6 +32,7 @@ def test_the_section_gives_every_argument():
         "num_processes": 4,
         "process_id": 3,
         "initialization_timeout": 60,
+        "cluster_detection_method": "deactivate",
     }
 
 
