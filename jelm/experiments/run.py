@@ -351,7 +351,7 @@ def hydra_main(domain: str) -> Callable[[], None]:
             sys.exit(2)
         try:
             run(config, Path(HydraConfig.get().runtime.output_dir))
-        except (SeedError, CheckpointError, RunDirError, LedgerError) as exc:
+        except (SeedError, CheckpointError, RunDirError, LedgerError, ConfigError) as exc:
             print(f"jelm: {exc}", file=sys.stderr)
             sys.exit(1)
 
