@@ -29,6 +29,7 @@ from jelm.registry import UnknownEntry
 
 __all__ = [
     "ConfigError",
+    "DistributedConfig",
     "QDConfig",
     "RunConfig",
     "SandboxConfig",
@@ -39,7 +40,14 @@ __all__ = [
 ]
 
 #: Keys a resumed run may change (budget and presentation).
-RESUMABLE_KEYS = ("generations", "progress", "renders", "checkpoint_every", "xla_cache")
+RESUMABLE_KEYS = (
+    "generations",
+    "progress",
+    "renders",
+    "checkpoint_every",
+    "xla_cache",
+    "distributed",
+)
 
 
 class ConfigError(ValueError):
@@ -72,6 +80,25 @@ class SandboxConfig:
 
 
 @dataclasses.dataclass
+class DistributedConfig:
+    """The processes of a ``jax.distributed`` job (``jelm/qd/README.md``, "Many hosts").
+
+    Unset values are read from ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and
+    ``JAX_PROCESS_ID``, then from SLURM (``SLURM_NTASKS``, ``SLURM_PROCID``, the first host
+    of ``SLURM_STEP_NODELIST``); with none of them the run is one process. ``auto``
+    leaves every value to ``jax.distributed.initialize()``'s own detection (TPU pods and
+    the clusters JAX knows); ``port`` is the coordinator's port when only a host is known.
+    """
+
+    coordinator_address: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
+    port: int = 12321
+    auto: bool = False
+    timeout_s: int = 300
+
+
+@dataclasses.dataclass
 class RunConfig:
     """One ELM run (the keys every domain shares).
 
@@ -85,6 +112,7 @@ class RunConfig:
         checkpoint_every: generations between checkpoints (the last one is always saved).
         renders: pictures of the best elites written at the end.
         progress: a progress bar with live QD-score and coverage (else one line each).
+        distributed: the processes of a multi-host run (:class:`DistributedConfig`).
         xla_cache: a directory where compiled XLA programs are kept between runs (JAX's
             persistent compilation cache; ``None`` or empty: off). A run compiles the LM
             sampler for every new batch shape; later runs load them from here.
@@ -99,6 +127,7 @@ class RunConfig:
     batch: int = 32
     qd: QDConfig = dataclasses.field(default_factory=QDConfig)
     sandbox: SandboxConfig = dataclasses.field(default_factory=SandboxConfig)
+    distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
     checkpoint_every: int = 5
     renders: int = 4
     progress: bool = True
@@ -357,12 +386,15 @@ def from_mapping(raw: Mapping[str, Any], domain: str | None = None) -> RunConfig
     )
     _check_qd(qd, domain_obj, problems)
     sandbox = _section(merged["sandbox"], SandboxConfig, "sandbox", problems, used=False)
+    distributed = _section(
+        merged["distributed"], DistributedConfig, "distributed", problems, used=False
+    )
     built = {
         section: _section(merged[section], cls_, section, problems, used=section == used)
         for section, cls_ in sections.items()
     }
     if problems:
         raise ConfigError("bad configuration:\n  - " + "\n  - ".join(problems))
-    plain = {k: merged[k] for k in known if k not in ("qd", "sandbox", *sections)}
+    plain = {k: merged[k] for k in known if k not in ("qd", "sandbox", "distributed", *sections)}
     plain["seeds"] = [str(s) for s in seeds]
-    return cls(**plain, qd=qd, sandbox=sandbox, **built)
+    return cls(**plain, qd=qd, sandbox=sandbox, distributed=distributed, **built)

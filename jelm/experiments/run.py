@@ -14,6 +14,7 @@ A run directory holds ``config.json``, ``metrics.jsonl``, ``ledger.sqlite``,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -179,12 +180,15 @@ def evolve(
     """Run (or resume) the configured search in run directory ``out``: the host loop for
     a program operator, the device loop for a genotype operator. Returns the domain, the
     archive, its final state and the final metrics."""
+    from jelm.experiments.hosts import start
     from jelm.mutation.base import on_device
     from jelm.programs.sandbox import Sandbox, SandboxLimits
     from jelm.qd.device import run_device
     from jelm.qd.loop import HostLoop, run_host
     from jelm.qd.run import Run, Schedule
 
+    if start(config.distributed):
+        return _evolve_hosts(config, out, progress, log)
     domain, archive, operator = build(config)
     schedule = Schedule(config.generations, config.batch, config.checkpoint_every, config.seed)
     seeds = [(name, seed_program(domain, name)) for name in config.seeds]
@@ -211,6 +215,54 @@ def evolve(
     return domain, archive, state, metrics
 
 
+def _evolve_hosts(
+    config: RunConfig,
+    out: Path,
+    progress: Callable[[dict], None] | None,
+    log: Callable[[str], None],
+) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """:func:`evolve` as one process of a multi-process job: the host loop over every
+    process (:func:`jelm.qd.hosts.run_hosts`); process 0 alone writes ``out``."""
+    from jelm.mutation.base import on_device
+    from jelm.programs.sandbox import Sandbox, SandboxLimits
+    from jelm.qd.hosts import Hosts, HostsLoop, run_hosts
+    from jelm.qd.run import Run, Schedule
+
+    hosts = Hosts()
+    domain, archive, operator = build(config)
+    if on_device(operator):
+        raise ConfigError(
+            f"operator {config.mutation!r} runs in the device loop, which runs on one "
+            "process; a multi-process run takes a program operator"
+        )
+    schedule = Schedule(config.generations, config.batch, config.checkpoint_every, config.seed)
+    seeds = [(name, seed_program(domain, name)) for name in config.seeds]
+    limits = SandboxLimits(timeout_s=float(config.sandbox.timeout_s))
+    with contextlib.ExitStack() as stack:
+        run_dir = None
+        if hosts.main:
+            run_dir = stack.enter_context(
+                Run(
+                    out,
+                    config.to_dict(),
+                    identity(config),
+                    domain.descriptor_names,
+                    resume_ignore=RESUMABLE_KEYS,
+                    log=log,
+                )
+            )
+            log(
+                f"writing to {out}/ from process 0 of {hosts.count}"
+                + (" (resuming)" if run_dir.resumed else "")
+            )
+        sandbox = stack.enter_context(
+            Sandbox(program=domain.program, workers=config.sandbox.workers, limits=limits)
+        )
+        loop = HostsLoop(domain, operator, archive, sandbox, config.batch, config.seed, hosts=hosts)
+        state, metrics = run_hosts(loop, run_dir, schedule, seeds, progress if hosts.main else None)
+    return domain, archive, state, metrics
+
+
 def use_xla_cache(path: str | None) -> None:
     """Keep compiled XLA programs in ``path`` between runs (JAX's persistent compilation
     cache), unless it is empty or ``JAX_COMPILATION_CACHE_DIR`` already names one."""
@@ -224,8 +276,16 @@ def use_xla_cache(path: str | None) -> None:
 def run(config: RunConfig, out: Path) -> dict[str, Any]:
     """The main job: :func:`evolve` with a progress bar, then plots and renders; prints
     what it runs and where; returns the final metrics and a summary."""
+    from jelm.experiments.hosts import start
+
     t0 = time.perf_counter()
     use_xla_cache(config.xla_cache)
+    if start(config.distributed):  # before any JAX computation
+        import jax
+
+        if jax.process_index() != 0:  # process 0 reports and writes the outputs
+            _, _, _, metrics = evolve(config, out, log=lambda line: None)
+            return metrics
     space = list(config.qd.grid) if config.qd.kind == "grid" else f"{config.qd.n_centroids} cells"
     options = ", ".join(f"{k}={v}" for k, v in config.domain_options().items())
     print(
@@ -270,6 +330,8 @@ def hydra_main(domain: str) -> Callable[[], None]:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import DictConfig, OmegaConf
 
+    from jelm.experiments.config import DistributedConfig
+    from jelm.experiments.hosts import start
     from jelm.io.checkpoint import CheckpointError
     from jelm.io.rundir import RunDirError
     from jelm.qd.ledger import LedgerError
@@ -281,13 +343,15 @@ def hydra_main(domain: str) -> Callable[[], None]:
     def main(cfg: DictConfig) -> None:
         raw = OmegaConf.to_container(cfg, resolve=True)
         try:
+            # before anything touches JAX: building the domain may place arrays
+            start(DistributedConfig(**raw.get("distributed", {})))
             config = from_mapping(raw, domain)
         except ConfigError as exc:
             print(exc, file=sys.stderr)
             sys.exit(2)
         try:
             run(config, Path(HydraConfig.get().runtime.output_dir))
-        except (SeedError, CheckpointError, RunDirError, LedgerError) as exc:
+        except (SeedError, CheckpointError, RunDirError, LedgerError, ConfigError) as exc:
             print(f"jelm: {exc}", file=sys.stderr)
             sys.exit(1)
 

@@ -56,9 +56,22 @@ class Checkpoints:
 
     def __init__(self, directory: str | Path, keep: int = 3):
         self.directory = Path(directory).absolute()
+        # In a job of several processes (jax.distributed) only the one that opens the
+        # directory writes it: orbax then runs without cross-process barriers, and the
+        # state is written and read as host arrays (orbax refuses process-local device
+        # arrays in a multi-process job).
+        self._alone = jax.process_count() > 1
+        alone: dict[str, Any] = {}
+        if self._alone:
+            me = jax.process_index()
+            alone["multiprocessing_options"] = ocp.options.MultiprocessingOptions(
+                primary_host=me, active_processes={me}
+            )
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True, enable_async_checkpointing=False
+            max_to_keep=keep, create=not self._alone, enable_async_checkpointing=False, **alone
         )
+        if self._alone:
+            self.directory.mkdir(parents=True, exist_ok=True)
         try:
             # the one item's handler named up front: a manager opened on an existing
             # directory then reads its metadata (shapes are checked before restoring)
@@ -83,6 +96,8 @@ class Checkpoints:
     def save(self, step: int, state: Any) -> None:
         """Write ``state`` (a pytree of arrays) as checkpoint ``step``."""
         try:
+            if self._alone:
+                state = jax.device_get(state)
             self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
             self._manager.wait_until_finished()
         except Exception as exc:
@@ -104,9 +119,12 @@ class Checkpoints:
         stored = self._stored(step)
         if stored is not None:
             self._compare(step, stored, want, "it was written by another configuration")
-        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
+        host = jax.device_get(template) if self._alone else template
+        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, host)
         try:
             state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            if self._alone:
+                state = jax.tree_util.tree_map(jax.numpy.asarray, state)
         except Exception as exc:
             raise CheckpointError(
                 f"checkpoint {step} in {self.directory} does not restore "
