@@ -171,6 +171,21 @@ def write_outputs(
     }
 
 
+def _open_run(config: RunConfig, out: Path, domain: Any, log: Callable[[str], None]) -> Any:
+    """The run directory ``out`` of ``config`` (:class:`jelm.qd.run.Run`, resuming when it
+    holds a run of the same identity)."""
+    from jelm.qd.run import Run
+
+    return Run(
+        out,
+        config.to_dict(),
+        identity(config),
+        domain.descriptor_names,
+        resume_ignore=RESUMABLE_KEYS,
+        log=log,
+    )
+
+
 def evolve(
     config: RunConfig,
     out: Path,
@@ -185,7 +200,7 @@ def evolve(
     from jelm.programs.sandbox import Sandbox, SandboxLimits
     from jelm.qd.device import run_device
     from jelm.qd.loop import HostLoop, run_host
-    from jelm.qd.run import Run, Schedule
+    from jelm.qd.run import Schedule
 
     if start(config.distributed):
         return _evolve_hosts(config, out, progress, log)
@@ -194,14 +209,7 @@ def evolve(
     seeds = [(name, seed_program(domain, name)) for name in config.seeds]
     limits = SandboxLimits(timeout_s=float(config.sandbox.timeout_s))
     with (
-        Run(
-            out,
-            config.to_dict(),
-            identity(config),
-            domain.descriptor_names,
-            resume_ignore=RESUMABLE_KEYS,
-            log=log,
-        ) as run_dir,
+        _open_run(config, out, domain, log) as run_dir,
         Sandbox(program=domain.program, workers=config.sandbox.workers, limits=limits) as sandbox,
     ):
         log(f"writing to {out}/" + (" (resuming)" if run_dir.resumed else ""))
@@ -226,7 +234,7 @@ def _evolve_hosts(
     from jelm.mutation.base import on_device
     from jelm.programs.sandbox import Sandbox, SandboxLimits
     from jelm.qd.hosts import Hosts, HostsLoop, run_hosts
-    from jelm.qd.run import Run, Schedule
+    from jelm.qd.run import Schedule
 
     hosts = Hosts()
     domain, archive, operator = build(config)
@@ -241,16 +249,7 @@ def _evolve_hosts(
     with contextlib.ExitStack() as stack:
         run_dir = None
         if hosts.main:
-            run_dir = stack.enter_context(
-                Run(
-                    out,
-                    config.to_dict(),
-                    identity(config),
-                    domain.descriptor_names,
-                    resume_ignore=RESUMABLE_KEYS,
-                    log=log,
-                )
-            )
+            run_dir = stack.enter_context(_open_run(config, out, domain, log))
             log(
                 f"writing to {out}/ from process 0 of {hosts.count}"
                 + (" (resuming)" if run_dir.resumed else "")
