@@ -207,7 +207,30 @@ def lm_train() -> dict[str, np.ndarray]:
     return out | _lm_meta()
 
 
+def rl_sample() -> dict[str, np.ndarray]:
+    """Stage 3's policy (the tiny GPT-2 of ``tests/rl/test_policy.py``, its gate open)
+    sampling 7 rows (not a multiple of the device count) on three terrains, with a stop
+    token: ``sample_over_devices``' tokens and masks."""
+    from jelm.rl.policy import sample_over_devices
+    from tests.rl.test_policy import PROMPT, _policy
+
+    cfg, _, params = _policy("gpt2")
+    params = {**params, "gate": params["gate"] + 0.7}
+    ids = jnp.asarray(np.arange(7) % 3, jnp.int32)
+    key = jax.random.key(4)
+    free = sample_over_devices(params, cfg, ids, PROMPT, key, jnp.asarray([-1]), jnp.int32(0), 16)
+    tokens = np.asarray(free.tokens)
+    stops = jnp.asarray([tokens[0, 4], tokens[2, 9]], jnp.int32)  # tokens the rows write
+    drawn = sample_over_devices(params, cfg, ids, PROMPT, key, stops, jnp.int32(0), 16)
+    return {
+        "free.tokens": tokens,
+        "tokens": np.asarray(drawn.tokens),
+        "mask": np.asarray(drawn.mask),
+    } | _lm_meta()
+
+
 CASES: dict[str, Callable[[], dict[str, np.ndarray]]] = {
+    "rl.sample": rl_sample,
     "lm.sample": lm_sample,
     "lm.train": lm_train,
     "simulator.native": lambda: simulator("native"),

@@ -12,7 +12,15 @@ import pytest
 
 from jelm.lm import shard
 from jelm.lm.train import loss_fn, make_step
-from tests.devices import DEVICES, _tiny_lm, assert_same, lm_sample, lm_train, on_devices
+from tests.devices import (
+    DEVICES,
+    _tiny_lm,
+    assert_same,
+    lm_sample,
+    lm_train,
+    on_devices,
+    rl_sample,
+)
 
 
 def _spread(one: dict[str, np.ndarray], many: dict[str, np.ndarray]) -> None:
@@ -85,3 +93,12 @@ def test_padding_rounds_up_with_rows_that_weigh_nothing():
     step = make_step(config, optax.sgd(0.1), shard=False)
     _, _, value = step(params, optax.sgd(0.1).init(params), tokens, mask)
     np.testing.assert_allclose(value, loss(params, config, tokens, mask), rtol=1e-6)
+
+
+def test_stage3_sampling_on_four_devices_gives_one_devices_tokens(tmp_path, monkeypatch):
+    monkeypatch.setenv(shard.ENV, "0")
+    one = rl_sample()
+    many = on_devices("rl.sample", tmp_path)
+    _spread(one, many)
+    assert_same(one, many)
+    assert not one["mask"].all()  # some rows stopped early
