@@ -16,9 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import jelm.sim  # noqa: F401  (pins XLA flags before the JAX backend starts)
+from jelm.lm.shard import ENV as LM_ENV
 from jelm.sim.shard import ENV
 
 #: Devices the subprocess forces.
@@ -109,7 +111,128 @@ def loop(mutation: str) -> dict[str, np.ndarray]:
     return out
 
 
+def _tiny_lm():
+    """The tiny random model of ``tests/lm_fixtures.make_tiny_model`` (without its
+    tokenizer: the LM cases feed token ids): its config and parameters."""
+    from jelm.lm.model import ModelConfig, init_params
+
+    config = ModelConfig(vocab_size=400, n_ctx=128, d_model=32, n_layer=2, n_head=2)
+    return config, init_params(config, jax.random.key(0))
+
+
+def _lm_meta() -> dict[str, np.ndarray]:
+    """The local device count and the size of the LM's mesh (0: none)."""
+    from jelm.lm.shard import local_mesh
+
+    mesh = local_mesh()
+    return {
+        "meta.devices": np.asarray(len(jax.local_devices())),
+        "meta.mesh": np.asarray(0 if mesh is None else mesh.size),
+    }
+
+
+def lm_sample() -> dict[str, np.ndarray]:
+    """``generate`` of 11 prompts (children of shared parents and lone ones, not a multiple
+    of the device count) greedy and sampled, with at most 2 and 8 rows at once (refills,
+    packing): every row's tokens, padded with -1."""
+    from jelm.lm.sampling import generate
+
+    config, params = _tiny_lm()
+    rng = np.random.default_rng(0)
+    parents = [rng.integers(1, 400, size=n).tolist() for n in (40, 23, 9)]
+    prompts = [parents[k % 3] + [k + 1, 7] for k in range(8)] + [
+        rng.integers(1, 400, size=n).tolist() for n in (5, 31, 17)
+    ]
+    out: dict[str, np.ndarray] = {}
+    for batch in (2, 8):
+        for name, temperature, top_p in (("greedy", 0.0, 1.0), ("sampled", 1.0, 0.9)):
+            gens = generate(
+                params,
+                config,
+                prompts,
+                jax.random.key(3),
+                max_new_tokens=24,
+                temperature=temperature,
+                top_p=top_p,
+                stop_token_ids=[5, 17, 99],
+                max_batch=batch,
+            )
+            tokens = np.full((len(gens), 24), -1, np.int32)
+            for i, gen in enumerate(gens):
+                tokens[i, : len(gen.tokens)] = gen.tokens
+            out[f"{name}.{batch}.tokens"] = tokens
+            out[f"{name}.{batch}.stopped"] = np.asarray([g.finish_reason == "stop" for g in gens])
+    return out | _lm_meta()
+
+
+def lm_train() -> dict[str, np.ndarray]:
+    """Three steps of ``make_step`` (gradient clipping and SGD: the parameters move by
+    the summed gradients themselves, so a reordered sum shows as rounding; AdamW's first
+    steps move near-zero gradient entries by about the learning rate whatever their size,
+    jelm/lm/README.md, "Devices") on batches of 6 rows (not a multiple of the device count)
+    with partial loss masks: each step's loss, the final parameters, and the logits of the
+    first batch under the initial parameters (a forward pass, no sum over rows)."""
+    import optax
+
+    from jelm.lm import shard
+    from jelm.lm.model import forward
+    from jelm.lm.train import make_step
+
+    config, params = _tiny_lm()
+    optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(0.5))
+    step = make_step(config, optimizer)
+    rng = np.random.default_rng(1)
+    batches = []
+    for _ in range(3):
+        tokens = rng.integers(0, 400, size=(6, 17)).astype(np.int32)
+        mask = np.arange(17)[None, :] >= rng.integers(2, 12, size=(6, 1))
+        batches.append((tokens, mask))
+
+    tokens = batches[0][0]
+    mesh = shard.local_mesh()
+    placed = shard.split_rows(shard.pad_rows(tokens, shard.padded_rows(6, mesh)), mesh)
+    inputs = placed[:, :-1]
+    positions = jnp.broadcast_to(jnp.arange(16), inputs.shape)
+    logits = jax.jit(forward, static_argnums=1)(
+        shard.replicate(params, mesh), config, inputs, positions, jnp.ones(inputs.shape, bool)
+    )
+    out = {"forward.logits": np.asarray(logits)[:6]}
+
+    opt_state = optimizer.init(params)
+    for k, (tokens, mask) in enumerate(batches):
+        params, opt_state, loss = step(params, opt_state, tokens, mask)
+        out[f"loss.{k}"] = np.asarray(loss)
+    for name, leaf in jax.tree_util.tree_leaves_with_path(params):
+        out["params" + jax.tree_util.keystr(name)] = np.asarray(leaf)
+    return out | _lm_meta()
+
+
+def rl_sample() -> dict[str, np.ndarray]:
+    """Stage 3's policy (the tiny GPT-2 of ``tests/rl/test_policy.py``, its gate open)
+    sampling 7 rows (not a multiple of the device count) on three terrains, with a stop
+    token: ``sample_over_devices``' tokens and masks."""
+    from jelm.rl.policy import sample_over_devices
+    from tests.rl.test_policy import PROMPT, _policy
+
+    cfg, _, params = _policy("gpt2")
+    params = {**params, "gate": params["gate"] + 0.7}
+    ids = jnp.asarray(np.arange(7) % 3, jnp.int32)
+    key = jax.random.key(4)
+    free = sample_over_devices(params, cfg, ids, PROMPT, key, jnp.asarray([-1]), jnp.int32(0), 16)
+    tokens = np.asarray(free.tokens)
+    stops = jnp.asarray([tokens[0, 4], tokens[2, 9]], jnp.int32)  # tokens the rows write
+    drawn = sample_over_devices(params, cfg, ids, PROMPT, key, stops, jnp.int32(0), 16)
+    return {
+        "free.tokens": tokens,
+        "tokens": np.asarray(drawn.tokens),
+        "mask": np.asarray(drawn.mask),
+    } | _lm_meta()
+
+
 CASES: dict[str, Callable[[], dict[str, np.ndarray]]] = {
+    "rl.sample": rl_sample,
+    "lm.sample": lm_sample,
+    "lm.train": lm_train,
     "simulator.native": lambda: simulator("native"),
     "simulator.xla": lambda: simulator("xla"),
     "loop.gp": lambda: loop("gp"),
@@ -123,6 +246,7 @@ def on_devices(case: str, tmp: Path, devices: int = DEVICES) -> dict[str, np.nda
     flags = os.environ.get("XLA_FLAGS", "")
     env = os.environ | {
         ENV: "1",
+        LM_ENV: "1",
         "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count={devices}".strip(),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }

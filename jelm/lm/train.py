@@ -37,6 +37,7 @@ import numpy as np
 import optax
 
 from jelm.domains.base import CorpusExample
+from jelm.lm import shard as lm_shard
 from jelm.lm.backends import SHIPPED_DIR as SHIPPED
 from jelm.lm.checkpoint import save_model
 from jelm.lm.data import Encoded, bucket_of, encode, make_batches, train_tokenizer, training_text
@@ -130,14 +131,32 @@ def loss_fn(params: Any, config: ModelConfig, tokens: jax.Array, mask: jax.Array
     return masked_xent(logits, targets, weights)
 
 
-def make_step(config: ModelConfig, optimizer: optax.GradientTransformation):
-    """The jitted training step: loss, gradients, optimizer update."""
+def make_step(
+    config: ModelConfig, optimizer: optax.GradientTransformation, shard: bool | None = None
+):
+    """The training step: loss, gradients, optimizer update, jitted.
 
-    @jax.jit
-    def step(params, opt_state, tokens, mask):
+    On several local devices (:func:`jelm.lm.shard.local_mesh`; ``shard=False`` or
+    ``$JELM_LM_SHARD=0`` keep one) the batch is padded with rows that weigh nothing to a
+    multiple of the device count and its rows split over the devices, parameters and
+    optimizer state replicated; XLA's partitioner sums the gradients over the devices.
+    The returned parameters, optimizer state and loss are replicated."""
+    mesh = lm_shard.local_mesh(shard)
+
+    def body(params, opt_state, tokens, mask):
         loss, grads = jax.value_and_grad(loss_fn)(params, config, tokens, mask)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
+
+    if mesh is None:
+        return jax.jit(body)
+    jitted = jax.jit(body, out_shardings=lm_shard.replicated(mesh))
+
+    def step(params, opt_state, tokens, mask):
+        total = lm_shard.padded_rows(tokens.shape[0], mesh)
+        tokens, mask = lm_shard.split_rows(lm_shard.pad_rows((tokens, mask), total), mesh)
+        params, opt_state = lm_shard.replicate((params, opt_state), mesh)
+        return jitted(params, opt_state, tokens, mask)
 
     return step
 

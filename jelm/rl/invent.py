@@ -63,7 +63,7 @@ def sample_programs(
     the stage-2 header and decoded as stage 3 decodes them; ``max_new_tokens`` is cut to
     the room the model's context leaves after the header."""
     from jelm.rl.encoders import encoder_inputs
-    from jelm.rl.policy import sample
+    from jelm.rl.policy import sample_over_devices as sample
     from jelm.rl.stage3 import _decode, program_prompt
 
     prompt, stops, pad = program_prompt(tokenizer)

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from jelm.lm import model as M
+from jelm.lm import shard as lm_shard
 from jelm.lm.kv import LayerCache, View
 from jelm.rl.encoders import make_encoder
 
@@ -130,7 +131,7 @@ def response_mask(tokens: jax.Array, stop_ids: jax.Array) -> jax.Array:
     return before == 0
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "max_new"))
+@functools.partial(jax.jit, static_argnames=("cfg", "max_new", "real"))
 def sample(
     params: Params,
     cfg: PolicyConfig,
@@ -140,9 +141,11 @@ def sample(
     stop_ids: jax.Array,
     pad_id: jax.Array,
     max_new: int,
+    real: int | None = None,
 ) -> Sampled:
     """Sample one response per row of ``inputs`` after ``prompt`` [P] (the header, the
     same for every row), from the policy at its temperature, with a KV cache.
+    ``real``: the real rows (the rest is padding, done from the start); ``None``: all.
 
     Row ``b``'s token ``t`` is drawn with ``fold_in(key, t)`` over the batch; a row stops
     at its first token in ``stop_ids`` and is padded with ``pad_id`` after it; the loop
@@ -170,6 +173,8 @@ def sample(
     first = draw(logits, jnp.int32(0))
     tokens = jnp.full((b, max_new), pad_id, jnp.int32).at[:, 0].set(first)
     done = jnp.isin(first, stop_ids)
+    if real is not None:
+        done = done | (jnp.arange(b) >= real)
     slots = jnp.arange(max_new)
 
     def cond(state):
@@ -197,6 +202,33 @@ def sample(
 
     _, tokens, _, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), tokens, done, cache))
     return Sampled(tokens, response_mask(tokens, stop_ids))
+
+
+def sample_over_devices(
+    params: Params,
+    cfg: PolicyConfig,
+    inputs: jax.Array,
+    prompt: jax.Array,
+    key: jax.Array,
+    stop_ids: jax.Array,
+    pad_id: jax.Array,
+    max_new: int,
+    shard: bool | None = None,
+) -> Sampled:
+    """:func:`sample` with the rows spread over every local device
+    (:func:`jelm.lm.shard.local_mesh`; ``shard=False`` or ``$JELM_LM_SHARD=0``: one):
+    ``inputs`` padded to a multiple of the device count with rows that start done, the
+    parameters replicated, the padding dropped. The tokens are one device's: a row's
+    draws depend on its index, not on the batch size or the sharding (threefry
+    partitionable, ``jelm/lm/README.md``, "Devices")."""
+    mesh = lm_shard.local_mesh(shard)
+    if mesh is None:
+        return sample(params, cfg, inputs, prompt, key, stop_ids, pad_id, max_new)
+    b = inputs.shape[0]
+    placed = lm_shard.split_rows(lm_shard.pad_rows(inputs, lm_shard.padded_rows(b, mesh)), mesh)
+    params, prompt, stop_ids, pad_id = lm_shard.replicate((params, prompt, stop_ids, pad_id), mesh)
+    out = sample(params, cfg, placed, prompt, key, stop_ids, pad_id, max_new, real=b)
+    return jax.tree.map(lambda a: a[:b], out)
 
 
 def save_policy(

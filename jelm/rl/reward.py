@@ -59,6 +59,7 @@ class SodaraceRewarder:
         import jax
 
         from jelm.sim import DEFAULT_PARAMS, SurfaceSpec, as_arrays, evaluate_jit
+        from jelm.sim.shard import local_mesh
 
         self.domain = domain
         self.sandbox = sandbox
@@ -70,6 +71,9 @@ class SodaraceRewarder:
         self._surfaces = SurfaceSpec.of(stacked)
         self._params = as_arrays(DEFAULT_PARAMS)
         self._evaluate = evaluate_jit
+        # every local device unless $JELM_SIM_SHARD=0, as the Sodarace domain's evaluate;
+        # bit-identical to one device (jelm/sim/README.md, "Devices")
+        self._mesh = local_mesh()
         self._take = jax.jit(lambda stack, idx: jax.tree.map(lambda a: a[idx], stack))
 
     def __call__(self, programs: Sequence[str], terrain_ids: np.ndarray) -> Rewards:
@@ -102,6 +106,7 @@ class SodaraceRewarder:
                 self._params,
                 steps=self.domain.steps,
                 surfaces=self._surfaces,
+                mesh=self._mesh,
             )
             fit, ok = np.asarray(ev.fitness), np.asarray(ev.valid)
             for j, p in enumerate(part):

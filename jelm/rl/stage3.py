@@ -152,7 +152,7 @@ class _Step:
         ``samples.jsonl`` rows. Every key comes from the seed and ``it``."""
         from jelm.rl import ppo
         from jelm.rl.encoders import encoder_inputs
-        from jelm.rl.policy import sample
+        from jelm.rl.policy import sample_over_devices as sample
         from jelm.rl.terrains import sample_terrains
 
         cfg, dist = self.cfg, self.dist

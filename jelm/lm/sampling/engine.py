@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jelm.lm import shard as lm_shard
 from jelm.lm.model import ModelConfig, Params
 from jelm.lm.sampling import copy as C
 from jelm.lm.sampling import device as D
@@ -137,6 +138,12 @@ class Sampler:
     copy_vocab`), prompts added with a parent program write diffs that copy it. ``shapes``:
     a record of shapes compiled for earlier calls, kept by the caller (:class:`jelm.lm.
     sampling.plan.Shapes`).
+
+    On several local devices (:func:`jelm.lm.shard.local_mesh`; ``shard=False`` or
+    ``$JELM_LM_SHARD=0`` keep one) the slots are split over the devices, the parameters
+    replicated: every slot count is rounded up to a multiple of the device count with
+    empty slots, and the tokens are those of one device (``jelm/lm/README.md``,
+    "Devices").
     """
 
     def __init__(
@@ -154,11 +161,13 @@ class Sampler:
         drafts: int | None = None,
         copy_vocab: C.CopyVocab | None = None,
         shapes: Shapes | None = None,
+        shard: bool | None = None,
     ) -> None:
         _check(config, [], max_new_tokens, temperature, top_p)
+        self.mesh = lm_shard.local_mesh(shard)
         if drafts is not None and not 0 <= drafts <= MAX_DRAFTS:
             raise ValueError(f"drafts must be in [0, {MAX_DRAFTS}], got {drafts}")
-        self.params, self.config = params, config
+        self.params, self.config = lm_shard.replicate(params, self.mesh), config
         self.max_new_tokens = int(max_new_tokens)
         self.max_rows = 1 << (max(1, max_batch).bit_length() - 1)  # a power of two
         self.share_prefixes = share_prefixes
@@ -166,13 +175,16 @@ class Sampler:
         n_stop = max(STOP_SLOTS, -(-len(stop_token_ids) // STOP_SLOTS) * STOP_SLOTS)
         stop = np.full((n_stop,), -1, np.int32)
         stop[: len(stop_token_ids)] = np.asarray(list(stop_token_ids), np.int32)
-        self.sampling = D.Sampling(
-            jnp.asarray(stop),
-            jnp.float32(max(temperature, 1e-6)),
-            jnp.float32(top_p),
-            jnp.int32(pad_id),
-            jnp.asarray(temperature == 0),
-            jnp.asarray(top_p < 1.0),
+        self.sampling = lm_shard.replicate(
+            D.Sampling(
+                jnp.asarray(stop),
+                jnp.float32(max(temperature, 1e-6)),
+                jnp.float32(top_p),
+                jnp.int32(pad_id),
+                jnp.asarray(temperature == 0),
+                jnp.asarray(top_p < 1.0),
+            ),
+            self.mesh,
         )
         # a step may look MAX_DRAFTS tokens past the last one
         self._most_window = self.max_new_tokens + MAX_DRAFTS
@@ -184,7 +196,7 @@ class Sampler:
         self._waiting: deque[Group] = deque()
         self._keys: dict[int, np.ndarray] = {}
         self._copy: dict[int, str] = {}
-        self.copy_vocab = copy_vocab
+        self.copy_vocab = lm_shard.replicate(copy_vocab, self.mesh)
         self.shapes = shapes
         self._next = 0
 
@@ -235,9 +247,19 @@ class Sampler:
                 self._copy[i] = text
         return ids
 
+    def _slot_count(self, groups: int) -> int:
+        """Slots for ``groups`` groups: the next power of two, rounded up to a multiple of
+        the device count."""
+        return lm_shard.padded_rows(bucket_batch(groups), self.mesh)
+
+    def _placed(self, slots: D.Slots) -> D.Slots:
+        """``slots`` split over the devices by group (no copy when they already are)."""
+        return lm_shard.split_rows(slots, self.mesh)
+
     def _prefill(self, groups: Sequence[Group], n: int) -> D.Slots:
         assert self.rows is not None
         arrays = _arrays(self.rows, self.prefix_len, self.suffix_len, groups, n, self._keys)
+        arrays = lm_shard.split_rows(arrays, self.mesh)
         chunks = D.prefill_chunks(
             self.config, n, self.rows, self.prefix_len, self.suffix_len, self._first_window
         )
@@ -249,7 +271,8 @@ class Sampler:
                     texts[g * self.rows + j] = self._copy.get(m)
             *data, mode = C.copy_text(texts, (n, self.rows))
             copy = (C.CopyText(*map(jnp.asarray, data)), C.initial_state(mode))
-        return D.prefill(
+            copy = lm_shard.split_rows(copy, self.mesh)
+        slots = D.prefill(
             self.params,
             *map(jnp.asarray, arrays),
             self.sampling,
@@ -260,6 +283,7 @@ class Sampler:
             chunks=chunks,
             config=self.config,
         )
+        return self._placed(slots)
 
     def _harvest(self, done_slots: list[int]) -> list[tuple[int, Generation]]:
         state = self._slots
@@ -287,7 +311,7 @@ class Sampler:
         max_slots = max(1, self.max_rows // self.rows)
         n_live = sum(h is not None for h in self._holder)
         size = len(self._holder)
-        want = bucket_batch(min(n_live + len(self._waiting), max_slots))
+        want = self._slot_count(min(n_live + len(self._waiting), max_slots))
         if self._slots is None:
             new = [self._waiting.popleft() for _ in range(min(want, len(self._waiting)))]
             self._slots = self._prefill(new, want)
@@ -298,20 +322,20 @@ class Sampler:
             self.prefix_len,
             self.suffix_len,
         ):
-            slots = D.fit(slots, self.prefix_len, self.suffix_len)
+            slots = self._placed(D.fit(slots, self.prefix_len, self.suffix_len))
         if want > size:
-            slots = D.widen(slots, want)
+            slots = self._placed(D.widen(slots, want))
             self._holder += [None] * (want - size)
             size = want
         free = [g for g in range(size) if self._holder[g] is None]
         new = [self._waiting.popleft() for _ in range(min(len(free), len(self._waiting)))]
-        n = bucket_batch(len(new))
+        n = self._slot_count(len(new))
         at = np.full((n,), size, np.int32)  # padding entries point past the end
         at[: len(new)] = free[: len(new)]
         fresh = self._prefill(new, n)
         if D.window_of(slots) > self._first_window:
-            fresh = D.grow(fresh, D.window_of(slots))
-        self._slots = D.insert(slots, fresh, jnp.asarray(at))
+            fresh = self._placed(D.grow(fresh, D.window_of(slots)))
+        self._slots = self._placed(D.insert(slots, fresh, jnp.asarray(at)))
         for g, group in zip(free, new, strict=False):
             self._holder[g] = group
 
@@ -338,11 +362,11 @@ class Sampler:
             assert slots is not None
             size = len(self._holder)
             n_live = sum(h is not None for h in self._holder)
-            if not self._waiting and size >= MIN_PACK and n_live <= size // PACK:
+            smaller = self._slot_count(n_live)
+            if not self._waiting and size >= MIN_PACK and n_live <= size // PACK and smaller < size:
                 keep = [g for g in range(size) if self._holder[g] is not None]
-                smaller = bucket_batch(n_live)
                 pad = [g for g in range(size) if self._holder[g] is None][: smaller - n_live]
-                self._slots = D.take(slots, jnp.asarray(keep + pad, jnp.int32))
+                self._slots = self._placed(D.take(slots, jnp.asarray(keep + pad, jnp.int32)))
                 self._holder = [self._holder[g] for g in keep] + [None] * len(pad)
                 continue
             assert self.rows is not None
@@ -350,7 +374,7 @@ class Sampler:
             window = D.window_of(slots)
             active = np.asarray(slots.live)[:, None] & ~np.asarray(slots.done)
             if np.any(active & (np.asarray(slots.step) + drafts + 1 > window)):
-                self._slots = D.grow(slots, self._most_window)
+                self._slots = self._placed(D.grow(slots, self._most_window))
                 continue
             min_live = size // PACK if (not self._waiting and size >= MIN_PACK) else 0
             self._slots = D.decode(
@@ -364,6 +388,7 @@ class Sampler:
                 config=self.config,
                 drafts=drafts,
             )
+            self._slots = self._placed(self._slots)
             if max_steps is not None:
                 live = np.asarray(self._slots.live)
                 finished = [g for g, h in enumerate(self._holder) if h is not None and not live[g]]
@@ -388,6 +413,7 @@ def generate(
     copy: Sequence[str | None] | None = None,
     copy_vocab: C.CopyVocab | None = None,
     shapes: Shapes | None = None,
+    shard: bool | None = None,
 ) -> list[Generation]:
     """Sample continuations of token-id prompts (ELM's mutation step, §3.1).
 
@@ -414,6 +440,9 @@ def generate(
     shape compiled before when it is nearly as cheap as its own (the tokens are the same
     either way).
 
+    ``shard``: spread the rows over every local device (``None``: unless
+    ``$JELM_LM_SHARD=0``; :class:`Sampler`); the tokens are the same either way.
+
     Raises ``ValueError`` for an empty prompt or one that leaves no room for
     ``max_new_tokens`` within ``config.n_ctx`` positions.
     """
@@ -433,6 +462,7 @@ def generate(
         drafts=drafts,
         copy_vocab=copy_vocab if copy is not None else None,
         shapes=shapes,
+        shard=shard,
     )
     keys = np.asarray(
         jax.random.key_data(
