@@ -95,6 +95,7 @@ def test_padding_rounds_up_with_rows_that_weigh_nothing():
     np.testing.assert_allclose(value, loss(params, config, tokens, mask), rtol=1e-6)
 
 
+@pytest.mark.slow  # a second process that compiles the policy's sampler
 def test_stage3_sampling_on_four_devices_gives_one_devices_tokens(tmp_path, monkeypatch):
     monkeypatch.setenv(shard.ENV, "0")
     one = rl_sample()
