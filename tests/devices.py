@@ -249,6 +249,8 @@ def on_devices(case: str, tmp: Path, devices: int = DEVICES) -> dict[str, np.nda
         LM_ENV: "1",
         "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count={devices}".strip(),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        # a cache of its own: programs of 4 devices written beside the workers' own
+        "JAX_COMPILATION_CACHE_DIR": str(tmp / "jax-cache"),
     }
     done = subprocess.run(
         [sys.executable, "-m", "tests.devices", case, str(out)],

@@ -72,6 +72,8 @@ def launch(
     env = os.environ | {
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         "JELM_SIM_THREADS": "1",
+        # a cache of its own: processes of a job written beside the workers' own
+        "JAX_COMPILATION_CACHE_DIR": str(run_dir.parent / "jax-cache"),
     }
     procs = [
         subprocess.Popen(
