@@ -169,14 +169,18 @@ def test_adapter_with_a_zero_gate_changes_nothing_and_a_gate_opens_it(arch):
     pos = M.positions_from_mask(mask)
     prefix = jax.random.normal(jax.random.key(1), (2, 3, cfg.d_model))
     closed = M.Adapter(prefix, jnp.zeros((cfg.n_layer, cfg.n_head)))
-    plain = M.forward(params, cfg, tokens, pos, mask)
-    np.testing.assert_array_equal(M.forward(params, cfg, tokens, pos, mask, closed), plain)
-    opened = M.forward(params, cfg, tokens, pos, mask, closed._replace(gate=closed.gate + 0.5))
+    # jitted as its callers use it (op by op, a forward pass compiles each op on its own)
+    forward = jax.jit(M.forward, static_argnames="config")
+    plain = forward(params, cfg, tokens, pos, mask)
+    np.testing.assert_array_equal(forward(params, cfg, tokens, pos, mask, closed), plain)
+    opened = forward(params, cfg, tokens, pos, mask, closed._replace(gate=closed.gate + 0.5))
     assert np.all(np.abs(np.asarray(opened - plain))[:, 2:].max(axis=-1) > 1e-4)
-    hidden = M.hidden_states(params, cfg, tokens, pos, mask)
+    hidden = jax.jit(M.hidden_states, static_argnames="config")(params, cfg, tokens, pos, mask)
     np.testing.assert_allclose(M.logits_of(params, cfg, hidden), plain, rtol=1e-5, atol=1e-5)
     # The gate learns from a closed start: its gradient is not zero.
-    grad = jax.grad(
-        lambda g: M.forward(params, cfg, tokens, pos, mask, closed._replace(gate=g))[1, -1, 0]
+    grad = jax.jit(
+        jax.grad(
+            lambda g: M.forward(params, cfg, tokens, pos, mask, closed._replace(gate=g))[1, -1, 0]
+        )
     )(closed.gate)
     assert float(jnp.abs(grad).sum()) > 0

@@ -8,8 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jelm.rl.policy import PolicyConfig, init_policy, reference_logp, response_mask, sample, score
+from jelm.rl import policy
+from jelm.rl.policy import PolicyConfig, init_policy, response_mask, sample
 from tests.lm.tiny import ARCHS, scaled_params
+
+# jitted as stage 3 uses them (op by op, each pass compiles every op on its own)
+score = jax.jit(policy.score, static_argnames="cfg")
+reference_logp = jax.jit(policy.reference_logp, static_argnames="cfg")
 
 PROMPT = jnp.asarray([5, 17, 42, 9], jnp.int32)
 

@@ -23,6 +23,9 @@ from jelm.lm.sampling import generate  # noqa: E402
 from jelm.lm.tokenizer import Tokenizer  # noqa: E402
 from tests.lm.hf.common import SAMPLE_TEXT, torch_logits  # noqa: E402
 
+# jitted as jelm runs it (op by op, a pass compiles each op on its own)
+_forward = jax.jit(M.forward, static_argnames="config")
+
 
 def _jelm_model(config: M.ModelConfig, seed: int = 5) -> M.Params:
     """Tiny random jelm params for ``config``, weights scaled up like ``_hf_model`` (so
@@ -151,7 +154,7 @@ def _assert_logits_match(model, params, config, vocab: int, seed: int) -> None:
     mask[1, :7] = False
     mask[2, :19] = False
     ref = torch_logits(model, tokens, mask)
-    ours = M.forward(
+    ours = _forward(
         params,
         config,
         jnp.asarray(tokens),

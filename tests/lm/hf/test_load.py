@@ -26,6 +26,9 @@ from jelm.lm.checkpoint import ModelLoadError  # noqa: E402
 from jelm.lm.sampling import Generation, generate  # noqa: E402
 from tests.lm.hf.common import torch_logits  # noqa: E402
 
+# jitted as jelm runs it (op by op, a pass compiles each op on its own)
+_forward = jax.jit(M.forward, static_argnames="config")
+
 
 def _hf_model(arch: str, vocab: int):
     """A tiny random torch model; weights scaled up so greedy decoding is not trivial."""
@@ -89,7 +92,7 @@ def test_logits_match_torch(checkpoints, arch):
     mask[1, :9] = False  # left padding
     mask[2, :20] = False
     ref = torch_logits(model, tokens, mask)
-    out = M.forward(
+    out = _forward(
         params,
         config,
         jnp.asarray(tokens),

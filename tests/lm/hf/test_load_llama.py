@@ -30,6 +30,9 @@ from jelm.lm.checkpoint import ModelLoadError  # noqa: E402
 from jelm.lm.sampling import generate  # noqa: E402
 from tests.lm.hf.common import torch_logits  # noqa: E402
 
+# jitted as jelm runs it (op by op, a pass compiles each op on its own)
+_forward = jax.jit(M.forward, static_argnames="config")
+
 LLAMA3 = {
     "rope_type": "llama3",
     "factor": 8.0,
@@ -125,7 +128,7 @@ def _logit_diff(model, params, config, vocab: int) -> tuple[float, np.ndarray, n
     mask[1, :9] = False  # left padding
     mask[2, :30] = False
     ref = torch_logits(model, tokens, mask)
-    out = M.forward(
+    out = _forward(
         params,
         config,
         jnp.asarray(tokens),
@@ -195,7 +198,7 @@ def _greedy_refs(model, prompts, n):
     [
         "llama",
         "qwen2",
-        "llama_llama3",
+        pytest.param("llama_llama3", marks=pytest.mark.slow),
         pytest.param("llama_tied_biases", marks=pytest.mark.slow),
         pytest.param("qwen2_yarn", marks=pytest.mark.slow),
         pytest.param("llama_linear", marks=pytest.mark.slow),
