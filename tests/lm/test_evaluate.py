@@ -69,6 +69,7 @@ def test_cli_prints_one_json_line(writer_dir, tmp_path, capsys):
     assert "no_such_seed" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the shipped model over a folder, ~7 s
 def test_cli_reads_a_folder_of_parents(writer_dir, tmp_path, capsys):
     """--parents DIR: every .py file is a parent, named by its file."""
     domain = make_domain("sodarace")

@@ -56,6 +56,7 @@ def _square_fitness(terrain: str) -> float:
     return float(domain.evaluate(domain.pack([walker], 1), None).fitness[0])
 
 
+@pytest.mark.slow  # the trained run: ~15 s once per module
 def test_invent_ranks_scores_and_writes_the_programs(run, tmp_path):
     policy = run / "policy"
     rows = invent(policy, "tunnel", 5, seed=3, out=tmp_path, max_new_tokens=10, steps=STEPS)
@@ -76,6 +77,7 @@ def test_invent_ranks_scores_and_writes_the_programs(run, tmp_path):
     assert gif_path(tmp_path, "tunnel").is_file() == valid
 
 
+@pytest.mark.slow  # the trained run: ~15 s once per module
 def test_invent_draws_the_best_valid_walker(run, tmp_path, monkeypatch):
     """With seed walkers in place of the policy's samples: the ranking follows the
     simulator's distances and the GIF is written for the chosen terrain."""
@@ -95,6 +97,7 @@ def test_invent_draws_the_best_valid_walker(run, tmp_path, monkeypatch):
     assert gif_path(tmp_path, "tunnel").is_file()
 
 
+@pytest.mark.slow  # the trained run: ~15 s once per module
 def test_an_unknown_or_foreign_terrain_is_a_clear_error(run):
     _, _, _, dist = load_policy(run / "policy")
     assert terrain_id(dist, "tunnel") == 1 and terrain_id(dist, " flat") == 0
@@ -118,6 +121,7 @@ def test_the_gif_shows_the_walker_on_the_chosen_terrain(tmp_path):
     assert tunnel.read_bytes() != flat.read_bytes()  # the tunnel's ceiling is drawn
 
 
+@pytest.mark.slow  # the trained run: ~15 s once per module
 def test_the_reference_policy_samples_the_stage2_model(run):
     """The baseline of the evaluation: the stage-2 model's own weights behind a closed
     gate, not the trained policy's (PPO changed those too)."""
@@ -144,6 +148,7 @@ def test_the_reference_policy_samples_the_stage2_model(run):
     assert not np.allclose(tuned[a.mask], ref[a.mask], atol=1e-5)
 
 
+@pytest.mark.slow  # the trained run: ~15 s once per module
 def test_evaluate_compares_policy_stage2_and_dataset(run, tmp_path):
     from jelm.rl.evaluate import evaluate_stage3, main
 
@@ -172,6 +177,7 @@ def test_evaluate_compares_policy_stage2_and_dataset(run, tmp_path):
     assert main([str(run), "--n", "2", "--dataset", str(tmp_path / "missing.jsonl")]) == 2
 
 
+@pytest.mark.slow  # the trained run: ~15 s once per module
 def test_jelm_invent_command(run, tmp_path, capsys):
     from jelm.cli import main
 
@@ -193,6 +199,7 @@ def test_jelm_invent_command(run, tmp_path, capsys):
     assert "GIF" in lines[3] and len((out / INVENTIONS).read_text().splitlines()) == 3
 
 
+@pytest.mark.slow  # the trained run: ~15 s once per module
 def test_evaluate_draws_the_policys_best_walker_on_each_terrain(run, monkeypatch):
     """With seed walkers in place of the samples, the evaluation's GIF of each terrain is
     the best valid one's, and the summary names it."""

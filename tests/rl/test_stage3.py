@@ -66,6 +66,7 @@ def _rows(out: Path, name: str = "train.jsonl") -> list[dict]:
     return [json.loads(line) for line in (out / name).read_text().splitlines()]
 
 
+@pytest.mark.slow  # 24 iterations of PPO, ~25 s
 def test_ppo_raises_a_terrain_conditioned_toy_reward(tiny, tmp_path, capsys):
     """Half the programs earn 1 at the start whatever the policy does on its own: a rise
     to most of them needs the terrain, read through the TEN and the gate."""
@@ -99,6 +100,7 @@ def test_ppo_raises_a_terrain_conditioned_toy_reward(tiny, tmp_path, capsys):
     assert (tmp_path / "run" / "policy" / "policy.json").is_file()
 
 
+@pytest.mark.slow  # three runs of stage 3, ~25 s
 def test_a_killed_run_resumes_to_the_same_updates(tiny, tmp_path):
     cfg = dataclasses.replace(FAST, model=str(tiny), iterations=3)
     train(cfg, tmp_path / "whole", _setup(tiny, ParityRewarder()), progress=False)
@@ -124,14 +126,17 @@ def test_bad_input_gives_a_clear_error(tiny, tmp_path, capsys):
         train(dataclasses.replace(FAST, penalty=0.5), tmp_path / "b", _setup(tiny, None))
     with pytest.raises(Stage3Error, match="minibatch"):
         train(dataclasses.replace(FAST, minibatch=99), tmp_path / "b", _setup(tiny, None))
-    # a run directory whose checkpoints another policy shape wrote
+    assert main(["--out", str(tmp_path / "d"), "--model", str(tmp_path / "nowhere")]) == 2
+    assert "cannot load" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # a run of stage 3 to leave checkpoints, ~15 s
+def test_checkpoints_of_another_policy_shape_are_a_clear_error(tiny, tmp_path):
     cfg = dataclasses.replace(FAST, model=str(tiny), iterations=1)
     train(cfg, tmp_path / "c", _setup(tiny, ParityRewarder()), progress=False)
     other = make_tiny_model(tmp_path / "other", n_ctx=128, d_model=48, vocab_size=400)
     with pytest.raises(Stage3Error, match="cannot resume"):
         train(cfg, tmp_path / "c", _setup(other, ParityRewarder()), progress=False)
-    assert main(["--out", str(tmp_path / "d"), "--model", str(tmp_path / "nowhere")]) == 2
-    assert "cannot load" in capsys.readouterr().err
 
 
 def test_sodarace_rewards_are_the_distance_on_each_rows_terrain():

@@ -26,6 +26,7 @@ def _check(backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert_same(one, many)
 
 
+@pytest.mark.slow  # a subprocess on four devices building the native step, ~15 s
 def test_native_on_four_devices_is_bit_identical_to_one(tmp_path, monkeypatch):
     from jelm.sim import native
 

@@ -64,6 +64,7 @@ def _top_level_loop_lengths(platform: str, batch, terrain, state, params, spec) 
     return [e.params["length"] for e in jaxpr.eqns if e.primitive.name == "scan"]
 
 
+@pytest.mark.slow  # the largest bucket, ~10 s
 def test_the_xla_step_splits_a_batch_on_the_cpu_only_and_the_results_agree():
     """408 rows of the largest bucket are two CPU chunks of 204 and one piece on a GPU or
     TPU; both give every walker the same bits (walkers never interact)."""

@@ -81,6 +81,7 @@ def test_greedy_generate_matches_uncached_forward(arch):
         assert gen.tokens == _greedy_reference(params, cfg, prompt, n)
 
 
+@pytest.mark.slow  # ~10 s
 def test_chunked_prefill_gives_the_same_tokens(monkeypatch):
     """Long prompts in big batches prefill in row chunks (bounded attention-score memory);
     forcing one row per chunk changes nothing."""
