@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -25,7 +24,7 @@ import numpy as np
 
 from jelm.mutation.base import Child
 from jelm.qd.archive import ArchiveState
-from jelm.qd.loop import Evaluated, HostLoop, SeedError, _commit, _resume
+from jelm.qd.loop import Evaluated, HostLoop, _resume, run_generations
 from jelm.qd.records import CandidateRecord
 from jelm.qd.run import Run, Schedule
 
@@ -204,34 +203,4 @@ def run_hosts(
         state, first = loop.init(), 0
     state = jax.tree.map(jax.numpy.asarray, hosts.broadcast(jax.device_get(state)))
     first = int(hosts.broadcast(np.array(first, np.int64)))
-    metrics: dict[str, Any] = {}
-    for generation in range(first, schedule.generations + 1):
-        t0 = time.perf_counter()
-        if generation == 0:
-            children = loop.seed_children([n for n, _ in seeds], [p for _, p in seeds])
-        else:
-            children = loop.ask(state, generation, run.ledger.programs if run else None)
-        t1 = time.perf_counter()
-        ev = loop.evaluate(children, generation)
-        seconds = {"mutate": t1 - t0, "evaluate": time.perf_counter() - t1}
-        if run is not None:
-            state, metrics = _commit(loop, run, state, generation, ev, seconds)
-            run.append_metrics(metrics)
-        else:
-            state, _, _ = loop.tell(state, ev, None)
-            metrics = {k: float(v) for k, v in loop.archive.metrics(state).items()}
-        if generation == 0 and metrics["filled"] == 0:
-            raise SeedError([n for n, _ in seeds], ev.records, loop.domain)
-        if run is not None:
-            if generation == schedule.generations or generation % schedule.checkpoint_every == 0:
-                run.save(generation, {"archive": state})
-            if progress is not None:
-                progress(metrics)
-    if run is None or first > schedule.generations:
-        metrics = {k: float(v) for k, v in loop.archive.metrics(state).items()}
-    if run is not None and first > schedule.generations:
-        metrics["evaluations"] = run.ledger.count()
-        last = run.ledger.last_generation()
-        if last is not None and last != run.checkpoints.latest_step():
-            run.save(last, {"archive": state})
-    return state, metrics
+    return run_generations(loop, run, schedule, seeds, state, first, progress)

@@ -335,27 +335,50 @@ def run_host(
     """Run (or resume) ``schedule.generations`` generations after the seeds (``(name,
     program)`` pairs) in ``run``; returns the final archive state and metrics."""
     state, first = _resume(loop, run, loop.init())
+    return run_generations(loop, run, schedule, seeds, state, first, progress)
+
+
+def run_generations(
+    loop: HostLoop,
+    run: Run | None,
+    schedule: Schedule,
+    seeds: Sequence[tuple[str, str]],
+    state: ArchiveState,
+    first: int,
+    progress: Callable[[dict], None] | None = None,
+) -> tuple[ArchiveState, dict[str, Any]]:
+    """Generations ``first`` to ``schedule.generations`` from ``state`` (ELM's loop, §3):
+    ask, evaluate, tell, and with a ``run`` the ledger, metrics and checkpoints. ``run``
+    is ``None`` in a process of a multi-process run that does not write
+    (:func:`jelm.qd.hosts.run_hosts`); its metrics are the archive's. Returns the final
+    archive state and metrics."""
     metrics: dict[str, Any] = {}
     for generation in range(first, schedule.generations + 1):
         t0 = time.perf_counter()
         if generation == 0:
             children = loop.seed_children([n for n, _ in seeds], [p for _, p in seeds])
         else:
-            children = loop.ask(state, generation, run.ledger.programs)
+            children = loop.ask(state, generation, run.ledger.programs if run else None)
         t1 = time.perf_counter()
         ev = loop.evaluate(children, generation)
         seconds = {"mutate": t1 - t0, "evaluate": time.perf_counter() - t1}
-        state, metrics = _commit(loop, run, state, generation, ev, seconds)
-        run.append_metrics(metrics)
+        if run is not None:
+            state, metrics = _commit(loop, run, state, generation, ev, seconds)
+            run.append_metrics(metrics)
+        else:
+            state, _, _ = loop.tell(state, ev, None)
+            metrics = {k: float(v) for k, v in loop.archive.metrics(state).items()}
         if generation == 0 and metrics["filled"] == 0:
             raise SeedError([n for n, _ in seeds], ev.records, loop.domain)
-        final = generation == schedule.generations
-        if final or generation % schedule.checkpoint_every == 0:
-            run.save(generation, {"archive": state})
-        if progress is not None:
-            progress(metrics)
-    if not metrics:  # nothing left to run: a finished run was started again
+        if run is not None:
+            final = generation == schedule.generations
+            if final or generation % schedule.checkpoint_every == 0:
+                run.save(generation, {"archive": state})
+            if progress is not None:
+                progress(metrics)
+    if run is None or first > schedule.generations:
         metrics = {k: float(v) for k, v in loop.archive.metrics(state).items()}
+    if run is not None and first > schedule.generations:  # a finished run started again
         metrics["evaluations"] = run.ledger.count()
         last = run.ledger.last_generation()
         if last is not None and last != run.checkpoints.latest_step():
