@@ -12,12 +12,6 @@ jax, jaxlib and backend versions, so a hit is the executable XLA would build aga
 directory starts empty and is removed when the session ends, so nothing carries over
 between runs. Counts of traces and of jit cache entries (``f._cache_size()``), which
 tests use to catch recompilation, do not change: the cache skips only XLA's compile step.
-
-``JELM_TEST_XLA_CACHE=0`` runs without the cache. The slow pass of ``.ci/run`` does: its
-tests are few and long and share few programs, and in its long-lived workers jaxlib
-0.10's ``serialize()`` of a simulator executable for the cache has crashed the process
-(a segmentation fault or an abort inside ``put_executable_and_time``); the same tests
-run alone, with the cache, have not.
 """
 
 from __future__ import annotations
@@ -37,8 +31,6 @@ _own_cache_dir = pytest.StashKey[str]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if os.environ.get("JELM_TEST_XLA_CACHE", "1") == "0":
-        return
     import jax
 
     path = os.environ.get(_CACHE_DIR_ENV) if hasattr(config, "workerinput") else None
