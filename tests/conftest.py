@@ -12,6 +12,14 @@ jax, jaxlib and backend versions, so a hit is the executable XLA would build aga
 directory starts empty and is removed when the session ends, so nothing carries over
 between runs. Counts of traces and of jit cache entries (``f._cache_size()``), which
 tests use to catch recompilation, do not change: the cache skips only XLA's compile step.
+
+A worker lives through hundreds of tests, and every program it compiles stays loaded
+(JAX's caches keep it) with about five memory mappings of its machine code. Linux allows
+a process ``vm.max_map_count`` mappings (65,530 by default); past that, XLA's compiler
+and the cache's ``serialize()`` fail to map memory and the worker dies (an abort or a
+segmentation fault). After a test that leaves a worker with more than
+:data:`_MAX_MAPS` mappings, the worker drops its compiled programs
+(``jax.clear_caches()``); later tests compile theirs again.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ import jelm.sim  # noqa: F401  (first: pins XLA flags before the JAX backend sta
 _CACHE_DIR_ENV = "JELM_TEST_JAX_CACHE_DIR"
 # The directory this process made (and removes at the end).
 _own_cache_dir = pytest.StashKey[str]()
+# Memory mappings of a worker past which it drops its compiled programs.
+_MAX_MAPS = 30_000
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -53,3 +63,22 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     path = config.stash.get(_own_cache_dir, None)
     if path:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _mappings() -> int:
+    """This process's memory mappings (0 where ``/proc`` does not list them)."""
+    try:
+        with open("/proc/self/maps", "rb") as f:
+            return sum(1 for _ in f)
+    except OSError:
+        return 0
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if _mappings() > _MAX_MAPS:
+        import gc
+
+        import jax
+
+        jax.clear_caches()
+        gc.collect()
