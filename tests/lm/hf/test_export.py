@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -21,10 +20,7 @@ from jelm.lm import hf  # noqa: E402
 from jelm.lm import model as M  # noqa: E402
 from jelm.lm.sampling import generate  # noqa: E402
 from jelm.lm.tokenizer import Tokenizer  # noqa: E402
-from tests.lm.hf.common import SAMPLE_TEXT, torch_logits  # noqa: E402
-
-# jitted as jelm runs it (op by op, a pass compiles each op on its own)
-_forward = jax.jit(M.forward, static_argnames="config")
+from tests.lm.hf.common import SAMPLE_TEXT, jelm_logits, torch_logits  # noqa: E402
 
 
 def _jelm_model(config: M.ModelConfig, seed: int = 5) -> M.Params:
@@ -154,13 +150,7 @@ def _assert_logits_match(model, params, config, vocab: int, seed: int) -> None:
     mask[1, :7] = False
     mask[2, :19] = False
     ref = torch_logits(model, tokens, mask)
-    ours = _forward(
-        params,
-        config,
-        jnp.asarray(tokens),
-        M.positions_from_mask(jnp.asarray(mask)),
-        jnp.asarray(mask),
-    )
+    ours = jelm_logits(params, config, tokens, mask)
     diff = np.abs(np.asarray(ours) - ref)[mask]
     assert diff.max() < 1e-4, diff.max()
     assert np.abs(ref).max() > 1.0

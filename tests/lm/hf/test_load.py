@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -21,13 +20,9 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from jelm.lm import hf  # noqa: E402
-from jelm.lm import model as M  # noqa: E402
 from jelm.lm.checkpoint import ModelLoadError  # noqa: E402
 from jelm.lm.sampling import Generation, generate  # noqa: E402
-from tests.lm.hf.common import torch_logits  # noqa: E402
-
-# jitted as jelm runs it (op by op, a pass compiles each op on its own)
-_forward = jax.jit(M.forward, static_argnames="config")
+from tests.lm.hf.common import jelm_logits, torch_logits  # noqa: E402
 
 
 def _hf_model(arch: str, vocab: int):
@@ -92,13 +87,7 @@ def test_logits_match_torch(checkpoints, arch):
     mask[1, :9] = False  # left padding
     mask[2, :20] = False
     ref = torch_logits(model, tokens, mask)
-    out = _forward(
-        params,
-        config,
-        jnp.asarray(tokens),
-        M.positions_from_mask(jnp.asarray(mask)),
-        jnp.asarray(mask),
-    )
+    out = jelm_logits(params, config, tokens, mask)
     diff = np.abs(np.asarray(out) - ref)[mask]
     assert diff.max() < 1e-4, diff.max()
     assert np.abs(ref).max() > 1.0  # the comparison is not between near-zero logits

@@ -16,7 +16,6 @@ import dataclasses
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -24,14 +23,10 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from jelm.lm import hf  # noqa: E402
-from jelm.lm import model as M  # noqa: E402
 from jelm.lm.backends import make_backend  # noqa: E402
 from jelm.lm.checkpoint import ModelLoadError  # noqa: E402
 from jelm.lm.sampling import generate  # noqa: E402
-from tests.lm.hf.common import torch_logits  # noqa: E402
-
-# jitted as jelm runs it (op by op, a pass compiles each op on its own)
-_forward = jax.jit(M.forward, static_argnames="config")
+from tests.lm.hf.common import jelm_logits, torch_logits  # noqa: E402
 
 LLAMA3 = {
     "rope_type": "llama3",
@@ -128,13 +123,7 @@ def _logit_diff(model, params, config, vocab: int) -> tuple[float, np.ndarray, n
     mask[1, :9] = False  # left padding
     mask[2, :30] = False
     ref = torch_logits(model, tokens, mask)
-    out = _forward(
-        params,
-        config,
-        jnp.asarray(tokens),
-        M.positions_from_mask(jnp.asarray(mask)),
-        jnp.asarray(mask),
-    )
+    out = jelm_logits(params, config, tokens, mask)
     out = np.asarray(out)
     return float(np.abs(out - ref)[mask].max()), out[mask], ref[mask]
 
