@@ -229,8 +229,48 @@ def rl_sample() -> dict[str, np.ndarray]:
     } | _lm_meta()
 
 
+def rl_update() -> dict[str, np.ndarray]:
+    """Stage 3's PPO step on the tiny policy of ``tests/rl/test_policy.py`` (its gate
+    open): ``make_prepare`` on 6 responses over three terrains (not a multiple of the
+    device count) with ragged masks, then two ``make_update`` calls of 2 epochs of
+    minibatches of 3 rows, with plain SGD (a reordered sum shows as rounding, as in
+    :func:`lm_train`): the batch's advantages, returns and statistics, each call's
+    metrics, and the final parameters."""
+    import optax
+
+    from jelm.rl.learner import PPOSettings, make_prepare, make_update
+    from tests.rl.test_policy import PROMPT, _policy
+
+    class SGD(PPOSettings):
+        def optimizer(self) -> optax.GradientTransformation:
+            return optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(0.05))
+
+    settings = SGD(epochs=2, minibatch=3)
+    cfg, lm, params = _policy("gpt2")
+    params = {**params, "gate": params["gate"] + 0.7}
+    rng = np.random.default_rng(5)
+    ids = jnp.asarray(np.arange(6) % 3, jnp.int32)
+    responses = jnp.asarray(rng.integers(0, 211, (6, 9)), jnp.int32)
+    mask = jnp.asarray(np.arange(9)[None, :] < rng.integers(3, 10, (6, 1)))
+    episode = jnp.asarray(rng.normal(size=6), jnp.float32)
+    batch, stats = make_prepare()(
+        params, lm, cfg, settings, ids, PROMPT, responses, mask, episode, jnp.float32(0.1), ids
+    )
+    out = {"batch." + k: np.asarray(v) for k, v in batch._asdict().items()}
+    out |= {"stats." + k: np.asarray(v) for k, v in stats.items()}
+    update = make_update(cfg, settings)
+    opt_state = settings.optimizer().init(params)
+    for k in range(2):
+        params, opt_state, metrics = update(params, opt_state, PROMPT, batch, jax.random.key(6 + k))
+        out |= {f"metrics.{k}.{name}": np.asarray(v) for name, v in metrics.items()}
+    for name, leaf in jax.tree_util.tree_leaves_with_path(params):
+        out["params" + jax.tree_util.keystr(name)] = np.asarray(leaf)
+    return out | _lm_meta()
+
+
 CASES: dict[str, Callable[[], dict[str, np.ndarray]]] = {
     "rl.sample": rl_sample,
+    "rl.update": rl_update,
     "lm.sample": lm_sample,
     "lm.train": lm_train,
     "simulator.native": lambda: simulator("native"),

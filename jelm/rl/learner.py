@@ -1,6 +1,11 @@
 """PPO over sampled programs (ELM §7): score a batch of responses, turn the episode
 rewards into token advantages with a KL penalty to the stage-2 model, and update the
-policy with optax over epochs of minibatches, all in one jitted call per batch."""
+policy with optax over epochs of minibatches, all in one jitted call per batch.
+
+On several local devices (:func:`jelm.lm.shard.local_mesh`) both calls are data
+parallel: the rows they score (the whole batch in :func:`make_prepare`, each minibatch
+in :func:`make_update`) are split over the devices, parameters and optimizer state are
+replicated, and XLA's partitioner adds the devices' sums."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jelm.lm import shard as lm_shard
 from jelm.rl import ppo
 from jelm.rl.policy import PolicyConfig, reference_logp, score
 
@@ -94,14 +100,59 @@ def prepare(
     return batch, stats
 
 
+def _split_rows(tree: Any, mesh: Any) -> Any:
+    """Inside a jitted function: every leaf of ``tree`` with its leading (row) axis split
+    over ``mesh`` (unchanged without one; a row count that is not a multiple of the
+    devices is padded by XLA's partitioner, not by the caller)."""
+    if mesh is None:
+        return tree
+    return jax.lax.with_sharding_constraint(tree, lm_shard.rows(mesh))
+
+
+def _replicated_jit(fn: Callable[..., Any], mesh: Any, **jit_kw: Any) -> Callable[..., Any]:
+    """``fn`` jitted; on a mesh its arguments are first placed on every device (no copy
+    when they already are: the previous call's results) and its results stay so."""
+    if mesh is None:
+        return jax.jit(fn, **jit_kw)
+    jitted = jax.jit(fn, out_shardings=lm_shard.replicated(mesh), **jit_kw)
+    static = set(jit_kw.get("static_argnums", ()))
+
+    def placed(*args: Any) -> Any:
+        args = tuple(a if i in static else lm_shard.replicate(a, mesh) for i, a in enumerate(args))
+        return jitted(*args)
+
+    return placed
+
+
+def make_prepare(shard: bool | None = None) -> Callable[..., tuple[Batch, dict[str, jax.Array]]]:
+    """:func:`prepare`, jitted (the configurations static); on several local devices
+    (``shard=False`` or ``$JELM_LM_SHARD=0``: one) the scored rows are split over them."""
+    mesh = lm_shard.local_mesh(shard)
+
+    def body(params, ref_params, cfg, settings, inputs, prompt, responses, mask, episode,
+             kl_coef, terrain_ids):  # fmt: skip
+        rows = _split_rows((inputs, responses, mask, episode, terrain_ids), mesh)
+        inputs, responses, mask, episode, terrain_ids = rows
+        return prepare(
+            params, ref_params, cfg, settings, inputs, prompt, responses, mask, episode,
+            kl_coef, terrain_ids,
+        )  # fmt: skip
+
+    return _replicated_jit(body, mesh, static_argnums=(2, 3))
+
+
 def make_update(
-    cfg: PolicyConfig, settings: PPOSettings
+    cfg: PolicyConfig, settings: PPOSettings, shard: bool | None = None
 ) -> Callable[..., tuple[Params, Any, dict[str, jax.Array]]]:
     """``update(params, opt_state, prompt, batch, key) -> (params, opt_state, metrics)``:
     ``settings.epochs`` passes over ``batch`` in shuffled minibatches of
     ``settings.minibatch`` rows (a ``lax.scan``), jitted; metrics are the means over
-    the minibatch steps."""
+    the minibatch steps. On several local devices (``shard=False`` or
+    ``$JELM_LM_SHARD=0``: one) each minibatch's rows are split over them, gathered from
+    the replicated batch by the same permutation as on one device, so the update equals
+    one device's within the rounding of a reordered sum."""
     optimizer = settings.optimizer()
+    mesh = lm_shard.local_mesh(shard)
 
     def loss_fn(params: Params, prompt: jax.Array, mb: Batch) -> tuple[jax.Array, Any]:
         logp, values = score(params, cfg, mb.inputs, prompt, mb.responses)
@@ -120,7 +171,6 @@ def make_update(
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-    @jax.jit
     def update(
         params: Params, opt_state: Any, prompt: jax.Array, batch: Batch, key: jax.Array
     ) -> tuple[Params, Any, dict[str, jax.Array]]:
@@ -132,7 +182,7 @@ def make_update(
 
         def step(carry, idx):
             params, opt_state = carry
-            mb = jax.tree.map(lambda a: a[idx], batch)
+            mb = _split_rows(jax.tree.map(lambda a: a[idx], batch), mesh)
             (loss, metrics), grads = grad_fn(params, prompt, mb)
             updates, opt_state = optimizer.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
@@ -142,4 +192,4 @@ def make_update(
         (params, opt_state), metrics = jax.lax.scan(step, (params, opt_state), order)
         return params, opt_state, jax.tree.map(jnp.mean, metrics)
 
-    return update
+    return _replicated_jit(update, mesh)

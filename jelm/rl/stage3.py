@@ -222,7 +222,7 @@ def train(
     from jelm.io.checkpoint import CheckpointError, Checkpoints
     from jelm.io.rundir import RunDir, RunDirError
     from jelm.rl.encoders import encoder_inputs
-    from jelm.rl.learner import make_update, prepare
+    from jelm.rl.learner import make_prepare, make_update
     from jelm.rl.policy import init_policy, save_policy
     from jelm.rl.terrains import distribution
 
@@ -266,7 +266,7 @@ def train(
         pad,
         root,
         make_update(pcfg, cfg),
-        jax.jit(prepare, static_argnums=(2, 3)),
+        make_prepare(),
     )
     log_path, samples_path = run.path / "train.jsonl", run.path / "samples.jsonl"
     started = time.time()

@@ -1,7 +1,7 @@
 """The language model on several devices (jelm.lm.shard): sampling spread over 4 forced
-CPU devices in a subprocess gives one device's tokens; training gives one device's losses
-and parameters up to the rounding of a reordered sum over the batch; the option that keeps
-one device; padding rows that weigh nothing."""
+CPU devices in a subprocess gives one device's tokens; training, and stage 3's PPO step,
+give one device's losses and parameters up to the rounding of a reordered sum over the
+batch; the option that keeps one device; padding rows that weigh nothing."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from tests.devices import (
     lm_train,
     on_devices,
     rl_sample,
+    rl_update,
 )
 
 
@@ -103,3 +104,26 @@ def test_stage3_sampling_on_four_devices_gives_one_devices_tokens(tmp_path, monk
     _spread(one, many)
     assert_same(one, many)
     assert not one["mask"].all()  # some rows stopped early
+
+
+@pytest.mark.slow  # a second process that compiles the policy's PPO step
+def test_stage3_update_on_four_devices_equals_one_within_rounding(tmp_path, monkeypatch):
+    """The batch's scores, advantages and the two updates' parameters, minibatches of 3
+    rows split over 4 devices, against one device."""
+    monkeypatch.setenv(shard.ENV, "0")
+    one = rl_update()
+    many = on_devices("rl.update", tmp_path)
+    _spread(one, many)
+    assert sorted(one) == sorted(many)
+    for name in one:
+        if name.startswith("meta."):
+            continue
+        # whitened advantages (values of about 1, divided by a std) round to about 2e-6
+        np.testing.assert_allclose(many[name], one[name], rtol=1e-5, atol=1e-5, err_msg=name)
+    # the updates did move the parameters, and the advantages are not all zero
+    from tests.rl.test_policy import _policy
+
+    _, _, start = _policy("gpt2")
+    moved = one["params['lm']['wte']['embedding']"] - np.asarray(start["lm"]["wte"]["embedding"])
+    assert np.abs(moved).max() > 1e-4
+    assert np.abs(one["batch.advantages"]).max() > 0.1
