@@ -1,7 +1,8 @@
 """One process of a multi-process ELM run, for the tests: ``python -m tests.hosts INDEX
-COUNT PORT RUN OUT [GENERATIONS]`` joins a ``jax.distributed`` job of ``COUNT`` processes
-on ``localhost:PORT`` (CPU, gloo collectives), runs the test configuration with ``gp`` in
-run directory ``RUN`` (written by process 0 only) and saves the final archive to ``OUT``
+COUNT PORT RUN OUT GENERATIONS [MUTATION]`` joins a ``jax.distributed`` job of ``COUNT``
+processes on ``localhost:PORT`` (CPU, gloo collectives), runs the test configuration with
+``MUTATION`` (default ``gp``: the host loop; ``direct``: the device loop) in run directory
+``RUN`` (written by process 0 only) and saves the final archive to ``OUT``
 (:func:`archive_arrays`). :func:`launch` starts every process of such a job.
 """
 
@@ -37,8 +38,11 @@ def archive_arrays(state: Any, metrics: dict[str, Any]) -> dict[str, np.ndarray]
     return out
 
 
-def run(generations: int, out: Path, **distributed: Any) -> dict[str, np.ndarray]:
-    """A ``gp`` run of the test configuration in run directory ``out``; its archive."""
+def run(
+    generations: int, out: Path, mutation: str = "gp", **distributed: Any
+) -> dict[str, np.ndarray]:
+    """A ``mutation`` run of the test configuration in run directory ``out``; its
+    archive."""
     from jelm.experiments.config import DistributedConfig, from_mapping
     from jelm.experiments.hosts import start
     from jelm.experiments.run import evolve
@@ -47,7 +51,7 @@ def run(generations: int, out: Path, **distributed: Any) -> dict[str, np.ndarray
     start(DistributedConfig(**distributed))  # before building the domain touches JAX
     raw = {
         **TINY,
-        "mutation": "gp",
+        "mutation": mutation,
         "generations": generations,
         "qd": {"grid": [10, 10, 10]},  # finer than TINY's: more cells to compare
         "distributed": distributed,
@@ -65,7 +69,12 @@ def free_port() -> int:
 
 
 def launch(
-    count: int, run_dir: Path, outs: list[Path], generations: int, timeout: float = 300
+    count: int,
+    run_dir: Path,
+    outs: list[Path],
+    generations: int,
+    timeout: float = 300,
+    mutation: str = "gp",
 ) -> list[subprocess.CompletedProcess]:
     """Run every process of a ``count``-process job to the end; their results."""
     port = free_port()
@@ -78,7 +87,7 @@ def launch(
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "tests.hosts"]
-            + [str(v) for v in (k, count, port, run_dir, outs[k], generations)],
+            + [str(v) for v in (k, count, port, run_dir, outs[k], generations, mutation)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -106,6 +115,7 @@ if __name__ == "__main__":
     arrays = run(
         generations,
         run_dir,
+        sys.argv[7] if len(sys.argv) > 7 else "gp",
         coordinator_address=f"localhost:{port}",
         num_processes=count,
         process_id=index,

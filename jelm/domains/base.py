@@ -134,8 +134,15 @@ class Domain(abc.ABC):
         Host code (NumPy); every phenotype fits."""
 
     @abc.abstractmethod
-    def evaluate(self, genotypes: Genotypes, key: Any) -> Evaluation:
-        """Fitness, descriptors and validity of a batch (pure and jittable)."""
+    def evaluate(
+        self, genotypes: Genotypes, key: Any, devices: Sequence[Any] | None = None
+    ) -> Evaluation:
+        """Fitness, descriptors and validity of a batch (pure and jittable). ``devices``:
+        the devices a domain that spreads its batch spreads it over (default: every local
+        device); the device loop of a multi-process run passes every device of every
+        process, so that inside its jitted generations each process evaluates its share.
+        A domain that does not spread ignores it (each process then computes the whole
+        batch, with the same result)."""
 
     # -- optional --------------------------------------------------------------------
 

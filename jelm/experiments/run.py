@@ -230,19 +230,17 @@ def _evolve_hosts(
     log: Callable[[str], None],
 ) -> tuple[Any, Any, Any, dict[str, Any]]:
     """:func:`evolve` as one process of a multi-process job: the host loop over every
-    process (:func:`jelm.qd.hosts.run_hosts`); process 0 alone writes ``out``."""
+    process (:func:`jelm.qd.hosts.run_hosts`) for a program operator, the device loop
+    spread over every process's devices (:func:`jelm.qd.device.run_device`) for a
+    genotype operator; process 0 alone writes ``out``."""
     from jelm.mutation.base import on_device
     from jelm.programs.sandbox import Sandbox, SandboxLimits
+    from jelm.qd.device import run_device
     from jelm.qd.hosts import Hosts, HostsLoop, run_hosts
     from jelm.qd.run import Schedule
 
     hosts = Hosts()
     domain, archive, operator = build(config)
-    if on_device(operator):
-        raise ConfigError(
-            f"operator {config.mutation!r} runs in the device loop, which runs on one "
-            "process; a multi-process run takes a program operator"
-        )
     schedule = Schedule(config.generations, config.batch, config.checkpoint_every, config.seed)
     seeds = [(name, seed_program(domain, name)) for name in config.seeds]
     limits = SandboxLimits(timeout_s=float(config.sandbox.timeout_s))
@@ -257,8 +255,16 @@ def _evolve_hosts(
         sandbox = stack.enter_context(
             Sandbox(program=domain.program, workers=config.sandbox.workers, limits=limits)
         )
-        loop = HostsLoop(domain, operator, archive, sandbox, config.batch, config.seed, hosts=hosts)
-        state, metrics = run_hosts(loop, run_dir, schedule, seeds, progress if hosts.main else None)
+        shown = progress if hosts.main else None
+        if on_device(operator):
+            state, metrics = run_device(
+                domain, operator, archive, sandbox, run_dir, schedule, seeds, shown, hosts
+            )
+        else:
+            loop = HostsLoop(
+                domain, operator, archive, sandbox, config.batch, config.seed, hosts=hosts
+            )
+            state, metrics = run_hosts(loop, run_dir, schedule, seeds, shown)
     return domain, archive, state, metrics
 
 

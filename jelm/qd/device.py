@@ -12,6 +12,12 @@ every ``checkpoint_every`` generations, resume after a kill.
 Ids: a candidate's archive id is its ledger id: seed ``i`` is ``i + 1``, child ``r`` of
 generation ``g >= 1`` is ``n_seeds + 1 + (g - 1) * batch + r``. Generation ``g`` uses
 ``fold_in(key, g)``, so a resumed run repeats exactly what an uninterrupted one does.
+
+Over the processes of a ``jax.distributed`` job every process runs the same jitted
+generations; the domain spreads each batch over every device of every process (the
+loop's ``devices``), so each process simulates its share and the collectives give every
+process the whole generation and the same archive. Process 0 alone writes the run
+directory (``jelm/qd/README.md``, "Many hosts").
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import dataclasses
 import functools
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +37,9 @@ from jelm.qd.archive import Archive, ArchiveState, stored
 from jelm.qd.loop import SeedError
 from jelm.qd.records import CandidateRecord
 from jelm.qd.run import Run, Schedule
+
+if TYPE_CHECKING:
+    from jelm.qd.hosts import Hosts
 
 __all__ = ["DeviceLoop", "evolve", "run_device"]
 
@@ -58,11 +67,17 @@ class DeviceLoop:
     archive: Archive
     batch: int
     n_seeds: int
+    #: the devices the domain spreads each batch over (``None``: its default, every
+    #: local device); a multi-process run passes every device of every process
+    devices: tuple[Any, ...] | None = None
 
     def _evaluate_insert(
         self, state: ArchiveState, genotypes: Any, ids: jax.Array, key: jax.Array
     ) -> tuple[ArchiveState, dict[str, Any]]:
-        ev = self.domain.evaluate(genotypes, key)
+        if self.devices is None:
+            ev = self.domain.evaluate(genotypes, key)
+        else:
+            ev = self.domain.evaluate(genotypes, key, devices=self.devices)
         state, accepted, niche = self.archive.add(
             state, stored(ids, genotypes), ev.descriptors, ev.fitness, ev.valid
         )
@@ -206,55 +221,99 @@ def _seed_genotypes(domain: Any, sandbox: Any, seeds: Sequence[tuple[str, str]])
     return domain.pack(phenotypes, len(phenotypes))
 
 
+def _host(tree: Any) -> Any:
+    """``tree`` as NumPy arrays on this process (an array a multi-process computation left
+    split over the processes is gathered: collective, as every call here)."""
+
+    def get(a: Any) -> np.ndarray:
+        if not isinstance(a, jax.Array) or a.is_fully_addressable or a.is_fully_replicated:
+            return np.asarray(a)
+        from jax.experimental.multihost_utils import process_allgather
+
+        return np.asarray(process_allgather(a, tiled=True))
+
+    return jax.tree.map(get, tree)
+
+
 def run_device(
     domain: Any,
     operator: GenotypeOperator,
     archive: Archive,
     sandbox: Any,
-    run: Run,
+    run: Run | None,
     schedule: Schedule,
     seeds: Sequence[tuple[str, str]],
     progress: Callable[[dict], None] | None = None,
+    hosts: Hosts | None = None,
 ) -> tuple[ArchiveState, dict[str, Any]]:
     """Run (or resume) a device loop of ``schedule`` from the seeds (``(name, program)``
     pairs) in ``run``; returns the final archive state and metrics. Every seed must give
-    a valid phenotype that fits (the genotype operator cannot repair a missing one)."""
+    a valid phenotype that fits (the genotype operator cannot repair a missing one).
+
+    Over the processes of ``hosts`` (default: this process alone) every process makes this
+    call; process 0 passes the run directory, the others ``None``. Process 0 resumes
+    alone and sends the archive; every process runs the seeds in its own sandbox and the
+    same jitted generations, whose batches the domain spreads over every device of every
+    process; process 0 commits them. The final metrics are process 0's (the others' hold
+    the archive's)."""
+    from jelm.qd.hosts import Hosts
+
+    hosts = hosts or Hosts()
+    main = hosts.main
+    if main and run is None:
+        raise ValueError("process 0 of the device loop needs the run directory")
     names = tuple(domain.descriptor_names)
-    loop = DeviceLoop(domain, archive, schedule.batch, len(seeds))
-    key = jax.random.PRNGKey(schedule.seed)
-    done = run.ledger.last_generation()
-    state = archive.init()
-    restored = run.restore({"archive": state})
-    if restored is not None:
-        step, tree = restored
-        state, start = tree["archive"], step + 1
+    spread = tuple(jax.devices()) if hosts.count > 1 else None
+    loop = DeviceLoop(domain, archive, schedule.batch, len(seeds), spread)
+    key = np.asarray(jax.random.PRNGKey(schedule.seed))
+    operator = jax.device_get(operator)
+    done = run.ledger.last_generation() if main else None
+    restored = run.restore({"archive": archive.init()}) if main else None
+    start = 0 if restored is None else restored[0] + 1
+    state = archive.init() if restored is None else restored[1]["archive"]
+    if hosts.count > 1:  # process 0's resume point, ledger and archive on every process
+        sent = hosts.broadcast(np.array([start, -1 if done is None else done], np.int64))
+        start, done = int(sent[0]), None if sent[1] < 0 else int(sent[1])
+        state = hosts.broadcast(jax.device_get(state))
     else:
+        state = jax.device_get(state)
+    if start == 0:
         genotypes = _seed_genotypes(domain, sandbox, seeds)
         state, out = loop.seed(state, genotypes, key)
-        out = jax.tree.map(np.asarray, out)
-        if done is None:
+        out = _host(out)
+        if main and done is None:
             metrics = _commit(run, 0, out, names, seeds, len(seeds))
             if progress is not None:
                 progress(metrics)
-        run.save(0, {"archive": state})
+        _save(run, 0, state)
         start = 1
     metrics: dict[str, Any] = {}
     g = start
     while g <= schedule.generations:
         count = min(schedule.checkpoint_every, schedule.generations - g + 1)
-        state, out = loop.generations(state, operator, key, jnp.int32(g), count)
-        out = jax.tree.map(np.asarray, out)
+        state, out = loop.generations(state, operator, key, np.int32(g), count)
+        out = _host(out)
         for k in range(count):
-            if done is not None and g + k <= done:
+            if not main or (done is not None and g + k <= done):
                 continue  # committed before a crash: recomputed identically, kept
             gen_out = jax.tree.map(lambda a, k=k: a[k], out)
             evaluations = len(seeds) + (g + k) * schedule.batch
             metrics = _commit(run, g + k, gen_out, names, seeds, evaluations)
             if progress is not None:
                 progress(metrics)
-        run.save(g + count - 1, {"archive": state})
+        _save(run, g + count - 1, state)
         g += count
-    run.truncate_metrics(schedule.generations)
+    state = jax.tree.map(jnp.asarray, _host(state))
     final = {k: float(v) for k, v in archive.metrics(state).items()}
-    final["evaluations"] = run.ledger.count()
+    if main:
+        run.truncate_metrics(schedule.generations)
+        final["evaluations"] = run.ledger.count()
     return state, {**metrics, **final}
+
+
+def _save(run: Run | None, generation: int, state: ArchiveState) -> None:
+    """Checkpoint the archive after ``generation`` (collective: every process gathers it;
+    process 0, the one with ``run``, writes it)."""
+    state = _host(state)
+    if run is not None:
+        run.save(generation, {"archive": state})

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -48,10 +48,17 @@ def local_mesh(shard: bool | None = None) -> Mesh | None:
     """A one-axis mesh of every local device of JAX's default backend, or ``None`` when
     there is only one or sharding is off (:func:`enabled`): then the drivers run their
     one-device code."""
-    if not enabled(shard):
+    return mesh_of(jax.local_devices(), shard)
+
+
+def mesh_of(devices: Sequence[jax.Device], shard: bool | None = None) -> Mesh | None:
+    """A one-axis mesh of ``devices`` (for a computation that spans processes: every
+    device of every process, ``jax.devices()``), or ``None`` for one device or when
+    sharding is off (:func:`enabled`)."""
+    devices = tuple(devices)
+    if not enabled(shard) or len(devices) < 2:
         return None
-    devices = tuple(jax.local_devices())
-    return _mesh(devices) if len(devices) > 1 else None
+    return _mesh(devices)
 
 
 def padded_rows(rows: int, mesh: Mesh) -> int:

@@ -1,7 +1,8 @@
-"""The host loop over two processes of a ``jax.distributed`` job (two local CPU processes,
-gloo collectives) ends with the archive and ledger of one process, the same seed: both
-processes hold the archive, only process 0 wrote the run directory, and a job restarted
-on its run directory resumes from process 0's checkpoint and ledger."""
+"""The host loop, and the device loop, over two processes of a ``jax.distributed`` job
+(two local CPU processes, gloo collectives) end with the archive and ledger of one
+process, the same seed: both processes hold the archive, only process 0 wrote the run
+directory, and a job restarted on its run directory resumes from process 0's checkpoint
+and ledger."""
 
 from __future__ import annotations
 
@@ -17,18 +18,29 @@ from tests.hosts import launch, run
 GENERATIONS = 3
 
 
-@pytest.fixture(scope="module")
-def one(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
-    """A one-process run of the test configuration: its directory and final archive."""
+def _one(tmp_path_factory, mutation: str) -> tuple[Path, dict[str, np.ndarray]]:
     out = tmp_path_factory.mktemp("one") / "run"
-    arrays = run(GENERATIONS, out)
+    arrays = run(GENERATIONS, out, mutation)
     assert int(arrays["filled"]) >= 3
     return out, arrays
 
 
-def _two(tmp_path: Path, generations: int) -> list[dict[str, np.ndarray]]:
+@pytest.fixture(scope="module")
+def one(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
+    """A one-process ``gp`` run of the test configuration: its directory and archive."""
+    return _one(tmp_path_factory, "gp")
+
+
+@pytest.fixture(scope="module")
+def one_direct(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
+    """The same with ``direct``, the device loop."""
+    return _one(tmp_path_factory, "direct")
+
+
+def _two(tmp_path: Path, generations: int, mutation: str = "gp") -> list[dict[str, np.ndarray]]:
     outs = [tmp_path / f"process{k}-{generations}.npz" for k in range(2)]
-    for k, result in enumerate(launch(2, tmp_path / "run", outs, generations)):
+    results = launch(2, tmp_path / "run", outs, generations, mutation=mutation)
+    for k, result in enumerate(results):
         assert result.returncode == 0, f"process {k}:\n{result.stderr[-4000:]}"
     archives = []
     for out in outs:
@@ -75,3 +87,13 @@ def test_a_restarted_job_resumes_from_process_0s_checkpoint_and_ledger(tmp_path,
     archives = _two(tmp_path, GENERATIONS)
     assert not (tmp_path / "run" / "damaged").exists()  # checkpoint 0 restored
     _assert_same_run(tmp_path / "run", one, archives)
+
+
+@pytest.mark.slow
+def test_the_device_loop_over_two_processes_ends_with_the_archive_of_one(tmp_path, one_direct):
+    """``direct``: both processes run the jitted generations, each simulating its share of
+    every batch; a restart resumes from process 0's checkpoint."""
+    _two(tmp_path, 1, "direct")
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "1")  # replay generation 1
+    archives = _two(tmp_path, GENERATIONS, "direct")
+    _assert_same_run(tmp_path / "run", one_direct, archives)

@@ -142,8 +142,11 @@ class ImageDomain(Domain):
             mask[row] = True
         return {"pixels": pixels, "mask": mask}
 
-    def evaluate(self, genotypes: dict[str, Any], key: Any) -> Evaluation:
-        """Score a batch against the target (deterministic: ``key`` is not used)."""
+    def evaluate(
+        self, genotypes: dict[str, Any], key: Any, devices: Sequence[Any] | None = None
+    ) -> Evaluation:
+        """Score a batch against the target (deterministic: ``key`` is not used; the
+        batch is not spread, whatever ``devices``)."""
         return _score_jit(genotypes["pixels"], genotypes["mask"], self.target_image)
 
     # -- optional --------------------------------------------------------------------

@@ -22,7 +22,7 @@ from jelm.domains.sodarace.seeds import SEED_NAMES, seed_source
 from jelm.mutation import OPERATORS, OperatorEntry
 from jelm.sim.base import DEFAULT_PARAMS, SurfaceSpec, as_arrays
 from jelm.sim.physics import evaluate_jit
-from jelm.sim.shard import local_mesh
+from jelm.sim.shard import local_mesh, mesh_of
 from jelm.sim.terrain import TERRAINS, make_terrain
 from jelm.sim.walker import (
     MAX_DEGREE,
@@ -165,17 +165,19 @@ class SodaraceDomain(Domain):
         """The WalkerBatch of a batch of genotypes."""
         return walkers_of(genotypes, self.shape.degree)
 
-    def evaluate(self, genotypes: Mapping[str, Any], key: Any) -> Evaluation:
+    def evaluate(
+        self, genotypes: Mapping[str, Any], key: Any, devices: Sequence[Any] | None = None
+    ) -> Evaluation:
         """Simulate and score a batch (deterministic: ``key`` is not used), spread over
-        every local device unless ``$JELM_SIM_SHARD=0`` (:func:`jelm.sim.shard.local_mesh`,
-        read when traced); bit-identical to one device."""
+        ``devices`` (default: every local device) unless ``$JELM_SIM_SHARD=0``
+        (:func:`jelm.sim.shard.mesh_of`, read when traced); bit-identical to one device."""
         ev = evaluate_jit(
             self.walkers(genotypes),
             self._terrain,
             as_arrays(DEFAULT_PARAMS),
             steps=self.steps,
             surfaces=self._surfaces,
-            mesh=local_mesh(),
+            mesh=local_mesh() if devices is None else mesh_of(devices),
         )
         return Evaluation(ev.fitness, ev.descriptors, ev.valid, {"displacement": ev.displacement})
 
