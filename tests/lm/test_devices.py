@@ -30,6 +30,15 @@ def _spread(one: dict[str, np.ndarray], many: dict[str, np.ndarray]) -> None:
     assert int(one["meta.mesh"]) == 0
 
 
+def _assert_close(one: dict[str, np.ndarray], many: dict[str, np.ndarray], atol: float) -> None:
+    """Every array of ``one`` within float32 rounding of its namesake in ``many``."""
+    _spread(one, many)
+    assert sorted(one) == sorted(many)
+    for name in one:
+        if not name.startswith("meta."):
+            np.testing.assert_allclose(many[name], one[name], rtol=1e-5, atol=atol, err_msg=name)
+
+
 @pytest.mark.slow
 def test_sampling_on_four_devices_gives_one_devices_tokens(tmp_path, monkeypatch):
     monkeypatch.setenv(shard.ENV, "0")  # the reference: the one-device code path
@@ -48,12 +57,7 @@ def test_training_on_four_devices_equals_one_within_rounding(tmp_path, monkeypat
     monkeypatch.setenv(shard.ENV, "0")
     one = lm_train()
     many = on_devices("lm.train", tmp_path)
-    _spread(one, many)
-    assert sorted(one) == sorted(many)
-    for name in one:
-        if name.startswith("meta."):
-            continue
-        np.testing.assert_allclose(many[name], one[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    _assert_close(one, many, atol=1e-6)
     # the steps did move the parameters (a vacuous comparison would pass too)
     _, start = _tiny_lm()
     moved = np.asarray(one["params['wte']['embedding']"]) - np.asarray(start["wte"]["embedding"])
@@ -113,13 +117,8 @@ def test_stage3_update_on_four_devices_equals_one_within_rounding(tmp_path, monk
     monkeypatch.setenv(shard.ENV, "0")
     one = rl_update()
     many = on_devices("rl.update", tmp_path)
-    _spread(one, many)
-    assert sorted(one) == sorted(many)
-    for name in one:
-        if name.startswith("meta."):
-            continue
-        # whitened advantages (values of about 1, divided by a std) round to about 2e-6
-        np.testing.assert_allclose(many[name], one[name], rtol=1e-5, atol=1e-5, err_msg=name)
+    # whitened advantages (values of about 1, divided by a std) round to about 2e-6
+    _assert_close(one, many, atol=1e-5)
     # the updates did move the parameters, and the advantages are not all zero
     from tests.rl.test_policy import _policy
 
