@@ -131,7 +131,22 @@ def response_mask(tokens: jax.Array, stop_ids: jax.Array) -> jax.Array:
     return before == 0
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "max_new", "real"))
+#: The first size of the sampler's per-row key/value cache (it doubles up to ``max_new``).
+FIRST_CACHE = 256
+
+
+def cache_sizes(max_new: int, first: int = FIRST_CACHE) -> list[int]:
+    """The row-cache sizes :func:`sample` passes through: ``first``, doubling, then
+    ``max_new`` (one size when ``max_new <= first``)."""
+    sizes = []
+    size = max(1, first)
+    while size < max_new:
+        sizes.append(size)
+        size *= 2
+    return [*sizes, max_new]
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "max_new", "real", "first_cache"))
 def sample(
     params: Params,
     cfg: PolicyConfig,
@@ -142,6 +157,7 @@ def sample(
     pad_id: jax.Array,
     max_new: int,
     real: int | None = None,
+    first_cache: int = FIRST_CACHE,
 ) -> Sampled:
     """Sample one response per row of ``inputs`` after ``prompt`` [P] (the header, the
     same for every row), from the policy at its temperature, with a KV cache.
@@ -150,6 +166,11 @@ def sample(
     Row ``b``'s token ``t`` is drawn with ``fold_in(key, t)`` over the batch; a row stops
     at its first token in ``stop_ids`` and is padded with ``pad_id`` after it; the loop
     ends when every row has stopped or after ``max_new`` tokens.
+
+    A decode step reads every slot of the rows' cache, so the cache starts at
+    ``first_cache`` slots and doubles (:func:`cache_sizes`) only when a row is still
+    sampling when it is full: most programs end long before ``max_new``, and a step's
+    time grows with the cache (on two CPU cores, about 0.2 ms per slot at 32 rows).
     """
     mc = cfg.model
     b, p = inputs.shape[0], prompt.shape[0]
@@ -166,7 +187,8 @@ def sample(
         scaled = logits[:, -1].astype(jnp.float32) / cfg.temperature
         return jax.random.categorical(jax.random.fold_in(key, t), scaled).astype(jnp.int32)
 
-    rows = (b, 1, mc.kv_heads, max_new, mc.head_dim)
+    sizes = cache_sizes(max_new, first_cache)
+    rows = (b, 1, mc.kv_heads, sizes[0], mc.head_dim)
     cache = tuple(
         LayerCache(k, v, jnp.zeros(rows, jnp.float32), jnp.zeros(rows, jnp.float32)) for k, v in kv
     )
@@ -175,32 +197,48 @@ def sample(
     done = jnp.isin(first, stop_ids)
     if real is not None:
         done = done | (jnp.arange(b) >= real)
-    slots = jnp.arange(max_new)
 
-    def cond(state):
-        t, _, done, _ = state
-        return (t < max_new - 1) & ~jnp.all(done)
+    def phase(state, size: int):
+        """Steps while the token fed at step ``t`` has a slot (``t < size``)."""
+        slots = jnp.arange(size)
 
-    def body(state):
-        t, tokens, done, cache = state
-        view = View(
-            jnp.ones((b, p), bool),
-            jnp.broadcast_to(slots <= t, (b, 1, 1, max_new)),
-            t,
-        )
-        logits, cache = module.apply(
-            variables,
-            jax.lax.dynamic_slice_in_dim(tokens, t, 1, axis=1),
-            jnp.full((b, 1), p + t, jnp.int32),
-            view,
-            cache=cache,
-            adapter=ad,
-        )
-        nxt = jnp.where(done, pad_id, draw(logits, t + 1))
-        tokens = jax.lax.dynamic_update_slice_in_dim(tokens, nxt[:, None], t + 1, axis=1)
-        return t + 1, tokens, done | jnp.isin(nxt, stop_ids), cache
+        def cond(state):
+            t, _, done, _ = state
+            return (t < size) & (t < max_new - 1) & ~jnp.all(done)
 
-    _, tokens, _, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), tokens, done, cache))
+        def body(state):
+            t, tokens, done, cache = state
+            view = View(
+                jnp.ones((b, p), bool),
+                jnp.broadcast_to(slots <= t, (b, 1, 1, size)),
+                t,
+            )
+            logits, cache = module.apply(
+                variables,
+                jax.lax.dynamic_slice_in_dim(tokens, t, 1, axis=1),
+                jnp.full((b, 1), p + t, jnp.int32),
+                view,
+                cache=cache,
+                adapter=ad,
+            )
+            nxt = jnp.where(done, pad_id, draw(logits, t + 1))
+            tokens = jax.lax.dynamic_update_slice_in_dim(tokens, nxt[:, None], t + 1, axis=1)
+            return t + 1, tokens, done | jnp.isin(nxt, stop_ids), cache
+
+        return jax.lax.while_loop(cond, body, state)
+
+    state = (jnp.int32(0), tokens, done, cache)
+    for k, size in enumerate(sizes):
+        if k:  # grow the rows' slots to the next size (the new ones empty)
+            t, tokens, done, cache = state
+            grow = [(0, 0)] * 3 + [(0, size - sizes[k - 1]), (0, 0)]
+            cache = tuple(
+                LayerCache(c.prefix_k, c.prefix_v, jnp.pad(c.rows_k, grow), jnp.pad(c.rows_v, grow))
+                for c in cache
+            )
+            state = (t, tokens, done, cache)
+        state = phase(state, size)
+    tokens = state[1]
     return Sampled(tokens, response_mask(tokens, stop_ids))
 
 

@@ -67,6 +67,24 @@ def test_the_cached_sampler_draws_what_the_full_pass_scores(arch):
     np.testing.assert_array_equal(again.tokens, drawn.tokens)
 
 
+def test_a_growing_cache_draws_the_tokens_of_a_full_one():
+    """The row cache grows 3 -> 6 -> 12 -> 13 slots: at the same key, the rows (some
+    stopping inside a phase, some running to the budget) draw the tokens they draw with
+    one cache of all 13 slots."""
+    cfg, _, params = _policy("gpt2")
+    params = {**params, "gate": params["gate"] + 0.7}
+    ids = jnp.asarray([0, 1, 2, 1, 0, 2], jnp.int32)
+    stops = jnp.asarray([11, 12], jnp.int32)
+    args = (params, cfg, ids, PROMPT, jax.random.key(5), stops, jnp.int32(0), 13)
+    assert policy.cache_sizes(13, 3) == [3, 6, 12, 13]
+    grown = sample(*args, first_cache=3)
+    whole = sample(*args, first_cache=13)
+    np.testing.assert_array_equal(grown.tokens, whole.tokens)
+    np.testing.assert_array_equal(grown.mask, whole.mask)
+    lengths = np.asarray(whole.mask).sum(axis=1)
+    assert lengths.min() < 13 and lengths.max() > 6  # rows end in different phases
+
+
 def test_rows_stop_at_their_first_stop_token_and_pad_after_it():
     cfg, _, params = _policy("gpt2")
     ids = jnp.zeros((16,), jnp.int32)
