@@ -12,7 +12,8 @@ prints one JSON line::
     {"model": str, "domain": str, "parents": [...], "samples": int, "prompts": int,
      "results": [{"temperature": float, "applied": float, "changed": float,
                   "ran": float, "valid": float, "outcomes": {status: count},
-                  "diffs_per_s": float, "tokens_per_diff": float,
+                  "diffs_per_s": float, "drawn_per_child": float,
+                  "tokens_per_diff": float,
                   "by_parent": {name: {"applied": ..., "changed": ..., "ran": ...,
                                        "valid": ...}}}, ...]}
 
@@ -43,9 +44,9 @@ from typing import Any
 from jelm.domains.base import Domain
 from jelm.lm.backends import model_spec
 from jelm.lm.domain import add_domain_option, resolve_domain
-from jelm.lm.operators import SIMILAR, LMDiffOperator
+from jelm.lm.operators import SIMILAR, LMDiffOperator, Sampling
 from jelm.mutation.base import Parent
-from jelm.programs.diff import EOS, NME, DiffError, apply_diff, elm_prompt
+from jelm.programs.diff import DiffError, apply_diff
 
 #: Sandbox statuses of children that ran to the end, besides the domain's invalid status.
 RAN = frozenset({"ok", "wrong_type", "output_too_large"})
@@ -84,6 +85,7 @@ def evaluate(
     seed: int = 0,
     similar: float | None = SIMILAR,
     copy: bool = True,
+    retries: int = 0,
     records: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """One result dict per temperature (see the module docstring): ``samples`` diffs for
@@ -93,6 +95,9 @@ def evaluate(
     ``lm_diff`` applies them, with line-similarity placement at ``similar`` (``None``:
     exact and fuzzy only); ``applied_strict`` is the share that applies without it.
     ``copy``: sample diffs that copy their parents' lines where the backend can.
+    ``retries``: sample a child again while it cannot run, as ``lm_diff`` does
+    (:meth:`~jelm.lm.operators.LMDiffOperator.tries`); ``drawn_per_child`` counts the
+    diffs sampled per child, and a record holds the last try.
     ``by_parent`` breaks the shares down per parent. ``records``, if given, receives one
     dict per sample: temperature, parent, message, completion, child (``None`` when no
     child was made), end (as in ``outcomes``) and error (the sandbox's or the diff's
@@ -104,29 +109,21 @@ def evaluate(
     messages = domain.prompts.commit_messages
     file_name = domain.program.file_name
     ran = RAN | {domain.program.invalid_status}
-    operator = LMDiffOperator(backend, messages, file_name, similar=similar, copy=copy)
     cases = [(s, m) for s in parents for m, _ in messages for _ in range(samples)]
     programs = [parents[s] for s, _ in cases]
-    prompts = [elm_prompt(p, m, file_name) for p, (_, m) in zip(programs, cases, strict=True)]
     results = []
     for temperature in temperatures:
+        sampling = Sampling(max_new_tokens, float(temperature), top_p)
+        operator = LMDiffOperator(
+            backend, messages, file_name, sampling, similar=similar, copy=copy, retries=retries
+        )
         t0 = time.perf_counter()
-        completions = backend.complete(
-            prompts,
-            max_new_tokens=max_new_tokens,
-            temperature=float(temperature),
-            top_p=top_p,
-            stop=(EOS, NME),
-            seed=seed,
-            **operator.copy_from(programs),
+        pairs = operator.tries(
+            [Parent(i, p) for i, p in enumerate(programs)], [m for _, m in cases], seed
         )
         sample_s = time.perf_counter() - t0
-        made = [
-            operator.child(Parent(i, parent), message, completion)
-            for i, (parent, (_, message), completion) in enumerate(
-                zip(programs, cases, completions, strict=True)
-            )
-        ]
+        made = [c for c, _ in pairs]
+        completions = [completion for _, completion in pairs]
         children = [c.program for c in made if c.program is not None]
         statuses = iter(run_children(domain, children) if children else ())
         runs = [next(statuses) if c.program is not None else (c.failure, "") for c in made]
@@ -147,13 +144,14 @@ def evaluate(
                 )
             )
         strict = [_applies(p, c.diff) for p, c in zip(programs, made, strict=True)]
-        n = len(prompts)
+        n = len(cases)
         results.append(
             {
                 "temperature": float(temperature),
                 **_shares(made, ends, ran, strict),
                 "outcomes": dict(collections.Counter(ends).most_common()),
-                "diffs_per_s": n / sample_s,
+                "diffs_per_s": operator.drawn / sample_s,
+                "drawn_per_child": operator.drawn / n,
                 "tokens_per_diff": sum(c.tokens for c in completions) / n,
                 "by_parent": {
                     name: _shares(
@@ -222,12 +220,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="line-similarity threshold for hunks fuzzy placement misses (none: off)",
     )
     parser.add_argument(
+        "--retries",
+        type=int,
+        default=0,
+        help="sample a child again, up to this many times, while it cannot run (lm.retries)",
+    )
+    parser.add_argument(
         "--no-copy",
         dest="copy",
         action="store_false",
         help="sample unconstrained diffs (default: context and removed lines copy the parent)",
     )
     args = parser.parse_args(argv)
+    if args.retries < 0:
+        parser.error(f"--retries must be at least 0, got {args.retries}")
     if args.similar is not None and not 0.0 < args.similar <= 1.0:
         parser.error(f"--similar must be in (0, 1] or none, got {args.similar}")
     if args.base_url:
@@ -260,6 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         similar=args.similar,
         copy=args.copy,
+        retries=args.retries,
         records=records,
     )
     if args.records:
@@ -270,6 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "domain": domain.name,
         "parents": list(parents),
         "samples": args.samples,
+        "retries": args.retries,
         "copy": bool(args.copy and getattr(backend, "copies", False)),
         "prompts": len(parents) * len(domain.prompts.commit_messages) * args.samples,
         "results": results,

@@ -40,6 +40,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from jelm.mutation.base import Child, Parent, unified_diff
+from jelm.programs.check import static_problem
 from jelm.programs.diff import (
     EOS,
     NME,
@@ -109,7 +110,13 @@ class LMDiffOperator:
     """``lm_diff``: the model writes a unified diff to the parent (ELM §3.1).
 
     ``copy``: ask the backend, if it can, to constrain each diff's context and removed
-    lines to the parent's lines (:mod:`jelm.lm.sampling.copy`)."""
+    lines to the parent's lines (:mod:`jelm.lm.sampling.copy`).
+
+    ``retries``: a child whose diff does not apply or change the parent, or whose program
+    does not parse or uses a name nothing defines (:func:`jelm.programs.check.static_problem`),
+    is sampled again, up to ``retries`` more times, all such rows in one backend call per
+    try; the last try's child is kept either way. ``drawn`` counts the diffs the last
+    :meth:`mutate` sampled (one per child without retries)."""
 
     name = "lm_diff"
 
@@ -122,6 +129,7 @@ class LMDiffOperator:
         fuzzy: bool = True,
         similar: float | None = SIMILAR,
         copy: bool = True,
+        retries: int = 0,
     ):
         self.backend = backend
         self.sampling = sampling
@@ -130,6 +138,8 @@ class LMDiffOperator:
         self.fuzzy = fuzzy
         self.similar = similar
         self.copy = copy
+        self.retries = int(retries)
+        self.drawn = 0
 
     def copy_from(self, programs: Sequence[str]) -> dict[str, Any]:
         """The backend arguments that make its diffs copy ``programs`` (one per prompt):
@@ -139,8 +149,35 @@ class LMDiffOperator:
         return {}
 
     def mutate(self, parents: Sequence[Parent], rng: np.random.Generator) -> list[Child]:
-        """One child per parent: sample a commit message, prompt, apply the diff."""
+        """One child per parent: sample a commit message, prompt, apply the diff; sample
+        again (same message) where the child cannot run, up to ``retries`` times."""
         messages = [sample_message(rng, self.messages) for _ in parents]
+        return [child for child, _ in self.tries(parents, messages, _seed(rng))]
+
+    def tries(
+        self, parents: Sequence[Parent], messages: Sequence[str], seed: int
+    ) -> list[tuple[Child, Any]]:
+        """Each parent's child under its commit message and the completion that made it:
+        one backend call for all (seed ``seed``), then one per retry t (seed ``seed + t``)
+        for the children :meth:`retry` picks. Sets :attr:`drawn`."""
+        made = self.sample(parents, messages, seed)
+        self.drawn = len(made)
+        for t in range(1, self.retries + 1):
+            again = [k for k, (child, _) in enumerate(made) if self.retry(child)]
+            if not again:
+                break
+            redone = self.sample(
+                [parents[k] for k in again], [messages[k] for k in again], (seed + t) % 2**31
+            )
+            self.drawn += len(redone)
+            for k, pair in zip(again, redone, strict=True):
+                made[k] = pair
+        return made
+
+    def sample(
+        self, parents: Sequence[Parent], messages: Sequence[str], seed: int
+    ) -> list[tuple[Child, Any]]:
+        """One backend call: a diff for each parent under its commit message, applied."""
         prompts = [
             elm_prompt(p.program, m, self.file_name) for p, m in zip(parents, messages, strict=True)
         ]
@@ -148,13 +185,20 @@ class LMDiffOperator:
             prompts,
             **dataclasses.asdict(self.sampling),
             stop=(EOS, NME),
-            seed=_seed(rng),
+            seed=seed,
             **self.copy_from([p.program for p in parents]),
         )
         return [
-            self.child(parent, message, completion)
+            (self.child(parent, message, completion), completion)
             for parent, message, completion in zip(parents, messages, completions, strict=True)
         ]
+
+    def retry(self, child: Child) -> bool:
+        """Whether ``child`` is worth sampling again: its diff failed (not the backend,
+        which a new sample would not mend) or reading its program finds a failure."""
+        if child.program is None:
+            return child.failure != "backend_error"
+        return static_problem(child.program, self.file_name) is not None
 
     def child(self, parent: Parent, message: str, completion: Any) -> Child:
         """The child a completion gives: the parent with the completion's diff applied, or
@@ -324,6 +368,9 @@ class LMOptions(Sampling):
             removes the parent's line); ``None`` turns it off. Needs ``fuzzy``.
         copy: ``lm_diff`` samples diffs whose context and removed lines are the parent's
             (``jelm.lm.sampling.copy``; the jelm backend only, others ignore it).
+        retries: ``lm_diff`` samples a child again, up to this many times, while its
+            diff fails or its program does not parse or uses an undefined name
+            (``jelm.programs.check``); 0 keeps the first sample.
         messages: ``lm_diff``'s ``[[message, probability], ...]``; ``None``: the domain's.
         instruction: ``lm_prompt``'s / ``lm_crossover``'s instruction; ``None``: the
             domain's.
@@ -336,6 +383,7 @@ class LMOptions(Sampling):
     fuzzy: bool = True
     similar: float | None = SIMILAR
     copy: bool = True
+    retries: int = 0
     messages: list[Any] | None = None
     instruction: str | None = None
     n_parents: int = 2
@@ -370,6 +418,8 @@ class LMOptions(Sampling):
             out.append(f"lm.similar must be null or in [0.5, 1], got {self.similar!r}")
         if not isinstance(self.copy, bool):
             out.append(f"lm.copy must be true or false, got {self.copy!r}")
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            out.append(f"lm.retries must be an integer >= 0, got {self.retries!r}")
         if not isinstance(self.n_parents, int) or self.n_parents < 2:
             out.append(f"lm.n_parents must be an integer >= 2, got {self.n_parents!r}")
         if self.messages is not None:
@@ -410,6 +460,7 @@ def make_lm_diff(domain: Any, options: LMOptions) -> LMDiffOperator:
         fuzzy=bool(options.fuzzy),
         similar=None if options.similar is None else float(options.similar),
         copy=bool(options.copy),
+        retries=int(options.retries),
     )
 
 

@@ -258,6 +258,9 @@ def _metrics(
         acceptance_rate=float(np.sum(accepted)) / n,
         time=time.time(),
     )
+    drawn = getattr(loop.operator, "drawn", None)
+    if generation > 0 and isinstance(drawn, int):
+        m["drawn"] = drawn  # an operator that samples again says how many it drew
     return m
 
 

@@ -85,6 +85,7 @@ def test_identity_leaves_out_what_a_resume_may_change():
         ({"gp": {"sigma": -1}, "mutation": "gp"}, "sodarace", "sigma must be a finite number > 0"),
         ({"gp": {"magic": 1}}, "sodarace", r"unknown gp keys \['magic'\]"),
         ({"lm": {"top_p": 2}, "mutation": "lm_diff"}, "sodarace", r"lm.top_p must be in \(0, 1\]"),
+        ({"lm": {"retries": -1}}, "sodarace", "lm.retries must be an integer >= 0"),
         ({"seeds": []}, "sodarace", "seeds is empty"),
         ({"batch": 0, "renders": -1}, "sodarace", "batch must be at least 1"),
     ],

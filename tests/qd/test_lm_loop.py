@@ -187,15 +187,20 @@ def test_lm_operator_run_records_every_child(tmp_path: Path, random_model: Path,
         assert any(len(set(r.parent_ids)) == 2 for r in children)
 
 
-def test_lm_diff_children_that_apply_are_simulated_and_archived(tmp_path: Path, writer_model: Path):
+@pytest.mark.parametrize("retries", [0, pytest.param(2, marks=pytest.mark.slow)])
+def test_lm_diff_children_that_apply_are_simulated_and_archived(
+    tmp_path: Path, writer_model: Path, retries: int
+):
     """The writer model's diffs apply to the radial seed only: its children run, are
     simulated and fill new cells; on the square seed (and on a child, whose radius line
     changed) the same diffs are ``diff_context_mismatch``. Which radius a child gets is the
     sampler's draw (temperature 0.8). Line-similarity placement is off here (it would
     place the diff on a child whose radius differs: tests/programs/diff/test_similar.py),
-    and so is the copy constraint (it would make the diffs copy square)."""
+    and so is the copy constraint (it would make the diffs copy square). With
+    ``lm.retries`` a diff that does not apply is sampled again, and fails the same way
+    each time."""
     backend = {"kind": "jelm", "path": str(writer_model)}
-    config = _config("lm_diff", backend, WRITER_MAX_NEW, similar=None, copy=False)
+    config = _config("lm_diff", backend, WRITER_MAX_NEW, similar=None, copy=False, retries=retries)
     out = _run(config, tmp_path / "run")
     records = _records(tmp_path / "run")
     children = _check_children(records, "lm_diff", generations=2, batch=8)
@@ -212,6 +217,10 @@ def test_lm_diff_children_that_apply_are_simulated_and_archived(tmp_path: Path, 
     assert {r.status for r in failed} == {"diff_context_mismatch"}
     for r in failed:
         assert "RADIUS = 6.0" not in by_id[r.parent_ids[0]].program
+    # every failed child was drawn 1 + retries times, every other once
+    for m in _metrics(tmp_path / "run")[1:]:
+        n_failed = sum(r.generation == m["generation"] for r in failed)
+        assert m["drawn"] == 8 + retries * n_failed
     # children's walkers are in the archive, next to the seeds
     elites = {int(i) for i in out["ids"][np.isfinite(out["fitness"])]}
     assert elites & {r.id for r in ok}
