@@ -1,21 +1,22 @@
 """The shipped diff model (``lm_diff``) against GP from the square and CPPN seeds.
 
     python experiments/compare_lm.py [--generations 10] [--batch 32] [--random-seeds 0 1]
-        [--operators lm_diff gp]
+        [--operators lm_diff gp] [--model DIR --label NAME] [--table NAME]
 
 For every seed (square, cppn_fixed, cppn_mutable), operator (lm_diff with the model jelm
 ships at the default temperature 0.8, the same sampled without copying the parent,
 without line-similarity placement, at 0.5,
-gp; ``--operators`` picks some) and random seed, one Sodarace run
+with ``lm.retries`` 3, gp; ``--operators`` picks some; ``--model`` gives the LM operators
+another jelm model, named ``--label`` in the table) and random seed, one Sodarace run
 (12 x 12 x 12 grid, flat ground, 600 steps) at the same number of evaluations. From each
 run's ledger: the share of children whose diff applied, whose program ran, and that gave
 a valid walker; from its metrics: QD-score and coverage against evaluations. Writes,
 next to this file:
 
-- ``results/lm_<seed>_<operator>_<rs>.jsonl``: each run's per-generation metrics
-  (``lm_diff_T05`` for the colder runs);
-- ``lm_vs_gp.md``: the table;
-- ``lm_vs_gp_<seed>.png``: QD-score, coverage and max fitness against evaluations.
+- ``results/lm_<seed>_<operator>[_<label>]_<rs>.jsonl``: each run's per-generation
+  metrics (``lm_diff_T05`` for the colder runs);
+- ``<table>.md`` (``lm_vs_gp.md``): the table;
+- ``<table>_<seed>.png``: QD-score, coverage and max fitness against evaluations.
 """
 
 from __future__ import annotations
@@ -39,12 +40,14 @@ SEEDS = ("square", "cppn_fixed", "cppn_mutable")
 #: ``lm_diff no copy`` samples unconstrained (``lm.copy: false``); ``lm_diff strict``
 #: places no hunk by similarity (``lm.similar: null``); the small shipped model writes
 #: diffs that apply more often when it samples colder, so ``lm_diff T=0.5`` measures
-#: that trade.
+#: that trade; ``lm_diff retries=3`` samples a child again, up to 3 times, while its diff
+#: fails or its program does not parse or uses an undefined name.
 OPERATORS: dict[str, dict] = {
     "lm_diff": {"mutation": "lm_diff"},
     "lm_diff no copy": {"mutation": "lm_diff", "lm": {"copy": False}},
     "lm_diff strict": {"mutation": "lm_diff", "lm": {"similar": None}},
     "lm_diff T=0.5": {"mutation": "lm_diff", "lm": {"temperature": 0.5}},
+    "lm_diff retries=3": {"mutation": "lm_diff", "lm": {"retries": 3}},
     "gp": {"mutation": "gp"},
 }
 #: Sandbox statuses (jelm.programs.sandbox.Status) of programs that did not run to the
@@ -80,6 +83,16 @@ def ledger_rates(path: Path) -> dict[str, float]:
     }
 
 
+def drawn_per_child(rows: list[dict], batch: int) -> float | None:
+    """Samples an LM operator drew per child over a run's mutated generations (the
+    metrics' ``drawn``; ``batch`` children each), or ``None`` for an operator that does
+    not report it."""
+    mutated = [m for m in rows if m.get("generation", 0) >= 1]
+    if not mutated or any("drawn" not in m for m in mutated):
+        return None
+    return sum(m["drawn"] for m in mutated) / (batch * len(mutated))
+
+
 def main() -> None:
     """Run the comparison and write its table and plots."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -89,7 +102,12 @@ def main() -> None:
     parser.add_argument("--random-seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--seeds", nargs="+", default=list(SEEDS))
     parser.add_argument("--operators", nargs="+", choices=list(OPERATORS), default=list(OPERATORS))
+    parser.add_argument("--model", help="a jelm model directory for the LM operators")
+    parser.add_argument("--label", default="", help="the --model's name in the table")
+    parser.add_argument("--table", default="lm_vs_gp", help="the table's and plots' name")
     args = parser.parse_args()
+    if args.model and not args.label:
+        parser.error("--model needs --label (its name in the table and the results files)")
     scratch = Path(tempfile.mkdtemp(prefix="jelm-lm-"))
     runs: dict[tuple[str, str, int], list[dict]] = {}
     rates: dict[tuple[str, str, int], dict] = {}
@@ -99,8 +117,13 @@ def main() -> None:
             for op in args.operators:
                 for rs in args.random_seeds:
                     key = (seed, op, rs)
+                    operator = OPERATORS[op]
+                    if args.model and operator["mutation"].startswith("lm_"):
+                        lm = {**operator.get("lm", {}), "backend": {"kind": "jelm"}}
+                        lm["backend"]["path"] = str(Path(args.model).resolve())
+                        operator = {**operator, "lm": lm}
                     settings = {
-                        **OPERATORS[op],
+                        **operator,
                         "seed": rs,
                         "seeds": [seed],
                         "generations": args.generations,
@@ -108,6 +131,8 @@ def main() -> None:
                         "steps": args.steps,
                     }
                     label = op.replace(" ", "_").replace("=", "").replace(".", "")
+                    if args.model and op != "gp":
+                        label += f"_{args.label}"
                     name = f"lm_{seed}_{label}_{rs}"
                     runs[key], speed[key], rates[key] = run_once(
                         settings,
@@ -129,37 +154,43 @@ def main() -> None:
         "mutated children.",
         "",
         "| seed | operator | diff applies % | program runs % | valid walker % | QD-score "
-        "| coverage % | max fitness | candidates/s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| coverage % | max fitness | candidates/s | samples/child |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def name(op: str) -> str:
+        return f"{op}, {args.label}" if args.model and op != "gp" else op
 
     for seed in args.seeds:
         for op in args.operators:
             keys = [(seed, op, rs) for rs in args.random_seeds]
             finals = [runs[k][-1] for k in keys]
+            drawn = [drawn_per_child(runs[k], args.batch) for k in keys]
             lines.append(
-                f"| {seed} | {op} | {cell([100 * rates[k]['applied'] for k in keys], '{:.0f}')} "
+                f"| {seed} | {name(op)} "
+                f"| {cell([100 * rates[k]['applied'] for k in keys], '{:.0f}')} "
                 f"| {cell([100 * rates[k]['ran'] for k in keys], '{:.0f}')} "
                 f"| {cell([100 * rates[k]['valid'] for k in keys], '{:.0f}')} "
                 f"| {cell([f['qd_score'] for f in finals], '{:.0f}')} "
                 f"| {cell([100 * f['coverage'] for f in finals])} "
                 f"| {cell([f['max_fitness'] for f in finals], '{:.2f}')} "
-                f"| {cell([speed[k] for k in keys])} |"
+                f"| {cell([speed[k] for k in keys])} "
+                f"| {'-' if None in drawn else cell(drawn, '{:.2f}')} |"
             )
         curves = {
-            f"{op} rs{rs}": runs[(seed, op, rs)]
+            f"{name(op)} rs{rs}": runs[(seed, op, rs)]
             for op in args.operators
             for rs in args.random_seeds
         }
-        plots.curves(curves, HERE / f"lm_vs_gp_{seed}.png")
+        plots.curves(curves, HERE / f"{args.table}_{seed}.png")
     lines += ["", "Failure classes (all runs of each operator, summed):", ""]
     for op in args.operators:
         total: collections.Counter = collections.Counter()
         for key, r in rates.items():
             if key[1] == op:
                 total.update(r["statuses"])
-        lines.append(f"- {op}: " + ", ".join(f"{k} {v}" for k, v in total.most_common()))
-    (HERE / "lm_vs_gp.md").write_text("\n".join(lines) + "\n")
+        lines.append(f"- {name(op)}: " + ", ".join(f"{k} {v}" for k, v in total.most_common()))
+    (HERE / f"{args.table}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
