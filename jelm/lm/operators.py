@@ -114,9 +114,9 @@ class LMDiffOperator:
 
     ``retries``: a child whose diff does not apply or change the parent, or whose program
     does not parse or uses a name nothing defines (:func:`jelm.programs.check.static_problem`),
-    is sampled again, up to ``retries`` more times, all such rows in one backend call per
-    try; the last try's child is kept either way. ``drawn`` counts the diffs the last
-    :meth:`mutate` sampled (one per child without retries)."""
+    is sampled again in up to ``retries`` more backend calls (:meth:`tries`); a child that
+    never passes keeps its last sample. ``drawn`` counts the diffs the last :meth:`mutate`
+    sampled (one per child without retries)."""
 
     name = "lm_diff"
 
@@ -157,21 +157,27 @@ class LMDiffOperator:
     def tries(
         self, parents: Sequence[Parent], messages: Sequence[str], seed: int
     ) -> list[tuple[Child, Any]]:
-        """Each parent's child under its commit message and the completion that made it:
-        one backend call for all (seed ``seed``), then one per retry t (seed ``seed + t``)
-        for the children :meth:`retry` picks. Sets :attr:`drawn`."""
+        """Each parent's child under its commit message and the completion that made it.
+
+        One backend call samples every row (seed ``seed``). Each retry t (seed ``seed +
+        t``) is one more call of the same size, filled with copies of the rows
+        :meth:`retry` picks: a backend that compiles per shape meets a shape it knows, and
+        a row gets several chances a try. A row keeps its first copy that passes, else
+        its last. Sets :attr:`drawn`."""
         made = self.sample(parents, messages, seed)
         self.drawn = len(made)
         for t in range(1, self.retries + 1):
             again = [k for k, (child, _) in enumerate(made) if self.retry(child)]
             if not again:
                 break
+            picks = [again[j % len(again)] for j in range(max(len(made), len(again)))]
             redone = self.sample(
-                [parents[k] for k in again], [messages[k] for k in again], (seed + t) % 2**31
+                [parents[k] for k in picks], [messages[k] for k in picks], (seed + t) % 2**31
             )
-            self.drawn += len(redone)
-            for k, pair in zip(again, redone, strict=True):
-                made[k] = pair
+            self.drawn += len(picks)
+            for k in again:
+                copies = [pair for pick, pair in zip(picks, redone, strict=True) if pick == k]
+                made[k] = next((c for c in copies if not self.retry(c[0])), copies[-1])
         return made
 
     def sample(

@@ -137,32 +137,45 @@ def test_lm_diff_drops_the_unfinished_line_of_a_completion_cut_by_length():
 def test_lm_diff_samples_again_while_a_child_cannot_run():
     good = unified_diff(SQUARE, _edit(SQUARE, "10", "7"), "walker.py")
     other = unified_diff(SQUARE, _edit(SQUARE, "10", "8"), "walker.py")
+    third = unified_diff(SQUARE, _edit(SQUARE, "10", "9"), "walker.py")
     undefined = unified_diff(SQUARE, _edit(SQUARE, "center)", "knee2)"), "walker.py")
     broken = unified_diff(SQUARE, _edit(SQUARE, "center)", "center"), "walker.py")
     mismatch = "@@ -1,2 +1,2 @@\n-this line is not in the parent\n+x = 1\n"
     script = Script(
         [
             *(good, undefined, mismatch, ConnectionError("down")),  # every parent once
-            *(other, broken),  # the two that cannot run, again
-            undefined,  # the one still broken, a last time
+            *(broken, mismatch, other, third),  # rows 1, 2, 1, 2: the two that failed
+            *(mismatch, undefined, mismatch, undefined),  # row 2 four times, a last try
         ]
     )
     op = LMDiffOperator(script, COMMIT_MESSAGES, "walker.py", retries=2)
     children = op.mutate([Parent(i, SQUARE) for i in range(4)], np.random.default_rng(0))
     assert children[0].program == _edit(SQUARE, "10", "7")
+    # a row keeps its first copy that passes: row 1 its second, row 2 its first in try 2
     assert children[1].program == _edit(SQUARE, "10", "8")
-    # out of tries: the last child is kept, and the sandbox will classify it
-    assert children[2].program == _edit(SQUARE, "center)", "knee2)")
+    assert children[2].program == _edit(SQUARE, "10", "9")
     assert children[3].failure == "backend_error"  # a new sample would not mend the server
-    assert op.drawn == 7 and not script.texts
+    assert op.drawn == 8 and len(script.texts) == 4  # no third call: nothing left to mend
     seeds = [k["seed"] for k in script.kwargs]
-    assert seeds == [seeds[0], seeds[0] + 1, seeds[0] + 2]
-    # a retry keeps the child's commit message and parent
+    assert seeds == [seeds[0], seeds[0] + 1]
+    # a retry call has the first call's size and keeps each row's commit message
     first = script.prompts[:4]
-    assert script.prompts[4:] == [first[1], first[2], first[2]]
+    assert script.prompts[4:] == [first[1], first[2], first[1], first[2]]
     assert [c.message for c in children[1:3]] == [
         p.split("<MSG> ")[1].split("\n")[0] for p in first[1:3]
     ]
+
+
+def test_lm_diff_keeps_the_last_sample_of_a_child_that_never_passes():
+    undefined = unified_diff(SQUARE, _edit(SQUARE, "center)", "knee2)"), "walker.py")
+    broken = unified_diff(SQUARE, _edit(SQUARE, "center)", "center"), "walker.py")
+    good = unified_diff(SQUARE, _edit(SQUARE, "10", "7"), "walker.py")
+    script = Script([good, broken, undefined, broken, broken, undefined])
+    op = LMDiffOperator(script, COMMIT_MESSAGES, "walker.py", retries=2)
+    children = op.mutate([Parent(0, SQUARE), Parent(1, SQUARE)], np.random.default_rng(0))
+    assert children[0].program == _edit(SQUARE, "10", "7")
+    assert children[1].program == _edit(SQUARE, "center)", "knee2)")  # the last copy
+    assert op.drawn == 6 and not script.texts
 
 
 def test_lm_diff_without_retries_keeps_every_first_sample():
