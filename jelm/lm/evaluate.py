@@ -97,7 +97,7 @@ def evaluate(
     ``copy``: sample diffs that copy their parents' lines where the backend can.
     ``retries``: sample a child again while it cannot run, as ``lm_diff`` does
     (:meth:`~jelm.lm.operators.LMDiffOperator.tries`); ``drawn_per_child`` counts the
-    diffs sampled per child, and a record holds the last try.
+    diffs sampled per child, and a record holds the sample a child kept.
     ``by_parent`` breaks the shares down per parent. ``records``, if given, receives one
     dict per sample: temperature, parent, message, completion, child (``None`` when no
     child was made), end (as in ``outcomes``) and error (the sandbox's or the diff's
