@@ -166,8 +166,9 @@ class LMDiffOperator:
         its last. Sets :attr:`drawn`."""
         made = self.sample(parents, messages, seed)
         self.drawn = len(made)
+        # rows still to mend (no reading at all without retries)
+        again = [k for k, (c, _) in enumerate(made) if self.retries and self.retry(c)]
         for t in range(1, self.retries + 1):
-            again = [k for k, (child, _) in enumerate(made) if self.retry(child)]
             if not again:
                 break
             picks = [again[j % len(again)] for j in range(max(len(made), len(again)))]
@@ -175,9 +176,14 @@ class LMDiffOperator:
                 [parents[k] for k in picks], [messages[k] for k in picks], (seed + t) % 2**31
             )
             self.drawn += len(picks)
+            failing = []
             for k in again:
                 copies = [pair for pick, pair in zip(picks, redone, strict=True) if pick == k]
-                made[k] = next((c for c in copies if not self.retry(c[0])), copies[-1])
+                passing = next((c for c in copies if not self.retry(c[0])), None)
+                made[k] = copies[-1] if passing is None else passing
+                if passing is None:
+                    failing.append(k)
+            again = failing
         return made
 
     def sample(
