@@ -119,8 +119,8 @@ def main() -> None:
                     key = (seed, op, rs)
                     operator = OPERATORS[op]
                     if args.model and operator["mutation"].startswith("lm_"):
-                        lm = {**operator.get("lm", {}), "backend": {"kind": "jelm"}}
-                        lm["backend"]["path"] = str(Path(args.model).resolve())
+                        backend = {"kind": "jelm", "path": str(Path(args.model).resolve())}
+                        lm = {**operator.get("lm", {}), "backend": backend}
                         operator = {**operator, "lm": lm}
                     settings = {
                         **operator,
