@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
 import jelm.sim  # noqa: F401  (pins XLA flags before JAX starts)
@@ -32,7 +33,14 @@ def run_once(
     the end) in ``out``; copy its metrics to ``results/<results_name>.jsonl``, delete
     ``out``. Returns the per-generation metrics, the end-to-end candidates/s (sandbox
     start, compilation and plots included) and what ``inspect(out)`` found before the
-    run directory went."""
+    run directory went.
+
+    The run's compiled programs are dropped at the end (``jax.clear_caches``): a process
+    that runs many comparisons would otherwise keep every sampler shape of every run
+    loaded, each with its memory mappings, until the kernel's limit
+    (``vm.max_map_count``) stops XLA. The next run loads the shapes it shares from the
+    persistent compilation cache instead of compiling them again.
+    """
     config = from_mapping(
         {
             "renders": 0,
@@ -41,7 +49,10 @@ def run_once(
             **settings,
         }
     )
-    summary = run(config, out)
+    try:
+        summary = run(config, out)
+    finally:
+        jax.clear_caches()
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     found = inspect(out) if inspect is not None else None
     (HERE / "results").mkdir(exist_ok=True)
