@@ -66,29 +66,33 @@ def _rows(out: Path, name: str = "train.jsonl") -> list[dict]:
     return [json.loads(line) for line in (out / name).read_text().splitlines()]
 
 
-@pytest.mark.slow  # 24 iterations of PPO, ~25 s
+@pytest.mark.slow  # 36 iterations of PPO, ~20 s
 def test_ppo_raises_a_terrain_conditioned_toy_reward(tiny, tmp_path, capsys):
     """Half the programs earn 1 at the start whatever the policy does on its own: a rise
-    to most of them needs the terrain, read through the TEN and the gate."""
+    to most of them needs the terrain, read through the TEN and the gate.
+
+    The learning rate is one at which the rise holds under any rounding XLA's CPU code
+    gives (other hosts, other optimization levels); at 1e-2 the policy reached 0.97 and
+    then fell back to 0.5 under one rounding and held under another."""
     cfg = dataclasses.replace(
         FAST,
         model=str(tiny),
-        lr=1e-2,
-        head_lr=1e-2,
-        iterations=24,
+        lr=3e-3,
+        head_lr=3e-3,
+        iterations=36,
         batch=32,
         lam=1.0,
         reward_scale=1.0,
     )
     train(cfg, tmp_path / "run", _setup(tiny, ParityRewarder()), progress=False)
     rows = _rows(tmp_path / "run")
-    assert [r["iteration"] for r in rows] == list(range(1, 25))
+    assert [r["iteration"] for r in rows] == list(range(1, 37))
     rewards = [r["reward_mean"] for r in rows]
     assert np.mean(rewards[-3:]) > max(0.75, np.mean(rewards[:3]) + 0.25), rewards
     for name in ("flat", "tunnel"):  # both terrains learned, not one at the other's cost
         assert np.mean([r[f"reward_{name}"] for r in rows[-3:]]) > 0.6
     samples = _rows(tmp_path / "run", "samples.jsonl")
-    assert len(samples) == 24 * 32 and {s["terrain"] for s in samples} == {"flat", "tunnel"}
+    assert len(samples) == 36 * 32 and {s["terrain"] for s in samples} == {"flat", "tunnel"}
     # the share of programs cut off by the token budget, and a warning when most are
     for row in rows:
         cut = [
