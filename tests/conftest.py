@@ -44,12 +44,13 @@ def _quick_compiles(config: pytest.Config) -> None:
     """The default pass (``-m 'not slow'``) compiles at XLA optimization level 0.
 
     Its tests compile far more than they run (hundreds of small programs, each run on a
-    few rows), and level 0 compiles quicker. The slow pass keeps XLA's default level: its
-    tests run compiled code longer, and level 0 changes the rounding of some programs
-    (a PPO run's rewards drift apart over its updates), whereas the sampler's tokens and
-    the simulator's trajectories that the default pass pins are the same. Set before the
-    JAX backend starts (the workers and the subprocesses tests start inherit it); a level
-    given in ``XLA_FLAGS`` wins.
+    few rows), and level 0 compiles quicker. The slow pass keeps XLA's default level so
+    that one pass checks the code as users compile it: level 0 changes the rounding of
+    some programs (a PPO run's rewards drift apart over its updates), and the slow tests
+    run compiled code longer. The sampler's tokens and the simulator's trajectories that
+    the default pass pins are the same at both levels. Set before the JAX backend starts
+    (the workers and the subprocesses tests start inherit it); a level given in
+    ``XLA_FLAGS`` wins.
     """
     flags = os.environ.get("XLA_FLAGS", "")
     if config.option.markexpr == "not slow" and "xla_backend_optimization_level" not in flags:
