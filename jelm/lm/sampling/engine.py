@@ -3,13 +3,13 @@ mutation step).
 
 Prompts are planned into groups (:mod:`jelm.lm.sampling.plan`) as they are added, and at
 most ``max_batch`` rows sample at once. Whenever a group finishes while others wait, its
-slot is refilled with the next waiting group (prefilled in a batch with any others that
-fit); prompts added while others sample join them (the slots widen, and the caches make
-room for longer prompts); when none wait and at most a quarter of the slots are live,
-the live groups are packed into fewer slots, so that finished rows stop costing decode
-steps. A row's cache holds 64 generated tokens at first and grows once, to
-``max_new_tokens``, when a live row needs more (two cache sizes: two compiled programs
-per shape instead of four).
+slot is refilled with the next waiting group (prefilled alone, or one a device, so that a
+shape has one prefill program); prompts added while others sample join them (the slots
+widen, and the caches make room for longer prompts); when none wait and at most a quarter
+of the slots are live, the live groups are packed into fewer slots, so that finished rows
+stop costing decode steps. A row's cache holds 64 generated tokens at first and grows
+once, to ``max_new_tokens``, when a live row needs more (two cache sizes: two compiled
+programs per shape instead of four).
 """
 
 from __future__ import annotations
@@ -306,38 +306,47 @@ class Sampler:
 
     def _admit(self) -> None:
         """Waiting groups into free slots (widening the slots and fitting the caches to
-        longer prompts first if needed)."""
+        longer prompts first if needed).
+
+        Groups are prefilled a few at a time (:meth:`_slot_count` of one: one group, or
+        one a device) and put into their slots, so that a shape needs one prefill program
+        however many groups a refill brings; a prefill is one group's work either way
+        (:func:`jelm.lm.sampling.device.prefill_chunks` runs long prefixes a group at a
+        time)."""
         assert self.rows is not None
         max_slots = max(1, self.max_rows // self.rows)
         n_live = sum(h is not None for h in self._holder)
-        size = len(self._holder)
         want = self._slot_count(min(n_live + len(self._waiting), max_slots))
+        step = self._slot_count(1)
         if self._slots is None:
-            new = [self._waiting.popleft() for _ in range(min(want, len(self._waiting)))]
-            self._slots = self._prefill(new, want)
-            self._holder = [*new, *[None] * (want - len(new))]
-            return
-        slots = self._slots
-        if (slots.prefix_mask.shape[1], slots.suffix_mask.shape[2]) != (
-            self.prefix_len,
-            self.suffix_len,
-        ):
-            slots = self._placed(D.fit(slots, self.prefix_len, self.suffix_len))
+            new = [self._waiting.popleft() for _ in range(min(step, len(self._waiting)))]
+            slots = self._prefill(new, step)
+            self._holder = [*new, *[None] * (step - len(new))]
+        else:
+            slots = self._slots
+            if (slots.prefix_mask.shape[1], slots.suffix_mask.shape[2]) != (
+                self.prefix_len,
+                self.suffix_len,
+            ):
+                slots = self._placed(D.fit(slots, self.prefix_len, self.suffix_len))
+        size = len(self._holder)
         if want > size:
             slots = self._placed(D.widen(slots, want))
             self._holder += [None] * (want - size)
             size = want
         free = [g for g in range(size) if self._holder[g] is None]
-        new = [self._waiting.popleft() for _ in range(min(len(free), len(self._waiting)))]
-        n = self._slot_count(len(new))
-        at = np.full((n,), size, np.int32)  # padding entries point past the end
-        at[: len(new)] = free[: len(new)]
-        fresh = self._prefill(new, n)
-        if D.window_of(slots) > self._first_window:
-            fresh = self._placed(D.grow(fresh, D.window_of(slots)))
-        self._slots = self._placed(D.insert(slots, fresh, jnp.asarray(at)))
-        for g, group in zip(free, new, strict=False):
-            self._holder[g] = group
+        while free and self._waiting:
+            new = [self._waiting.popleft() for _ in range(min(step, len(free), len(self._waiting)))]
+            at = np.full((step,), size, np.int32)  # padding entries point past the end
+            at[: len(new)] = free[: len(new)]
+            fresh = self._prefill(new, step)
+            if D.window_of(slots) > self._first_window:
+                fresh = self._placed(D.grow(fresh, D.window_of(slots)))
+            slots = self._placed(D.insert(slots, fresh, jnp.asarray(at)))
+            for g, group in zip(free, new, strict=False):
+                self._holder[g] = group
+            free = free[len(new) :]
+        self._slots = slots
 
     def run(self, max_steps: int | None = None) -> list[tuple[int, Generation]]:
         """Sample until some prompts finish, or ``max_steps`` decode steps have run, or
