@@ -216,6 +216,23 @@ def test_generate_does_not_recompile_for_similar_prompts():
     assert compiled() == longer
 
 
+def test_refills_of_any_size_share_one_prefill_program():
+    """Groups are prefilled one at a time: a call whose rows finish at different steps, so
+    that slots free up and refill in ones and twos, and whose first fill is eight groups,
+    compiles no prefill program beyond the one a lone prompt of its shape compiled."""
+    cfg = M.ModelConfig(vocab_size=211, n_ctx=96, d_model=32, n_layer=1, n_head=4)
+    params = _params(cfg)
+    # eight stop ids (one padded size); rows stop after a few tokens, each at its own step
+    kw = dict(max_new_tokens=24, temperature=1.0, share_prefixes=False)
+    kw["stop_token_ids"] = list(range(5, 211, 26))
+    prompts = _prompts(21, [20, 24, 28, 30, 22, 26] * 3)  # one prefix bucket
+    S.generate(params, cfg, prompts[:1], jax.random.key(0), max_batch=1, **kw)
+    before = D.prefill._cache_size()
+    out = S.generate(params, cfg, prompts, jax.random.key(1), max_batch=8, **kw)
+    assert len({len(g.tokens) for g in out}) > 2  # the rows did finish apart
+    assert D.prefill._cache_size() == before
+
+
 @pytest.mark.slow
 def test_a_known_larger_shape_changes_no_token():
     """With a record of shapes (an ELM run's backend), a call of short prompts samples at
