@@ -308,11 +308,11 @@ class Sampler:
         """Waiting groups into free slots (widening the slots and fitting the caches to
         longer prompts first if needed).
 
-        Groups are prefilled a few at a time (:meth:`_slot_count` of one: one group, or
-        one a device) and put into their slots, so that a shape needs one prefill program
-        however many groups a refill brings; a prefill is one group's work either way
-        (:func:`jelm.lm.sampling.device.prefill_chunks` runs long prefixes a group at a
-        time)."""
+        Groups are prefilled one at a time (one a device on several, :meth:`_slot_count`
+        of one) and put into their slots, so that a shape needs one prefill program
+        however many groups a refill brings. The work is the same as a batched prefill's:
+        that one runs long prefixes a group at a time too
+        (:func:`jelm.lm.sampling.device.prefill_chunks`)."""
         assert self.rows is not None
         max_slots = max(1, self.max_rows // self.rows)
         n_live = sum(h is not None for h in self._holder)
