@@ -39,8 +39,8 @@ class Slots(NamedTuple):
     [G, R, 2]); ``out`` [G, R, N] the
     emitted tokens; ``hist`` [G, R, Pp + Ps + N + 1] the row's prompt and new tokens
     (-1 where unknown or padding), where drafts are looked up. ``copy``: each row's parent
-    and its copy automaton after ``tok`` (:mod:`jelm.lm.sampling.copy`), or ``None`` when
-    no row is constrained.
+    and its copy automaton before ``tok`` (:mod:`jelm.lm.sampling.copy`; the decode step
+    that feeds ``tok`` reads it in), or ``None`` when no row is constrained.
     """
 
     cache: tuple[LayerCache, ...]
@@ -204,7 +204,7 @@ def prefill(
         keys=keys,
         out=jnp.full((g, r, new_tokens), sampling.pad_id, jnp.int32),
         hist=hist,
-        copy=None if copy is None else (copy[0], C.advance(copy[1], tok, copy[0], vocab)),
+        copy=copy,
     )
 
 
@@ -319,19 +319,15 @@ def decode(
         if s.copy is not None:
             assert vocab is not None
             data, state = s.copy
-            ahead_states = jax.tree_util.tree_map(lambda x: x[..., None], state)
-            if drafts:  # the states after each guessed token, one compiled step for all
 
-                def guessed(st: C.CopyState, tok: jax.Array):
-                    st = C.advance(st, tok, data, vocab)
-                    return st, st
+            def read(st: C.CopyState, tok: jax.Array):
+                st = C.advance(st, tok, data, vocab)
+                return st, st
 
-                _, after = jax.lax.scan(guessed, state, jnp.moveaxis(guess, 2, 0))
-                ahead_states = jax.tree_util.tree_map(
-                    lambda a, b: jnp.concatenate([a, jnp.moveaxis(b, 0, 2)], axis=2),
-                    ahead_states,
-                    after,
-                )
+            # the automata after each fed token (``tok`` and the guesses): one compiled
+            # advance for all, the only one in the step
+            _, after = jax.lax.scan(read, state, jnp.moveaxis(seq, 2, 0))
+            ahead_states = jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, 0, 2), after)
             ok = C.allowed(ahead_states, data, vocab, sampling.stop_ids)  # [G, R, T, V]
             logits = _mask(logits.reshape(g, r, t, -1), ok)
         x = sample_tokens(
@@ -370,15 +366,15 @@ def decode(
         keep = active[..., None] & (jnp.arange(t + 1) <= kept[..., None] + 1)
         done = s.done | (active & (hit_stop | (step >= n)))
         copy = s.copy
-        if copy is not None:
+        if copy is not None:  # the automaton before ``nxt``: after the tokens kept
             kept_state = C.CopyState(
                 *(jnp.take_along_axis(x, kept[..., None], axis=2)[..., 0] for x in ahead_states)
             )
-            new = C.advance(kept_state, nxt, data, vocab)
-            keep_old = ~active
             copy = (
                 data,
-                C.CopyState(*(jnp.where(keep_old, a, b) for a, b in zip(state, new, strict=True))),
+                C.CopyState(
+                    *(jnp.where(active, b, a) for a, b in zip(state, kept_state, strict=True))
+                ),
             )
         return s._replace(
             copy=copy,
