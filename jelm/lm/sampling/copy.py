@@ -206,15 +206,22 @@ def advance_byte(state: CopyState, b: jax.Array, data: CopyText) -> CopyState:
     # the next hunk begins where the brackets open are the parent's
     unbalanced = ~brackets_balanced(state, data)
     new_mode = jnp.where((mode == LINE) & (b == _AT) & unbalanced, REJECT, new_mode)
-    shape = (*state.cursor.shape, data.lines.shape[-1])
-    cand, nxt, dist = jax.lax.cond(  # the parent's lines matter in a first line only
-        jnp.any(mode == FIRST),
-        lambda: _first_lines(state, data),
-        lambda: (jnp.zeros(shape, bool), jnp.zeros(shape, jnp.int32), jnp.zeros(shape, jnp.int32)),
-    )
-    resolved, line_start = _after_line(cand, nxt, dist, data)
-    goes_on = jnp.any(cand & (nxt == jnp.asarray(b)[..., None]), axis=-1)  # a line goes on with b
     first = mode == FIRST
+
+    def in_first_line() -> tuple[jax.Array, jax.Array, jax.Array]:
+        cand, nxt, dist = _first_lines(state, data)
+        resolved, line_start = _after_line(cand, nxt, dist, data)
+        # whether one of the lines it may still be goes on with b
+        goes_on = jnp.any(cand & (nxt == jnp.asarray(b)[..., None]), axis=-1)
+        return resolved, line_start, goes_on
+
+    # the parent's lines matter in a hunk's first line only
+    shape = jnp.broadcast_shapes(cur.shape, jnp.shape(b))
+    resolved, line_start, goes_on = jax.lax.cond(
+        jnp.any(first),
+        in_first_line,
+        lambda: (jnp.full(shape, -1), jnp.zeros(shape, jnp.int32), jnp.zeros(shape, bool)),
+    )
     new_mode = jnp.where(first & ~jnp.where(nl, resolved >= 0, goes_on), REJECT, new_mode)
     new_cur = jnp.where(
         (mode == COPY) & (b == here),
@@ -353,6 +360,29 @@ def advance(state: CopyState, tokens: jax.Array, data: CopyText, vocab: CopyVoca
     return new._replace(mode=jnp.where(new.mode == REJECT, OFF, new.mode))
 
 
+def _nearest(cand: jax.Array, center: jax.Array, near: int) -> tuple[jax.Array, jax.Array]:
+    """The ``near`` lines of ``cand`` [..., NL] (booleans) nearest to line ``center`` [...]
+    (of two as near, the earlier first), nearest first: their indices [..., near], and
+    whether each is one (fewer than ``near``: the rest are not). Ranks by counting, not
+    sorting: the candidates nearer than a line are those strictly inside its distance."""
+    nl = cand.shape[-1]
+    j = jnp.arange(nl)
+    c = center[..., None]
+    d = jnp.abs(j - c)
+    q = jnp.concatenate([jnp.zeros_like(cand[..., :1], jnp.int32), jnp.cumsum(cand, -1)], -1)
+
+    def count(a: jax.Array, b: jax.Array) -> jax.Array:  # candidates in lines [a, b]
+        hi = jnp.take_along_axis(q, jnp.clip(b + 1, 0, nl), axis=-1)
+        lo = jnp.take_along_axis(q, jnp.clip(a, 0, nl), axis=-1)
+        return jnp.maximum(hi - lo, 0)
+
+    mirror = c - d  # the line as near on the other side, earlier when ``j`` is after ``c``
+    tie = (j > c) & (mirror >= 0) & jnp.take_along_axis(cand, jnp.clip(mirror, 0, nl - 1), -1)
+    rank = count(c - d + 1, c + d - 1) + tie
+    slot = cand[..., None, :] & (rank[..., None, :] == jnp.arange(near)[:, None])  # [..., C, NL]
+    return jnp.sum(jnp.where(slot, j, 0), axis=-1), jnp.any(slot, axis=-1)
+
+
 def _first_line_tokens(
     state: CopyState, data: CopyText, vocab: CopyVocab, lead: jax.Array
 ) -> jax.Array:
@@ -365,11 +395,10 @@ def _first_line_tokens(
     lead = jnp.broadcast_to(lead, state.mode.shape)
     fresh = lead >= 0
     state = state._replace(pos=jnp.where(fresh, 0, state.pos), hash=jnp.where(fresh, 0, state.hash))
-    cand, _, dist = _first_lines(state, data)  # [..., NL]
+    cand, _, _ = _first_lines(state, data)  # [..., NL]
     g, r, nl = data.lines.shape
     near = min(FIRST_LINES, nl)
-    _, line = jax.lax.top_k(-jnp.where(cand, dist, 2 * nl + 2**20), near)  # [..., C]
-    cand = jnp.take_along_axis(cand, line, axis=-1)
+    line, cand = _nearest(cand, _expand(state.num, cand.ndim - 1) - 1, near)  # [..., C]
     line = line.reshape(g, r, -1, near)
     starts = _at(data.lines, line) + state.pos.reshape(g, r, -1, 1)
     ahead = _at(data.text, starts[..., None] + jnp.arange(k)).reshape(*cand.shape, k)
@@ -439,7 +468,11 @@ def allowed(state: CopyState, data: CopyText, vocab: CopyVocab, stop_ids: jax.Ar
     # a hunk's first line spells a line of the parent (from its marker on, in LINE0)
     both = CopyState(*(jnp.stack([x, x], axis=2) for x in state))  # [G, R, 2, *E]
     markers = jnp.stack([jnp.where(mode == LINE0, _SP, -1), jnp.full_like(mode, _MINUS)], axis=2)
-    spelled, removed = jnp.moveaxis(_first_line_tokens(both, data, vocab, markers), 2, 0)
+    spelled, removed = jax.lax.cond(  # rows in a hunk's first line, or about to begin one
+        jnp.any((mode == LINE0) | (mode == FIRST)),
+        lambda: jnp.moveaxis(_first_line_tokens(both, data, vocab, markers), 2, 0),
+        lambda: jnp.zeros((2, *mode.shape, v), bool),
+    )
     normal = jnp.select(
         [m == COPY, m == LINE, m == LINE0, in_header, m == FIRST],
         [

@@ -212,6 +212,23 @@ def test_a_first_line_is_a_line_of_the_parent_nearest_the_header():
     assert _mode_after("@@ -1,2 +1,2 @@\n x = 1", parent) == C.FIRST
 
 
+def test_the_nearest_first_lines_are_those_a_stable_sort_ranks_first():
+    """A first line's candidates are cut to the ``near`` nearest the header's line, of
+    two as near the earlier first: the same lines in the same order as a stable sort by
+    distance, for centres before, inside and far past the parent, few or many
+    candidates."""
+    rng = np.random.default_rng(0)
+    nl, near = 40, 6
+    cand = rng.random((300, nl)) < rng.choice([0.05, 0.3, 0.9], (300, 1))
+    center = rng.choice([-1, 0, 7, 20, 39, 45, 10**6], 300) + rng.integers(-2, 3, 300)
+    line, ok = C._nearest(jnp.asarray(cand), jnp.asarray(center), near)
+    for i in range(len(cand)):
+        want = sorted(np.flatnonzero(cand[i]), key=lambda j: abs(j - center[i]))[:near]
+        got = np.asarray(line[i])[np.asarray(ok[i])]
+        assert list(got) == want, (center[i], np.flatnonzero(cand[i]))
+        assert list(np.asarray(ok[i])) == [True] * len(want) + [False] * (near - len(want))
+
+
 BRACKETED = """\
 x = f(1,
       2)
