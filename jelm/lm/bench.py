@@ -1,16 +1,18 @@
 """Diff-model sampling throughput: jelm (JAX) against transformers (torch), one machine.
 
 ``python -m jelm.lm.bench [--model shipped|<dir>|hf:<dir>] [--domain NAME]
-[--batches 1 8 32] [--new-tokens 384] [--children 1 4]`` prints one JSON line on stdout
-(progress goes to stderr)::
+[--batches 1 8 32] [--new-tokens 384] [--children 1 4] [--copy off|on|both]`` prints one
+JSON line on stdout (progress goes to stderr)::
 
     {"device", "machine": {matmul_gflops, memory_gbps},
      "model": {params, d_model, n_layer, n_head, n_kv_head, n_ctx, vocab_size, source},
      "prompt_tokens_mean", "sampling": {...},
-     "jax":   [{"children", "batch", "tokens_per_s", "diffs_per_s", "first_call_s",
-               "run_s", "mean_new_tokens", "stop_rate", "roofline": {...}}, ...],
-     "torch": [{same fields but roofline, "threads"}, ...],
+     "jax":   [{"children", "copy", "batch", "tokens_per_s", "diffs_per_s",
+               "first_call_s", "run_s", "mean_new_tokens", "stop_rate",
+               "tokens_per_step", "roofline": {...}}, ...],
+     "torch": [{same fields but copy, tokens_per_step and roofline; "threads"}, ...],
      "speedup": {"children<k>_b<batch>": jax / best torch tokens/s},
+     "copy_speed": {"children<k>_b<batch>": jax tokens/s copying / not},
      "peak_rss_mb"}
 
 It measures ELM's mutation step (§3.1): a batch of diff-format prompts (the domain's seed
@@ -27,6 +29,9 @@ when it draws a parent for several children. Both sides get the same token ids.
   ``roofline`` (:func:`roofline`): the call's FLOPs and bytes against this machine's
   measured matmul rate and memory bandwidth (:func:`machine_peaks`), the least time they
   allow, and the share of it the call achieved.
+  With ``--copy on`` each diff copies its parent (:mod:`jelm.lm.sampling.copy`, the main
+  job's default), with ``both`` every workload is timed both ways (``copy_speed``);
+  ``speedup`` compares the rows without copying, torch's work.
 - ``torch``: the same weights exported by :func:`jelm.lm.hf.save_hf` (an ``hf:`` model is
   read from its own directory), loaded with ``AutoModelForCausalLM`` from local files and
   run by ``generate(do_sample=True, top_k=0, ...)`` on left-padded inputs under
@@ -91,12 +96,12 @@ def load_any(model: str) -> tuple[Any, Any, Any, Path, bool]:
     return params, config, tokenizer, path, is_hf
 
 
-def bench_parents(
+def bench_families(
     corpus_parents: int = 9, seed: int = 0, *, domain: Domain | str | None = None
-) -> list[list[str]]:
+) -> list[tuple[str, list[str]]]:
     """ELM §3.1 diff prompts by parent: every seed program of ``domain`` and
-    ``corpus_parents`` distinct parents of its training corpus, each with each of the
-    domain's commit messages."""
+    ``corpus_parents`` distinct parents of its training corpus, each with its prompts
+    (one per commit message of the domain)."""
     from jelm.programs.diff import elm_prompt
 
     domain = resolve_domain(domain)
@@ -110,16 +115,32 @@ def bench_parents(
                 parents.append(example.parent)
     messages = domain.prompts.commit_messages
     file_name = domain.program.file_name
-    return [[elm_prompt(p, m, file_name) for m, _ in messages] for p in parents]
+    return [(p, [elm_prompt(p, m, file_name) for m, _ in messages]) for p in parents]
+
+
+def bench_parents(
+    corpus_parents: int = 9, seed: int = 0, *, domain: Domain | str | None = None
+) -> list[list[str]]:
+    """The prompts of :func:`bench_families`, by parent."""
+    return [texts for _, texts in bench_families(corpus_parents, seed, domain=domain)]
+
+
+def bench_pool(
+    corpus_parents: int = 9, seed: int = 0, *, domain: Domain | str | None = None
+) -> list[tuple[str, str]]:
+    """Every prompt of :func:`bench_families` with its parent, in a fixed shuffled order."""
+    pairs = [
+        (t, p) for p, texts in bench_families(corpus_parents, seed, domain=domain) for t in texts
+    ]
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    return [pairs[int(i)] for i in order]
 
 
 def bench_prompts(
     corpus_parents: int = 9, seed: int = 0, *, domain: Domain | str | None = None
 ) -> list[str]:
-    """The prompts of :func:`bench_parents`, in a fixed shuffled order."""
-    prompts = [t for texts in bench_parents(corpus_parents, seed, domain=domain) for t in texts]
-    order = np.random.default_rng(seed).permutation(len(prompts))
-    return [prompts[int(i)] for i in order]
+    """The prompts of :func:`bench_pool`, in its order."""
+    return [t for t, _ in bench_pool(corpus_parents, seed, domain=domain)]
 
 
 def family_prompts(
@@ -248,9 +269,16 @@ def bench_jax(
     eos_id: int,
     pad_id: int,
     peaks: dict[str, float] | None = None,
+    *,
+    copy: Sequence[bool] = (False,),
+    parents: dict[int, dict[int, list[str]]] | None = None,
+    copy_vocab: Any = None,
 ) -> list[dict[str, Any]]:
     """First-call and warm-call timings of :func:`jelm.lm.sampling.generate` for every
-    workload (``children`` per parent) and batch size, with the :func:`roofline` bound."""
+    workload (``children`` per parent) and batch size, with the :func:`roofline` bound.
+    ``copy``: sample unconstrained (``False``) and/or under the copy constraint
+    (``True``: each prompt's diff copies its parent in ``parents``, laid out as
+    ``workloads``; ``copy_vocab`` from :func:`jelm.lm.sampling.copy.copy_vocab`)."""
     import jax
 
     from jelm.lm.model import param_count
@@ -260,31 +288,40 @@ def bench_jax(
     out = []
     for children, by_batch in workloads.items():
         for b, prompts in by_batch.items():
-            kw = dict(
-                max_new_tokens=new_tokens,
-                temperature=TEMPERATURE,
-                top_p=TOP_P,
-                stop_token_ids=[eos_id],
-                pad_id=pad_id,
-                max_batch=b,
-            )
-            t0 = time.perf_counter()
-            generate(params, config, prompts, jax.random.key(0), **kw)
-            first_s = time.perf_counter() - t0
-            run_s, gens = _warm(
-                lambda p=prompts, k=kw: generate(params, config, p, jax.random.key(1), **k)
-            )
-            stops = sum(g.finish_reason == "stop" for g in gens)
-            lengths = [len(g.tokens) + (g.finish_reason == "stop") for g in gens]
-            entry = {"children": children, **_entry(b, first_s, run_s, lengths, stops)}
-            # tokens (stop tokens included) a row's decode step emits, on average
-            entry["tokens_per_step"] = round(sum(lengths) / max(1, sum(g.steps for g in gens)), 2)
-            if peaks:
-                bound = roofline(config, n_params, prompts, lengths, new_tokens, b, peaks)
-                bound["achieved"] = round(bound["bound_s"] / run_s, 3)
-                entry["roofline"] = bound
-            out.append(entry)
-            _log(f"jax   {out[-1]}")
+            for copying in copy:
+                kw = dict(
+                    max_new_tokens=new_tokens,
+                    temperature=TEMPERATURE,
+                    top_p=TOP_P,
+                    stop_token_ids=[eos_id],
+                    pad_id=pad_id,
+                    max_batch=b,
+                )
+                if copying:
+                    assert parents is not None and copy_vocab is not None
+                    kw.update(copy=parents[children][b], copy_vocab=copy_vocab)
+                t0 = time.perf_counter()
+                generate(params, config, prompts, jax.random.key(0), **kw)
+                first_s = time.perf_counter() - t0
+                run_s, gens = _warm(
+                    lambda p=prompts, k=kw: generate(params, config, p, jax.random.key(1), **k)
+                )
+                stops = sum(g.finish_reason == "stop" for g in gens)
+                lengths = [len(g.tokens) + (g.finish_reason == "stop") for g in gens]
+                entry = {
+                    "children": children,
+                    "copy": bool(copying),
+                    **_entry(b, first_s, run_s, lengths, stops),
+                }
+                # tokens (stop tokens included) a row's decode step emits, on average
+                steps = max(1, sum(g.steps for g in gens))
+                entry["tokens_per_step"] = round(sum(lengths) / steps, 2)
+                if peaks:
+                    bound = roofline(config, n_params, prompts, lengths, new_tokens, b, peaks)
+                    bound["achieved"] = round(bound["bound_s"] / run_s, 3)
+                    entry["roofline"] = bound
+                out.append(entry)
+                _log(f"jax   {out[-1]}")
     return out
 
 
@@ -371,32 +408,49 @@ def run(
     threads: Sequence[int] = (2,),
     backends: Sequence[str] = ("jax", "torch"),
     domain: Domain | str | None = None,
+    copy: str = "off",
 ) -> dict[str, Any]:
     """The benchmark as a dict (see the module docstring for the fields)."""
+    if copy not in ("off", "on", "both"):
+        raise ValueError(f"copy must be off, on or both, got {copy!r}")
     from jelm.lm.hf import save_hf
     from jelm.lm.model import param_count
 
     params, config, tokenizer, path, is_hf = load_any(model)
+    copy_modes = {"off": (False,), "on": (True,), "both": (False, True)}[copy]
+    copy_vocab = None
+    if True in copy_modes:
+        from jelm.lm.sampling.copy import copy_vocab as make_copy_vocab
 
-    def fits(texts: Sequence[str]) -> list[list[int]]:
-        ids = [tokenizer.encode(t) for t in texts]
-        return [i for i in ids if len(i) + new_tokens <= config.n_ctx]
+        copy_vocab = make_copy_vocab(tokenizer, int(config.vocab_size))  # raises if it cannot
 
-    pool = fits(bench_prompts(corpus_parents, domain=domain))
-    by_parent = [p for p in (fits(t) for t in bench_parents(corpus_parents, domain=domain)) if p]
+    def fits(pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], str]]:
+        ids = [(tokenizer.encode(t), parent) for t, parent in pairs]
+        return [(i, parent) for i, parent in ids if len(i) + new_tokens <= config.n_ctx]
+
+    pool = fits(bench_pool(corpus_parents, domain=domain))
+    by_parent = [
+        f
+        for f in (
+            fits([(t, p) for t in ts]) for p, ts in bench_families(corpus_parents, domain=domain)
+        )
+        if f
+    ]
     if not pool:
         raise ValueError(f"no prompt fits n_ctx={config.n_ctx} with --new-tokens {new_tokens}")
     workloads: dict[int, dict[int, list[list[int]]]] = {}
+    parents: dict[int, dict[int, list[str]]] = {}
     for k in children:
-        workloads[k] = {
-            b: (
+        workloads[k], parents[k] = {}, {}
+        for b in batches:
+            chosen = (
                 [pool[i % len(pool)] for i in range(b)]
                 if k == 1
-                else family_prompts(by_parent, b, k)  # type: ignore[arg-type]
+                else family_prompts(by_parent, b, k)
             )
-            for b in batches
-        }
-    lengths = [len(p) for p in pool]
+            workloads[k][b] = [ids for ids, _ in chosen]
+            parents[k][b] = [parent for _, parent in chosen]
+    lengths = [len(p) for p, _ in pool]
     _log(f"{len(pool)} prompts, {min(lengths)}..{max(lengths)} tokens, model {path}")
     peaks = machine_peaks()
     res: dict[str, Any] = {
@@ -419,13 +473,25 @@ def run(
             "max_new_tokens": new_tokens,
             "stop": "eos",
             "prompts": len(pool),
+            "copy": copy,
         },
         "jax": [],
         "torch": [],
     }
     eos, pad = tokenizer.eos_id, tokenizer.pad_id
     if "jax" in backends:
-        res["jax"] = bench_jax(params, config, workloads, new_tokens, eos, pad, peaks)
+        res["jax"] = bench_jax(
+            params,
+            config,
+            workloads,
+            new_tokens,
+            eos,
+            pad,
+            peaks,
+            copy=copy_modes,
+            parents=parents,
+            copy_vocab=copy_vocab,
+        )
     if "torch" in backends:
         with tempfile.TemporaryDirectory(prefix="jelm_bench_hf_") as tmp:
             if is_hf:  # run the original checkpoint
@@ -435,7 +501,8 @@ def run(
                 hf_dir = Path(tmp)
             for n in threads:
                 res["torch"] += bench_torch(hf_dir, workloads, new_tokens, eos, pad, n)
-    if res["jax"] and res["torch"]:
+    free = [j for j in res["jax"] if not j["copy"]]  # the same work as torch's
+    if free and res["torch"]:
         res["speedup"] = {
             f"children{j['children']}_b{j['batch']}": round(
                 j["tokens_per_s"]
@@ -446,7 +513,14 @@ def run(
                 ),
                 2,
             )
-            for j in res["jax"]
+            for j in free
+        }
+    if copy == "both" and res["jax"]:
+        by = {(j["children"], j["batch"], j["copy"]): j for j in res["jax"]}
+        res["copy_speed"] = {
+            f"children{k}_b{b}": round(j["tokens_per_s"] / by[(k, b, False)]["tokens_per_s"], 3)
+            for (k, b, copying), j in by.items()
+            if copying
         }
     res["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return res
@@ -553,6 +627,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     ap.add_argument("--backends", nargs="+", default=["jax", "torch"], choices=["jax", "torch"])
     ap.add_argument(
+        "--copy",
+        choices=["off", "on", "both"],
+        default="off",
+        help="jelm samples each diff copying its parent (on), not (off), or both ways",
+    )
+    ap.add_argument(
         "--synthetic",
         nargs="*",
         choices=["generate", "train"],
@@ -573,6 +653,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 threads=args.threads,
                 backends=args.backends,
                 domain=args.domain,
+                copy=args.copy,
             )
     print(json.dumps(res), file=stdout, flush=True)
     return res

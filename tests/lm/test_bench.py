@@ -74,7 +74,7 @@ def test_bench_main_prints_one_json_line(tiny_model_dir, capsys):
         assert [(r["children"], r["batch"]) for r in rows] == [(1, 1), (1, 2), (4, 1), (4, 2)]
         for r in rows:
             want = ENTRY_FIELDS | (
-                {"threads"} if side == "torch" else {"roofline", "tokens_per_step"}
+                {"threads"} if side == "torch" else {"copy", "roofline", "tokens_per_step"}
             )
             assert set(r) == want, (side, r)
             if side == "jax":  # a decode step emits at least one token, at most 1 + 4 guesses
@@ -97,6 +97,39 @@ def test_bench_main_prints_one_json_line(tiny_model_dir, capsys):
     assert roof[(4, 2)]["prefill_gflop"] < roof[(1, 2)]["prefill_gflop"]
     for r in roof.values():
         assert r["bound_s"] > 0 and r["achieved"] > 0
+
+
+def test_bench_times_sampling_with_and_without_copying(tiny_model_dir, monkeypatch):
+    """``copy="both"`` times each workload unconstrained and with each diff copying the
+    parent its prompt shows, and reports their ratio; without torch rows no speedup."""
+    import jelm.lm.sampling
+
+    d, _ = tiny_model_dir
+    calls = []
+    real = jelm.lm.sampling.generate
+
+    def spy(params, config, prompts, key, **kw):
+        calls.append((len(prompts), kw.get("copy"), kw.get("copy_vocab") is not None))
+        return real(params, config, prompts, key, **kw)
+
+    monkeypatch.setattr(jelm.lm.sampling, "generate", spy)
+    res = bench.run(
+        str(d), [2], 4, children=[1, 4], corpus_parents=0, backends=["jax"], copy="both"
+    )
+    rows = [(r["children"], r["batch"], r["copy"]) for r in res["jax"]]
+    assert rows == [(1, 2, False), (1, 2, True), (4, 2, False), (4, 2, True)]
+    assert set(res["copy_speed"]) == {"children1_b2", "children4_b2"}
+    assert all(v > 0 for v in res["copy_speed"].values())
+    assert "speedup" not in res and res["sampling"]["copy"] == "both"
+    copied = [parents for _, parents, has_vocab in calls if parents is not None and has_vocab]
+    assert len(copied) >= 4 and all(len(p) == 2 for p in copied)  # first and warm calls
+    assert len(copied) < len(calls)  # and the rows without copying, without parents
+    seeds = {seed_source(n) for n in SEED_NAMES}
+    assert all(p in seeds for parents in copied for p in parents)  # the prompts' own parents
+    # the family workload copies one parent for both of its rows
+    assert any(len(set(p)) == 1 for p in copied)
+    with pytest.raises(ValueError, match="copy must be"):
+        bench.run(str(d), [1], 4, backends=["jax"], copy="yes")
 
 
 def test_bench_runs_a_codegen_model(tmp_path, monkeypatch):
