@@ -270,12 +270,17 @@ def _evolve_hosts(
 
 def use_xla_cache(path: str | None) -> None:
     """Keep compiled XLA programs in ``path`` between runs (JAX's persistent compilation
-    cache), unless it is empty or ``JAX_COMPILATION_CACHE_DIR`` already names one."""
+    cache), unless it is empty or ``JAX_COMPILATION_CACHE_DIR`` already names one. Every
+    program is kept, however quick to compile (JAX's default keeps those over a second):
+    a run compiles a hundred or more small ones (the sampler's slot moves, the archive's
+    updates; ``$JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` sets another threshold)."""
     if not path or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         return
     import jax
 
     jax.config.update("jax_compilation_cache_dir", str(Path(path).expanduser()))
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def run(config: RunConfig, out: Path) -> dict[str, Any]:

@@ -109,6 +109,7 @@ def test_the_xla_cache_is_set_unless_jax_already_has_one(tmp_path, monkeypatch):
     from jelm.experiments.run import use_xla_cache
 
     before = jax.config.jax_compilation_cache_dir
+    least = jax.config.jax_persistent_cache_min_compile_time_secs
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "theirs"))
     use_xla_cache(str(tmp_path / "ours"))
     assert jax.config.jax_compilation_cache_dir == before
@@ -116,7 +117,15 @@ def test_the_xla_cache_is_set_unless_jax_already_has_one(tmp_path, monkeypatch):
     try:
         use_xla_cache("")
         assert jax.config.jax_compilation_cache_dir == before
+        # every program is kept, unless the environment sets the threshold
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.5)
+        monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "2.5")
         use_xla_cache(str(tmp_path / "ours"))
         assert jax.config.jax_compilation_cache_dir == str(tmp_path / "ours")
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == 2.5
+        monkeypatch.delenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")
+        use_xla_cache(str(tmp_path / "ours"))
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == 0.0
     finally:
         jax.config.update("jax_compilation_cache_dir", before)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", least)
