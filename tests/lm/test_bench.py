@@ -99,6 +99,7 @@ def test_bench_main_prints_one_json_line(tiny_model_dir, capsys):
         assert r["bound_s"] > 0 and r["achieved"] > 0
 
 
+@pytest.mark.slow
 def test_bench_times_sampling_with_and_without_copying(tiny_model_dir, monkeypatch):
     """``copy="both"`` times each workload unconstrained and with each diff copying the
     parent its prompt shows, and reports their ratio; without torch rows no speedup."""
