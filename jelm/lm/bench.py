@@ -26,9 +26,9 @@ when it draws a parent for several children. Both sides get the same token ids.
 - ``jax``: :func:`jelm.lm.sampling.generate` with ``max_batch = b``; ``first_call_s`` is
   the first call at the batch's shapes (compilation included), ``run_s`` the mean of
   warm calls with another key (repeated until a second has passed, at most 5 calls).
-  ``roofline`` (:func:`roofline`): the call's FLOPs and bytes against this machine's
-  measured matmul rate and memory bandwidth (:func:`machine_peaks`), the least time they
-  allow, and the share of it the call achieved.
+  ``roofline`` (:mod:`jelm.lm.roofline`): the call's FLOPs and bytes against this
+  machine's measured matmul rate and memory bandwidth, the least time they allow, and the
+  share of it the call achieved.
   With ``--copy on`` each diff copies its parent (:mod:`jelm.lm.sampling.copy`, the main
   job's default), with ``both`` every workload is timed both ways (``copy_speed``);
   ``speedup`` compares the rows without copying, torch's work.
@@ -63,6 +63,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jelm.lm.domain import add_domain_option, resolve_domain
+from jelm.lm.roofline import machine_peaks, roofline
 
 if TYPE_CHECKING:
     from jelm.domains.base import Domain
@@ -118,13 +119,6 @@ def bench_families(
     return [(p, [elm_prompt(p, m, file_name) for m, _ in messages]) for p in parents]
 
 
-def bench_parents(
-    corpus_parents: int = 9, seed: int = 0, *, domain: Domain | str | None = None
-) -> list[list[str]]:
-    """The prompts of :func:`bench_families`, by parent."""
-    return [texts for _, texts in bench_families(corpus_parents, seed, domain=domain)]
-
-
 def bench_pool(
     corpus_parents: int = 9, seed: int = 0, *, domain: Domain | str | None = None
 ) -> list[tuple[str, str]]:
@@ -155,83 +149,6 @@ def family_prompts(
         out += [texts[(p // len(texts_by_parent) + j) % len(texts)] for j in range(children)]
         p += 1
     return out[:batch]
-
-
-def machine_peaks() -> dict[str, float]:
-    """This machine's float32 matmul rate (GFLOP/s, a jitted [4096, 256] x [256, 1024]
-    product) and memory bandwidth (GB/s, a jitted sum over 400 MB), best of 5."""
-    import jax
-    import jax.numpy as jnp
-
-    a, w = jnp.ones((4096, 256), jnp.float32), jnp.ones((256, 1024), jnp.float32)
-    x = jnp.ones((100 * 2**20,), jnp.float32)
-    mm, total = jax.jit(jnp.dot), jax.jit(jnp.sum)
-    best = {}
-    for name, f, args, work in (
-        ("matmul_gflops", mm, (a, w), 2 * 4096 * 256 * 1024 / 1e9),
-        ("memory_gbps", total, (x,), x.nbytes / 1e9),
-    ):
-        jax.block_until_ready(f(*args))
-        times = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            jax.block_until_ready(f(*args))
-            times.append(time.perf_counter() - t0)
-        best[name] = round(work / min(times), 1)
-    return best
-
-
-def roofline(
-    config: ModelConfig,
-    n_params: int,
-    prompts: Sequence[Sequence[int]],
-    lengths: Sequence[int],
-    max_new_tokens: int,
-    max_batch: int,
-    peaks: dict[str, float],
-) -> dict[str, Any]:
-    """Work of one ``generate`` call and the least time this machine needs for it.
-
-    Prefill: ``2 * params`` FLOPs per prompt token of every distinct prefix and suffix,
-    plus causal attention (``2 * n_layer * d_attn * L**2``). Decode, per generated token:
-    ``2 * params`` plus ``4 * n_layer * d_attn * context`` FLOPs; bytes: the weights once
-    per step (shared by the rows of the step) and the key/value slots the padded shapes
-    of the plan read (:mod:`jelm.lm.sampling.plan`; rows' caches sized to the window that
-    holds the mean completion). The bound is the FLOPs at the matmul
-    rate plus, per decode step, the larger of its FLOPs and bytes at the measured peaks.
-    It is the bound of a sampler that computes each token in a step of its own: checking
-    guessed tokens (``tokens_per_step`` in the bench's entries) can beat it.
-    """
-    from jelm.lm.sampling.plan import bucket_batch, make_plan
-
-    plan = make_plan(prompts, max_new_tokens, max_batch)
-    d_attn = config.n_head * config.head_dim
-    kv_bytes = 2 * config.n_layer * config.kv_heads * config.head_dim * 4  # per slot
-    prefill_tokens = sum(len(g.prefix) + sum(map(len, g.suffixes)) for g in plan.groups)
-    prefill_flops = 2 * n_params * prefill_tokens + sum(
-        2 * config.n_layer * d_attn * (len(g.prefix) + len(s)) ** 2
-        for g in plan.groups
-        for s in g.suffixes
-    )
-    rows = plan.rows * plan.slots
-    steps = max(lengths) if len(prompts) <= rows else -(-sum(lengths) // rows)
-    per_step_tokens = sum(lengths) / max(steps, 1)
-    context = np.mean([len(p) for p in prompts]) + np.mean(lengths) / 2
-    step_flops = per_step_tokens * (2 * n_params + 4 * config.n_layer * d_attn * context)
-    window = min(max_new_tokens, max(64, bucket_batch(int(np.mean(lengths)))))
-    slots = plan.slots * plan.prefix_len + rows * (plan.suffix_len + window)
-    step_bytes = 4 * n_params + kv_bytes * slots
-    flops_s, bytes_s = peaks["matmul_gflops"] * 1e9, peaks["memory_gbps"] * 1e9
-    bound = prefill_flops / flops_s + steps * max(step_flops / flops_s, step_bytes / bytes_s)
-    return {
-        "rows_per_group": plan.rows,
-        "groups": len(plan.groups),
-        "prefill_gflop": round(prefill_flops / 1e9, 2),
-        "decode_gflop_per_token": round(float(step_flops / per_step_tokens / 1e9), 4),
-        "decode_mb_per_token": round(float(step_bytes / per_step_tokens / 1e6), 2),
-        "bound_s": round(bound, 3),
-        "bound_tokens_per_s": round(sum(lengths) / bound, 1),
-    }
 
 
 def _warm(call: Callable[[], Any], min_s: float = 1.0, max_calls: int = 5) -> tuple[float, Any]:
@@ -275,7 +192,8 @@ def bench_jax(
     copy_vocab: Any = None,
 ) -> list[dict[str, Any]]:
     """First-call and warm-call timings of :func:`jelm.lm.sampling.generate` for every
-    workload (``children`` per parent) and batch size, with the :func:`roofline` bound.
+    workload (``children`` per parent) and batch size, with the bound of
+    :func:`jelm.lm.roofline.roofline`.
     ``copy``: sample unconstrained (``False``) and/or under the copy constraint
     (``True``: each prompt's diff copies its parent in ``parents``, laid out as
     ``workloads``; ``copy_vocab`` from :func:`jelm.lm.sampling.copy.copy_vocab`)."""
@@ -429,13 +347,8 @@ def run(
         return [(i, parent) for i, parent in ids if len(i) + new_tokens <= config.n_ctx]
 
     pool = fits(bench_pool(corpus_parents, domain=domain))
-    by_parent = [
-        f
-        for f in (
-            fits([(t, p) for t in ts]) for p, ts in bench_families(corpus_parents, domain=domain)
-        )
-        if f
-    ]
+    families = bench_families(corpus_parents, domain=domain)
+    by_parent = [f for f in (fits([(t, p) for t in ts]) for p, ts in families) if f]
     if not pool:
         raise ValueError(f"no prompt fits n_ctx={config.n_ctx} with --new-tokens {new_tokens}")
     workloads: dict[int, dict[int, list[list[int]]]] = {}
