@@ -1,7 +1,7 @@
 """The shipped diff model (``lm_diff``) against GP from the square and CPPN seeds.
 
     python experiments/compare_lm.py [--generations 10] [--batch 32] [--random-seeds 0 1]
-        [--operators lm_diff gp] [--model DIR --label NAME] [--table NAME]
+        [--operators lm_diff gp] [--model DIR --label NAME] [--table NAME] [--reuse]
 
 For every seed (square, cppn_fixed, cppn_mutable), operator (lm_diff with the model jelm
 ships at the default temperature 0.8, the same sampled without copying the parent,
@@ -14,7 +14,9 @@ a valid walker; from its metrics: QD-score and coverage against evaluations. Wri
 next to this file:
 
 - ``results/lm_<seed>_<operator>[_<label>]_<rs>.jsonl``: each run's per-generation
-  metrics (``lm_diff_T05`` for the colder runs);
+  metrics (``lm_diff_T05`` for the colder runs), and ``.statuses.json`` beside it, its
+  ledger's rates and candidates/s (``--reuse`` builds the table from these files for the
+  runs that have them and runs only the others);
 - ``<table>.md`` (``lm_vs_gp.md``): the table;
 - ``<table>_<seed>.png``: QD-score, coverage and max fitness against evaluations.
 """
@@ -83,6 +85,17 @@ def ledger_rates(path: Path) -> dict[str, float]:
     }
 
 
+def load_run(name: str) -> tuple[list[dict], float, dict]:
+    """A run of an earlier comparison from its results files (``--reuse``): its
+    per-generation metrics, candidates/s and ledger rates."""
+    results = HERE / "results"
+    rows = [json.loads(x) for x in (results / f"{name}.jsonl").read_text().splitlines()]
+    rates = json.loads((results / f"{name}.statuses.json").read_text())
+    if "candidates_per_s" not in rates:
+        raise SystemExit(f"{name}.statuses.json holds no candidates_per_s: run it again")
+    return rows, rates.pop("candidates_per_s"), rates
+
+
 def drawn_per_child(rows: list[dict], batch: int) -> float | None:
     """Samples an LM operator drew per child over a run's mutated generations (the
     metrics' ``drawn``; ``batch`` children each), or ``None`` for an operator that does
@@ -105,6 +118,11 @@ def main() -> None:
     parser.add_argument("--model", help="a jelm model directory for the LM operators")
     parser.add_argument("--label", default="", help="the --model's name in the table")
     parser.add_argument("--table", default="lm_vs_gp", help="the table's and plots' name")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="take a run whose results files exist from them instead of running it again",
+    )
     args = parser.parse_args()
     if args.model and not args.label:
         parser.error("--model needs --label (its name in the table and the results files)")
@@ -134,14 +152,18 @@ def main() -> None:
                     if args.model and op != "gp":
                         label += f"_{args.label}"
                     name = f"lm_{seed}_{label}_{rs}"
+                    stored = HERE / "results" / f"{name}.statuses.json"
+                    if args.reuse and stored.exists():
+                        runs[key], speed[key], rates[key] = load_run(name)
+                        continue
                     runs[key], speed[key], rates[key] = run_once(
                         settings,
                         scratch / name,
                         name,
                         inspect=lambda out: ledger_rates(out / "ledger.sqlite"),
                     )
-                    (HERE / "results" / f"{name}.statuses.json").write_text(
-                        json.dumps(rates[key]) + "\n"
+                    stored.write_text(
+                        json.dumps({**rates[key], "candidates_per_s": speed[key]}) + "\n"
                     )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
