@@ -32,8 +32,10 @@ STOP_SLOTS = 8  # stop ids are padded to a multiple of this (fixed shapes, fewer
 #: Default number of rows sampled at once.
 MAX_ROWS = 32
 #: Generated tokens a row's cache holds at first; it grows to the whole budget when a row
-#: needs more.
-FIRST_WINDOW = 64
+#: needs more. Budgets up to this size start whole: each window is one more compiled
+#: decode program for every shape (about 5 s here), and at ELM's budgets (256-384 tokens)
+#: the smaller window saved no measurable time (jelm/lm/README.md).
+FIRST_WINDOW = 512
 #: Live groups are packed into fewer slots once at most 1/PACK of the slots are live (each
 #: slot count is one more compiled decode program).
 PACK = 4

@@ -17,6 +17,7 @@ import pytest
 from jelm.lm import model as M
 from jelm.lm import sampling as S
 from jelm.lm.sampling import device as D
+from jelm.lm.sampling import engine as E
 from jelm.lm.sampling.sample import sample_tokens
 from tests.lm.tiny import ARCHS, CODEGEN, GPT2
 from tests.lm.tiny import random_prompts as _prompts
@@ -93,6 +94,28 @@ def test_chunked_prefill_gives_the_same_tokens(monkeypatch):
     monkeypatch.setattr(D, "PREFILL_SCORE_ELEMENTS", 1)
     chunked = S.generate(params, cfg, prompts, jax.random.key(0), **kw)
     assert chunked == whole
+
+
+def test_caches_that_grow_change_no_token(monkeypatch):
+    """A row's cache holds ``FIRST_WINDOW`` generated tokens at first and grows to the
+    budget when a row needs more, and a refill's fresh slots grow to the running window:
+    sampling with a small first window gives the tokens of whole caches from the start."""
+    cfg = CODEGEN
+    params = _params(cfg)
+    prompts = _prompts(6, [3, 17, 9, 5, 12, 7])
+    kw = dict(max_new_tokens=24, temperature=0.9, top_p=0.9, max_batch=2)
+    whole = S.generate(params, cfg, prompts, jax.random.key(3), **kw)
+    grown = []
+    real_grow = D.grow
+
+    def grow(slots, window):
+        grown.append(window)
+        return real_grow(slots, window)
+
+    monkeypatch.setattr(E, "FIRST_WINDOW", 8)
+    monkeypatch.setattr(D, "grow", grow)
+    assert S.generate(params, cfg, prompts, jax.random.key(3), **kw) == whole
+    assert grown and set(grown) == {24 + E.MAX_DRAFTS}
 
 
 @pytest.mark.slow
